@@ -1,0 +1,37 @@
+"""Markdown table of several runs: problem, iterations, wall time, metrics (final and at the
+lowest training loss), final losses.
+
+    python postprocess/compare_runs.py runs/a runs/b ...
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+
+def row(run: Path) -> str:
+    s = json.loads((run / "summary.json").read_text())
+    best = s.get("metrics_at_min_loss", {})
+    metrics = "; ".join(
+        f"{f} rel_l2 {m['rel_l2']:.3e} (min-loss {best[f]['rel_l2']:.3e} @ {best['iteration']})"
+        for f, m in s["metrics"].items()
+    )
+    losses = ", ".join(f"{k} {v:.2e}" for k, v in s["final_loss"].items())
+    return f"| {run} | {s['problem']} | {s['iterations']} | {s['wall_seconds']:.0f} | {metrics or '-'} | {losses} |"
+
+
+def main(argv: list[str]) -> int:
+    if not argv:
+        print(__doc__.strip(), file=sys.stderr)
+        return 2
+    print("| run | problem | iterations | wall s | metrics | final losses |")
+    print("|---|---|---|---|---|---|")
+    for arg in argv:
+        print(row(Path(arg)))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main(sys.argv[1:]))

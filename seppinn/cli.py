@@ -1,0 +1,91 @@
+"""``seppinn`` command line: a thin layer over the Python API.
+
+Exit status: 0 done; 2 bad input (one line, nothing written); 1 failure during the run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from .errors import RunError, SeppinnError
+from .resources import shipped_dir
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.exit(2, f"{self.prog}: {message}\n")
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="seppinn", description="Separable PINNs with SepPGD.")
+    sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    s = sub.add_parser("solve", help="train on a problem file and write the results")
+    s.add_argument("problem", help="problem file (TOML)")
+    s.add_argument("--solver", help="solver file, or a shipped preset name (e.g. spinn)")
+    s.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a solver key, e.g. --set train.iterations=200 (repeatable)")
+    s.add_argument("--out", help="output folder (default: runs/<problem name>)")
+    s.add_argument("--quiet", action="store_true", help="no progress output")
+
+    c = sub.add_parser("check", help="parse and compile a problem; report terms, grids, memory")
+    c.add_argument("problem")
+    c.add_argument("--solver")
+    c.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+
+    e = sub.add_parser("examples", help="copy the shipped problem files into a folder")
+    e.add_argument("dir", nargs="?", default="seppinn-examples")
+    return p
+
+
+def _solve(args: argparse.Namespace) -> int:
+    from .api import prepare, run
+
+    prep = prepare(args.problem, args.solver, args.overrides)
+    out = Path(args.out) if args.out else Path("runs") / prep.problem.name
+    result = run(prep, out, progress=not args.quiet)
+    print(f"{prep.problem.name}: {result.iterations} iterations in {result.wall_seconds:.1f} s -> {out}")
+    best = result.metrics_at_min_loss
+    for f, m in result.metrics.items():
+        print(f"  {f}: rel_l2 {m['rel_l2']:.4e} (final), {best[f]['rel_l2']:.4e} "
+              f"(at min loss, iteration {best['iteration']}); mse {m['mse']:.4e}")
+    return 0
+
+
+def _check(args: argparse.Namespace) -> int:
+    from .api import check_report, prepare
+
+    print(check_report(prepare(args.problem, args.solver, args.overrides)))
+    return 0
+
+
+def _examples(args: argparse.Namespace) -> int:
+    dest = Path(args.dir)
+    dest.mkdir(parents=True, exist_ok=True)
+    copied = []
+    for kind in ("problems", "solvers"):
+        (dest / kind).mkdir(exist_ok=True)
+        for f in sorted(shipped_dir(kind).glob("*.toml")):
+            shutil.copy(f, dest / kind / f.name)
+            copied.append(f"{kind}/{f.name}")
+    print(f"copied {len(copied)} files into {dest}: {', '.join(copied)}")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        return {"solve": _solve, "check": _check, "examples": _examples}[args.command](args)
+    except SeppinnError as exc:
+        print(exc, file=sys.stderr)
+        return 2
+    except RunError as exc:
+        print(f"run failed: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130

@@ -1,0 +1,225 @@
+"""Compile a ``Problem`` into terms the trainer evaluates on grids.
+
+Each residual becomes a ``Residual``: the derivative multi-indices it needs, the coordinate-only
+subexpressions (evaluated once per grid, in float64, then cast) and a torch function of the
+field derivatives. Each term owns its grid: interior terms use the training points, a face
+pins one axis to a single point and reuses the free axes' training points, a data file brings
+its own grid. No derivative is ever taken through the grid tensor: the trainer builds every
+derivative as one contraction of per-axis jets.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import sympy as sp
+import torch
+
+from .activations import ACTIVATIONS
+from .errors import ProblemError, SolverConfigError, did_you_mean
+from .expressions import count_nodes
+from .lowering import FUNCTIONS as LOWERABLE
+from .lowering import lower, split_constants
+from .problem import Face, Problem
+from .solver_config import SolverConfig
+
+# A point set on one axis: ("train", d), ("face", d, side), ("file", name, d), ("test", d).
+PointSetKey = tuple
+Deriv = tuple[str, tuple[int, ...]]  # (field, multi-index)
+
+
+@dataclass
+class Residual:
+    """r = F(derivatives of fields, coordinates) on one grid."""
+
+    derivs: list[Deriv]
+    consts: dict[sp.Symbol, sp.Expr]
+    arrays: dict[sp.Symbol, np.ndarray]  # given data on the grid (e.g. observations)
+    fn: object  # lowered torch function of the placeholders and const symbols
+    placeholders: list[sp.Symbol]
+    nodes: int
+
+    def prepare(self, coords: Sequence[torch.Tensor], dtype: torch.dtype) -> dict[sp.Symbol, torch.Tensor]:
+        """Evaluate coordinate-only parts on a grid. coords[d]: broadcastable float64 tensor."""
+        env = dict(zip(self.axis_symbols, coords))
+        out: dict[sp.Symbol, torch.Tensor] = {}
+        for s, e in self.consts.items():
+            v = lower(e)(env)
+            out[s] = torch.as_tensor(v, dtype=torch.float64, device=coords[0].device).to(dtype)
+        for s, a in self.arrays.items():
+            out[s] = torch.as_tensor(a, device=coords[0].device).to(dtype)
+        return out
+
+    def __call__(self, values: Sequence[torch.Tensor], consts: Mapping[sp.Symbol, torch.Tensor]) -> torch.Tensor:
+        env = dict(consts)
+        env.update(zip(self.placeholders, values))
+        return self.fn(env)  # type: ignore[operator]
+
+    axis_symbols: list[sp.Symbol] = field(default_factory=list)
+
+
+@dataclass
+class TermPart:
+    """One grid of a term (a condition on several faces has one part per face)."""
+
+    grid: list[PointSetKey]  # one point-set key per axis
+    residual: Residual
+    label: str
+    mask: np.ndarray | None = None  # bool on the grid: points that count (keep-data)
+
+
+@dataclass
+class Term:
+    name: str
+    kind: str  # equation | condition | data
+    key: str
+    parts: list[TermPart]
+    weight: float = 1.0
+    reduction: str = "mean"  # over parts: mean over all points, or sum of per-part means
+
+
+@dataclass
+class CompiledProblem:
+    problem: Problem
+    axes: list[str]
+    ranges: list[tuple[float, float]]
+    components: dict[str, int]
+    terms: list[Term]
+    orders: dict[str, list[int]]  # highest derivative order per field and axis
+    file_grids: dict[str, list[int]]  # data-file grid sizes: name -> n per axis
+
+
+def compile_residual(problem: Problem, expr: sp.Expr, key: str,
+                     arrays: dict[sp.Symbol, np.ndarray] | None = None) -> Residual:
+    """Lower a residual expression (fields as u(x, ...)) to a Residual."""
+    axis_syms = list(problem.ctx.axes.values())
+    expr = expr.xreplace({problem.ctx.parameters[p]: sp.Float(v, 17) for p, v in problem.parameter_values.items()})
+    fields = {str(f.func): f for f in problem.ctx.fields.values()}
+    replace: dict[sp.Expr, sp.Symbol] = {}
+    derivs: list[Deriv] = []
+    placeholders: list[sp.Symbol] = []
+
+    def placeholder(name: str, alpha: tuple[int, ...]) -> sp.Symbol:
+        if (name, alpha) not in derivs:
+            derivs.append((name, alpha))
+            placeholders.append(sp.Dummy(f"{name}_{''.join(map(str, alpha))}"))
+        return placeholders[derivs.index((name, alpha))]
+
+    bad = [d for d in expr.atoms(sp.Derivative) if not isinstance(d.expr, sp.core.function.AppliedUndef)
+           or str(d.expr.func) not in fields]
+    bad += [f for f in expr.atoms(sp.Function)
+            if not isinstance(f, sp.core.function.AppliedUndef) and type(f) not in LOWERABLE]
+    if bad:
+        raise ProblemError(f"cannot evaluate '{sorted(bad, key=str)[0]}' (no elementwise form; "
+                           "e.g. a second derivative of abs)", file=problem.source, key=key)
+    found: list[tuple[str, tuple[int, ...], sp.Expr]] = []
+    for d in expr.atoms(sp.Derivative):
+        if str(d.expr.func) in fields:
+            alpha = [0] * len(axis_syms)
+            for sym, n in d.variable_count:
+                alpha[axis_syms.index(sym)] += int(n)
+            found.append((str(d.expr.func), tuple(alpha), d))
+    for name, f in fields.items():
+        if expr.has(f):
+            found.append((name, (0,) * len(axis_syms), f))
+    for name, alpha, atom in sorted(found, key=lambda x: (x[0], x[1])):
+        replace[atom] = placeholder(name, alpha)
+    body = expr.xreplace(replace)
+    arrays = arrays or {}
+    body, consts = split_constants(body, placeholders)
+    try:
+        fn = lower(body)
+        for e in consts.values():
+            lower(e)
+    except ProblemError as exc:
+        raise exc.located(problem.source, key)
+    res = Residual(derivs, consts, arrays, fn, placeholders, count_nodes(body))
+    res.axis_symbols = axis_syms
+    return res
+
+
+def _face_grid(n_axes: int, face: Face) -> list[PointSetKey]:
+    return [("face", d, face.side) if d == face.axis else ("train", d) for d in range(n_axes)]
+
+
+def compile_problem(problem: Problem, config: SolverConfig,
+                    data_arrays: Mapping[str, np.ndarray] | None = None) -> CompiledProblem:
+    """Lower every term of a validated problem. ``data_arrays``: loaded data files per field."""
+    data_arrays = data_arrays or {}
+    axes = problem.axis_list
+    n = len(axes)
+    interior = [("train", d) for d in range(n)]
+    terms: list[Term] = []
+    for eq in problem.equations:
+        res = compile_residual(problem, eq.residual, f"{eq.key}.residual")
+        terms.append(Term(eq.name, "equation", eq.key, [TermPart(interior, res, "interior")]))
+    for c in problem.conditions:
+        parts = [TermPart(_face_grid(n, f), compile_residual(problem, c.residual, f"{c.key}.expr"),
+                          f.label(axes)) for f in c.faces]
+        terms.append(Term(c.name, "condition", c.key, parts, reduction=config.train.face_reduction))
+    file_grids: dict[str, list[int]] = {}
+    for fname, src in problem.data.items():
+        u = problem.ctx.fields[fname]
+        name = problem.data_term_name(fname)
+        mask = None
+        if src.kind == "expr":
+            assert src.expr is not None
+            res = compile_residual(problem, u - src.expr, src.key)
+            grid = interior
+            if src.keep is not None:
+                raise ProblemError("'keep' needs a data file (its grid is fixed)", file=problem.source, key=f"{src.key}")
+        else:
+            y = np.asarray(data_arrays[fname])
+            target = sp.Dummy("observed")
+            res = compile_residual(problem, u - target, src.key, arrays={target: y.reshape(*y.shape[:n], -1)})
+            file_grids[fname] = list(y.shape[:n])
+            grid = [("file", fname, d) for d in range(n)]
+            if src.keep is not None:
+                rng = np.random.default_rng(src.seed)
+                mask = (rng.random(y.shape[:n]) < src.keep)[..., None]
+        terms.append(Term(name, "data", src.key, [TermPart(grid, res, "data", mask)]))
+
+    names = [t.name for t in terms]
+    for wname, w in config.train.weights.items():
+        if wname not in names:
+            raise SolverConfigError(f"unknown term '{wname}'{did_you_mean(wname, names)} (terms: {', '.join(names)})",
+                                    key=f"train.weights.{wname}")
+    for t in terms:
+        t.weight = config.train.weights.get(t.name, 1.0)
+    orders = {f: [0] * n for f in problem.components}
+    for t in terms:
+        for part in t.parts:
+            for f, alpha in part.residual.derivs:
+                orders[f] = [max(a, b) for a, b in zip(orders[f], alpha)]
+    act = ACTIVATIONS[config.model.activation]
+    if act.smooth_order is not None:
+        for t in terms:
+            for part in t.parts:
+                for f, alpha in part.residual.derivs:
+                    if max(alpha) > act.smooth_order:
+                        d = int(np.argmax(alpha))
+                        raise SolverConfigError(
+                            f"'{act.name}' has zero derivatives of order > {act.smooth_order} almost everywhere, "
+                            f"but term '{t.name}' ({t.key}) needs order {alpha[d]} along {axes[d].name}; "
+                            "use tanh, sin or gelu", key="model.activation")
+    for table in ("points", "test_points"):
+        value = getattr(config.train, table)
+        if isinstance(value, dict):
+            names_ax = [a.name for a in axes]
+            for k in value:
+                if k not in names_ax:
+                    raise SolverConfigError(f"unknown axis '{k}'{did_you_mean(k, names_ax)}", key=f"train.{table}.{k}")
+            missing = [a for a in names_ax if a not in value]
+            if missing:
+                raise SolverConfigError(f"no value for axis {', '.join(missing)}", key=f"train.{table}")
+    return CompiledProblem(problem, [a.name for a in axes], [(a.lo, a.hi) for a in axes],
+                           dict(problem.components), terms, orders, file_grids)
+
+
+def per_axis(value: int | Mapping[str, int], axes: Sequence[str]) -> list[int]:
+    """An int for every axis, or a table per axis name -> list in axis order."""
+    if isinstance(value, Mapping):
+        return [int(value[a]) for a in axes]
+    return [int(value)] * len(axes)

@@ -1,0 +1,103 @@
+"""Loading gridded observations and references: HDF5, .npy and images -> numpy arrays.
+
+An array for a field with C components on D axes has shape (n_1, ..., n_D) when C == 1 or
+(n_1, ..., n_D, C). Images: rows run along the first axis (top row at lo), columns along the
+second; 8-bit values are divided by 255, 16-bit by 65535, floats are kept as stored.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from .errors import DataError
+from .problem import DataSource, Problem
+
+
+def _resolve(problem: Problem, src: DataSource) -> Path:
+    assert src.path is not None
+    path = Path(src.path)
+    if not path.is_absolute() and problem.source != "<python>":
+        path = Path(problem.source).parent / path
+    return path
+
+
+def _read(path: Path, src: DataSource, problem: Problem) -> np.ndarray:
+    err = lambda msg: DataError(msg, file=problem.source, key=f"{src.key}")  # noqa: E731
+    if not path.exists():
+        raise err(f"data file '{path}' not found")
+    suffix = path.suffix.lower()
+    try:
+        if suffix == ".npy":
+            return np.load(path, allow_pickle=False)
+        if suffix in (".h5", ".hdf5"):
+            import h5py
+
+            with h5py.File(path, "r") as f:
+                name = src.dataset or src.field
+                if name not in f:
+                    names = [k for k in f.keys() if isinstance(f[k], h5py.Dataset)]
+                    if src.dataset is None and len(names) == 1:
+                        name = names[0]
+                    else:
+                        raise err(f"'{path}' has no dataset '{name}' (datasets: {', '.join(names) or 'none'})")
+                obj = f[name]
+                if not isinstance(obj, h5py.Dataset):
+                    raise err(f"'{path}': '{name}' is a group, not a dataset")
+                return np.asarray(obj[()])
+        if suffix in (".png", ".jpg", ".jpeg"):
+            import matplotlib.image as mpimg
+
+            img = np.asarray(mpimg.imread(path))
+            if img.dtype == np.uint8:
+                return img.astype(np.float64) / 255.0
+            if img.dtype == np.uint16:
+                return img.astype(np.float64) / 65535.0
+            return img
+    except DataError:
+        raise
+    except Exception as exc:  # truncated or corrupt files: h5py/numpy/PIL raise many types
+        raise err(f"cannot read '{path}': {exc}") from None
+    raise err(f"unsupported data file type '{suffix}' (use .h5, .hdf5, .npy, .png, .jpg)")
+
+
+def load_array(problem: Problem, src: DataSource) -> np.ndarray:
+    """The array of a file/image source, checked against the problem's axes and components."""
+    err = lambda msg: DataError(msg, file=problem.source, key=f"{src.key}")  # noqa: E731
+    path = _resolve(problem, src)
+    a = _read(path, src, problem)
+    if a.dtype.kind not in "fiub":
+        raise err(f"'{path}': expected numbers, got dtype {a.dtype}")
+    a = a.astype(np.float64)
+    n_axes, comps = len(problem.axis_list), problem.components[src.field]
+    if src.kind == "image":
+        if n_axes != 2:
+            raise err(f"an image needs a problem with 2 axes, this one has {n_axes}")
+        if a.ndim == 3 and a.shape[2] == 4 and comps != 4:
+            a = a[..., :3]
+        if a.ndim == 3 and comps == 1:
+            a = a[..., :3].mean(axis=2)
+    if comps == 1 and a.ndim == n_axes + 1 and a.shape[-1] == 1:
+        a = a[..., 0]
+    want = n_axes + (1 if comps > 1 else 0)
+    if a.ndim != want or (comps > 1 and a.shape[-1] != comps):
+        shape = "(n_1, ..., n_D)" if comps == 1 else f"(n_1, ..., n_D, {comps})"
+        raise err(f"'{path}' has shape {a.shape}; field '{src.field}' on {n_axes} axes needs {shape}")
+    if min(a.shape[:n_axes]) < 2:
+        raise err(f"'{path}' has shape {a.shape}: every axis needs at least 2 points")
+    if not np.all(np.isfinite(a)):
+        raise err(f"'{path}' contains {int(np.size(a) - np.isfinite(a).sum())} non-finite values (NaN or inf)")
+    return a if comps > 1 else a[..., None]
+
+
+def load_all(problem: Problem) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """Every file-based data and reference array (raises DataError before any compute)."""
+    data = {f: load_array(problem, s) for f, s in problem.data.items() if s.kind in ("file", "image")}
+    ref = {f: load_array(problem, s) for f, s in problem.reference.items() if s.kind in ("file", "image")}
+    shapes = {tuple(a.shape[:-1]) for a in ref.values()}
+    if len(shapes) > 1:
+        f = next(iter(ref))
+        raise DataError(f"reference files have different grids: {sorted(shapes)}",
+                        file=problem.source, key=f"reference.{f}")
+    return data, ref

@@ -1,0 +1,324 @@
+"""Safe expression parsing: Python's ``ast`` walked node by node into sympy.
+
+User text is never given to ``eval``, ``exec``, ``sympify`` or ``parse_expr``. Only numbers,
+``+ - * / **``, unary signs, known names and calls of registered functions/operators are
+accepted; sizes are capped (characters, nesting depth, exponents, node count after expansion)
+so that no expression can run code or exhaust the machine.
+"""
+
+from __future__ import annotations
+
+import ast
+import math
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+
+import sympy as sp
+
+from .errors import ProblemError, did_you_mean
+
+MAX_CHARS = 10_000
+MAX_DEPTH = 60  # AST nesting depth
+MAX_EXPONENT = 64  # |n| in a**n for a numeric n
+MAX_NODES = 5_000  # sympy tree size after definitions and derivatives are expanded
+MAX_DIFF_NODES = MAX_NODES // 4  # largest expression a derivative is taken of (derivatives grow)
+MAX_DIFF_COUNT = 4  # diff(f, x, n): n per axis (jets carry derivatives up to order 4)
+MAX_MAGNITUDE = 1e300
+
+CONSTANTS: dict[str, sp.Expr] = {"pi": sp.pi, "E": sp.E}
+
+# Elementwise functions a problem file may call: name -> (sympy function, number of arguments).
+# compiler.lower_to_torch must handle every one of them (tests loop over this registry).
+FUNCTIONS: dict[str, Callable[..., sp.Expr]] = {
+    "sin": sp.sin,
+    "cos": sp.cos,
+    "tan": sp.tan,
+    "exp": sp.exp,
+    "log": sp.log,
+    "sqrt": sp.sqrt,
+    "tanh": sp.tanh,
+    "sinh": sp.sinh,
+    "cosh": sp.cosh,
+    "abs": sp.Abs,
+    "atan": sp.atan,
+    "erf": sp.erf,
+}
+
+
+@dataclass
+class ExprContext:
+    """The names an expression may use. Symbols are sympy objects; nothing here is torch."""
+
+    axes: dict[str, sp.Symbol]
+    spatial: list[sp.Symbol]  # the non-time axes (lap, grad2)
+    fields: dict[str, sp.Expr] = field(default_factory=dict)  # name -> u(x, y, ...)
+    parameters: dict[str, sp.Symbol] = field(default_factory=dict)
+    definitions: dict[str, sp.Expr] = field(default_factory=dict)  # already expanded
+
+    def names(self) -> dict[str, sp.Expr]:
+        out: dict[str, sp.Expr] = dict(CONSTANTS)
+        out.update(self.axes)
+        out.update(self.parameters)
+        out.update(self.definitions)
+        out.update(self.fields)
+        return out
+
+
+# Operators: sympy-level macros callable from expressions. Built-ins get the context
+# (lap needs to know the spatial axes); user operators registered with seppinn.operator get
+# only their sympy arguments.
+OperatorFn = Callable[[ExprContext, list[sp.Expr]], sp.Expr]
+OPERATORS: dict[str, OperatorFn] = {}
+OPERATOR_DOCS: dict[str, str] = {}
+
+
+def register_operator(name: str, doc: str) -> Callable[[OperatorFn], OperatorFn]:
+    def deco(fn: OperatorFn) -> OperatorFn:
+        OPERATORS[name] = fn
+        OPERATOR_DOCS[name] = doc
+        return fn
+
+    return deco
+
+
+def _axis_arg(ctx: ExprContext, arg: sp.Expr, op: str) -> sp.Symbol:
+    if isinstance(arg, sp.Symbol) and arg in ctx.axes.values():
+        return arg
+    raise ProblemError(f"{op}: '{arg}' is not an axis (axes: {', '.join(ctx.axes)})")
+
+
+@register_operator("diff", "diff(f, x), diff(f, x, 2), diff(f, x, y): partial derivatives")
+def _diff(ctx: ExprContext, args: list[sp.Expr]) -> sp.Expr:
+    if len(args) < 2:
+        raise ProblemError("diff needs an expression and at least one axis: diff(f, x)")
+    f, rest = _differentiable(args[0], "diff"), args[1:]
+    spec: list[tuple[sp.Symbol, int]] = []
+    for a in rest:
+        if isinstance(a, sp.Integer):
+            if not spec:
+                raise ProblemError("diff: a derivative count must follow an axis: diff(f, x, 2)")
+            n = int(a)
+            if not 1 <= n <= MAX_DIFF_COUNT:
+                raise ProblemError(f"diff: derivative count {n} is outside 1..{MAX_DIFF_COUNT}")
+            spec[-1] = (spec[-1][0], spec[-1][1] + n - 1)
+        else:
+            spec.append((_axis_arg(ctx, a, "diff"), 1))
+    out = f
+    for sym, n in spec:
+        out = sp.diff(out, sym, n)
+    return out
+
+
+@register_operator("lap", "lap(f): sum of second derivatives over the non-time axes")
+def _lap(ctx: ExprContext, args: list[sp.Expr]) -> sp.Expr:
+    if len(args) != 1:
+        raise ProblemError("lap takes one argument: lap(f)")
+    f = _differentiable(args[0], "lap")
+    return sp.Add(*[sp.diff(f, s, 2) for s in ctx.spatial])
+
+
+@register_operator("grad2", "grad2(f): |grad f|^2 over the non-time axes")
+def _grad2(ctx: ExprContext, args: list[sp.Expr]) -> sp.Expr:
+    if len(args) != 1:
+        raise ProblemError("grad2 takes one argument: grad2(f)")
+    f = _differentiable(args[0], "grad2")
+    return sp.Add(*[sp.diff(f, s) ** 2 for s in ctx.spatial])
+
+
+def count_nodes(expr: sp.Expr, limit: int = MAX_NODES) -> int:
+    """Size of the sympy tree, counting no further than ``limit + 1``."""
+    n = 0
+    for _ in sp.preorder_traversal(expr):
+        n += 1
+        if n > limit:
+            break
+    return n
+
+
+def _check_size(expr: sp.Expr) -> sp.Expr:
+    if count_nodes(expr) > MAX_NODES:
+        raise ProblemError(f"expression too large after expansion (more than {MAX_NODES} nodes)")
+    return expr
+
+
+def _differentiable(expr: sp.Expr, op: str) -> sp.Expr:
+    """Refuse to differentiate an expression so large that its derivative would blow the cap."""
+    if count_nodes(expr, MAX_DIFF_NODES) > MAX_DIFF_NODES:
+        raise ProblemError(f"{op}: expression too large to differentiate (more than {MAX_DIFF_NODES} nodes)")
+    return expr
+
+
+_NODE_NAMES = {
+    ast.Attribute: "attribute access",
+    ast.Subscript: "subscripts",
+    ast.Lambda: "lambdas",
+    ast.ListComp: "comprehensions",
+    ast.SetComp: "comprehensions",
+    ast.DictComp: "comprehensions",
+    ast.GeneratorExp: "comprehensions",
+    ast.Compare: "comparisons",
+    ast.BoolOp: "boolean operators",
+    ast.IfExp: "conditional expressions",
+    ast.List: "lists",
+    ast.Tuple: "tuples",
+    ast.Dict: "dicts",
+    ast.Set: "sets",
+    ast.Starred: "starred arguments",
+    ast.NamedExpr: "assignments",
+    ast.JoinedStr: "strings",
+    ast.Await: "await",
+    ast.Yield: "yield",
+    ast.YieldFrom: "yield",
+}
+
+_BINOPS: dict[type, Callable[[sp.Expr, sp.Expr], sp.Expr]] = {
+    ast.Add: lambda a, b: a + b,
+    ast.Sub: lambda a, b: a - b,
+    ast.Mult: lambda a, b: a * b,
+    ast.Div: lambda a, b: a / b,
+}
+
+
+class _Builder:
+    def __init__(self, ctx: ExprContext, extra_names: Mapping[str, sp.Expr] | None) -> None:
+        self.ctx = ctx
+        self.names = ctx.names()
+        if extra_names:
+            self.names.update(extra_names)
+
+    def build(self, node: ast.AST, depth: int = 0) -> sp.Expr:
+        if depth > MAX_DEPTH:
+            raise ProblemError(f"expression nested too deeply (more than {MAX_DEPTH} levels)")
+        d = depth + 1
+        if isinstance(node, ast.Expression):
+            return self.build(node.body, d)
+        if isinstance(node, ast.Constant):
+            return self._constant(node.value)
+        if isinstance(node, ast.Name):
+            return self._name(node.id)
+        if isinstance(node, ast.UnaryOp):
+            if isinstance(node.op, ast.USub):
+                return -self.build(node.operand, d)
+            if isinstance(node.op, ast.UAdd):
+                return self.build(node.operand, d)
+            raise ProblemError(f"operator '{type(node.op).__name__}' is not allowed")
+        if isinstance(node, ast.BinOp):
+            left = self.build(node.left, d)
+            right = self.build(node.right, d)
+            if isinstance(node.op, ast.Pow):
+                return self._pow(left, right)
+            op = _BINOPS.get(type(node.op))
+            if op is None:
+                sym = {ast.FloorDiv: "//", ast.Mod: "%", ast.MatMult: "@", ast.BitXor: "^"}
+                shown = sym.get(type(node.op), type(node.op).__name__)
+                hint = " (use ** for powers)" if isinstance(node.op, ast.BitXor) else ""
+                raise ProblemError(f"operator '{shown}' is not allowed{hint}")
+            return op(left, right)
+        if isinstance(node, ast.Call):
+            return self._call(node, d)
+        what = _NODE_NAMES.get(type(node), f"'{type(node).__name__}'")
+        raise ProblemError(f"{what} are not allowed in an expression")
+
+    def _constant(self, value: object) -> sp.Expr:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            kind = "strings" if isinstance(value, (str, bytes)) else f"'{value!r}'"
+            raise ProblemError(f"{kind} are not allowed in an expression")
+        if isinstance(value, float) and math.isnan(value):
+            raise ProblemError("NaN is not a usable number")
+        if isinstance(value, float) and math.isinf(value):
+            raise ProblemError("infinite numbers are not allowed")
+        if abs(value) > MAX_MAGNITUDE:
+            raise ProblemError(f"number {value!r} is too large")
+        return sp.Integer(value) if isinstance(value, int) else sp.Float(value)
+
+    def _name(self, name: str) -> sp.Expr:
+        if name in self.names:
+            return self.names[name]
+        if name in FUNCTIONS or name in OPERATORS:
+            raise ProblemError(f"'{name}' is a function: call it, e.g. {name}(x)")
+        known = list(self.names) + list(FUNCTIONS) + list(OPERATORS)
+        raise ProblemError(f"unknown name '{name}'{did_you_mean(name, known)}")
+
+    def _pow(self, base: sp.Expr, exp: sp.Expr) -> sp.Expr:
+        if exp.is_number:
+            e = complex(exp)
+            if e.imag != 0 or abs(e.real) > MAX_EXPONENT:
+                raise ProblemError(f"exponent {exp} is too large (|exponent| <= {MAX_EXPONENT})")
+            if base.is_number:
+                b = abs(complex(base))
+                if b > 0 and math.log10(b) * e.real > math.log10(MAX_MAGNITUDE):
+                    raise ProblemError(f"number {base}**{exp} is too large")
+        return _check_size(base**exp)
+
+    def _call(self, node: ast.Call, depth: int) -> sp.Expr:
+        if not isinstance(node.func, ast.Name):
+            what = _NODE_NAMES.get(type(node.func), "calls of computed values")
+            raise ProblemError(f"{what} are not allowed in an expression")
+        name = node.func.id
+        if name not in OPERATORS and name not in FUNCTIONS:
+            if name in self.names:
+                raise ProblemError(f"'{name}' is not a function and cannot be called")
+            known = list(FUNCTIONS) + list(OPERATORS)
+            raise ProblemError(f"unknown function '{name}'{did_you_mean(name, known)}")
+        if node.keywords:
+            raise ProblemError(f"{name}: keyword arguments are not allowed")
+        args = [self.build(a, depth) for a in node.args]
+        if name in OPERATORS:
+            try:
+                return _check_size(OPERATORS[name](self.ctx, args))
+            except ProblemError:
+                raise
+            except Exception as exc:  # a user operator's own failure
+                raise ProblemError(f"operator {name}: {exc}") from None
+        if len(args) != 1:
+            raise ProblemError(f"{name} takes one argument, got {len(args)}")
+        return _check_size(FUNCTIONS[name](args[0]))
+
+
+def parse_expression(
+    text: object, ctx: ExprContext, extra_names: Mapping[str, sp.Expr] | None = None
+) -> sp.Expr:
+    """Parse ``text`` (a str, number or sympy expression) into a sympy expression.
+
+    Raises ProblemError (without file/key; the caller adds them) for anything not allowed.
+    """
+    if isinstance(text, sp.Expr):
+        return _check_size(text)  # already a sympy object, not user text
+    if isinstance(text, bool):
+        raise ProblemError("expected an expression, got a boolean")
+    if isinstance(text, (int, float)):
+        return _Builder(ctx, extra_names)._constant(text)
+    if not isinstance(text, str):
+        raise ProblemError(f"expected an expression string, got {type(text).__name__}")
+    if len(text) > MAX_CHARS:
+        raise ProblemError(f"expression longer than {MAX_CHARS} characters")
+    if not text.strip():
+        raise ProblemError("empty expression")
+    try:
+        tree = ast.parse(text.strip(), mode="eval")
+    except SyntaxError as exc:
+        raise ProblemError(f"syntax error in '{text}': {exc.msg}") from None
+    except (RecursionError, MemoryError, ValueError):
+        raise ProblemError("expression nested too deeply or too long") from None
+    try:
+        expr = _Builder(ctx, extra_names).build(tree)
+    except RecursionError:
+        raise ProblemError("expression nested too deeply") from None
+    if expr.has(sp.zoo, sp.oo, -sp.oo, sp.nan):
+        raise ProblemError(f"'{text}' is not finite (division by zero?)")
+    return _check_size(expr)
+
+
+def free_names(expr: sp.Expr) -> set[str]:
+    """Names of the symbols and undefined functions (fields) an expression uses."""
+    out = {s.name for s in expr.free_symbols if isinstance(s, sp.Symbol)}
+    out |= {str(f.func) for f in expr.atoms(sp.core.function.AppliedUndef)}
+    return out
+
+
+def check_names_are_free(names: Sequence[str]) -> str | None:
+    """The first name that clashes with a reserved word, or None."""
+    for n in names:
+        if n in FUNCTIONS or n in OPERATORS or n in CONSTANTS:
+            return n
+    return None

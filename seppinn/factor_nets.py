@@ -1,0 +1,146 @@
+"""Factor networks: one small MLP per axis (and field), all axes evaluated as one batch.
+
+A ``FactorBank`` holds the D factor networks f_1..f_D of one field with stacked weights
+(leading axis dimension), so one batched matmul serves every axis and the operation count
+does not grow with D. Each network maps a scalar coordinate x in [lo_d, hi_d] to ``out``
+values; inputs are mapped to xi = 2 (x - lo)/(hi - lo) - 1 in [-1, 1], and derivatives with
+respect to x carry the chain-rule factor (2/(hi - lo))^a.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+
+from . import jets as J
+from .activations import ACTIVATIONS, Activation
+
+BODIES = {
+    "mlp": "plain MLP: (depth - 1) hidden layers, then a linear output layer",
+    "modified_mlp": "SPINN's gated body: encoders U, V, H, then H = U + Z * (V - U) in (depth - 1) gated layers",
+}
+
+
+class StackedLinear(nn.Module):
+    """D independent linear layers: weight (D, out, in), bias (D, out)."""
+
+    def __init__(self, n: int, in_features: int, out_features: int) -> None:
+        super().__init__()
+        self.in_features, self.out_features = in_features, out_features
+        self.weight = nn.Parameter(torch.empty(n, out_features, in_features))
+        self.bias = nn.Parameter(torch.empty(n, out_features))
+
+    def jet(self, h: torch.Tensor) -> torch.Tensor:
+        """h: (D, m+1, n, in) -> (D, m+1, n, out); the bias shifts the value entry only."""
+        out = h @ self.weight.transpose(1, 2).unsqueeze(1)
+        return torch.cat([out[:, :1] + self.bias[:, None, None], out[:, 1:]], dim=1)
+
+
+class FactorBank(nn.Module):
+    """The D factor networks of one field.
+
+    ``depth`` counts the linear layers along the path, output layer included (SPINN's
+    ``n_layers``); ``depth >= 2``.
+    """
+
+    def __init__(
+        self,
+        ranges: Sequence[tuple[float, float]],
+        out_features: int,
+        *,
+        width: int,
+        depth: int,
+        activation: str,
+        body: str = "mlp",
+        omega0: float = 30.0,
+        fourier_features: int = 0,
+        fourier_scale: float = 1.0,
+    ) -> None:
+        super().__init__()
+        D = len(ranges)
+        self.register_buffer("lo", torch.tensor([r[0] for r in ranges], dtype=torch.float64))
+        self.register_buffer("hi", torch.tensor([r[1] for r in ranges], dtype=torch.float64))
+        self.act: Activation = ACTIVATIONS[activation]
+        self.omega0 = float(omega0) if self.act.siren else 1.0
+        self.body = body
+        self.fourier = fourier_features
+        if fourier_features:
+            self.register_buffer("freqs", torch.randn(D, fourier_features) * fourier_scale * 2 * math.pi)
+        in_features = 2 * fourier_features if fourier_features else 1
+        hidden = depth - 1
+        self.first: list[StackedLinear]
+        if body == "mlp":
+            dims = [in_features] + [width] * hidden
+            self.hidden = nn.ModuleList(StackedLinear(D, a, b) for a, b in zip(dims[:-1], dims[1:]))
+            self.first = [self.hidden[0]]
+        elif body == "modified_mlp":
+            self.enc_u = StackedLinear(D, in_features, width)
+            self.enc_v = StackedLinear(D, in_features, width)
+            self.enc_h = StackedLinear(D, in_features, width)
+            self.hidden = nn.ModuleList(StackedLinear(D, width, width) for _ in range(hidden))
+            self.first = [self.enc_u, self.enc_v, self.enc_h]
+        else:
+            raise ValueError(f"unknown body {body!r}")
+        self.out = StackedLinear(D, width, out_features)
+        self._initialise()
+
+    def _initialise(self) -> None:
+        for layer in self.modules():
+            if not isinstance(layer, StackedLinear):
+                continue
+            fan_in, fan_out = layer.in_features, layer.out_features
+            with torch.no_grad():
+                if self.act.siren:  # Sitzmann et al.: first layer U(-1/fan_in, 1/fan_in)
+                    first = any(layer is f for f in self.first)
+                    bound = 1 / fan_in if first else math.sqrt(6 / fan_in) / self.omega0
+                    layer.weight.uniform_(-bound, bound)
+                    layer.bias.uniform_(-1 / math.sqrt(fan_in), 1 / math.sqrt(fan_in))
+                else:  # Glorot normal, zero bias (as SPINN's flax code)
+                    layer.weight.normal_(0.0, math.sqrt(2 / (fan_in + fan_out)))
+                    layer.bias.zero_()
+
+    def _embed(self, x: torch.Tensor, order: int) -> torch.Tensor:
+        """x: (D, n) -> input jet (D, order+1, n, in)."""
+        lo = self.lo.to(x.dtype)[:, None]
+        hi = self.hi.to(x.dtype)[:, None]
+        xi = (2 * x - (lo + hi)) / (hi - lo)
+        if not self.fourier:
+            rows = [xi, torch.ones_like(xi)] + [torch.zeros_like(xi)] * (order - 1)
+            return torch.stack(rows[: order + 1], dim=1).unsqueeze(-1)
+        # d^a/dxi^a of cos(w xi), sin(w xi) = w^a cos/sin(w xi + a pi/2)
+        freqs = self.freqs.to(x.dtype)[:, None, :]  # (D, 1, F)
+        phase = xi[..., None] * freqs  # (D, n, F)
+        rows = []
+        for a in range(order + 1):
+            wa, shift = freqs**a, a * math.pi / 2
+            rows.append(torch.cat([wa * torch.cos(phase + shift), wa * torch.sin(phase + shift)], -1))
+        return torch.stack(rows, dim=1)
+
+    def _layer(self, h: torch.Tensor, layer: StackedLinear) -> torch.Tensor:
+        pre = layer.jet(h)
+        if self.omega0 != 1.0:
+            pre = pre * self.omega0
+        return J.compose(self.act.derivatives, pre)
+
+    def jets(self, x: torch.Tensor, order: int) -> torch.Tensor:
+        """x: (D, n) points per axis -> (D, order+1, n, out): values and derivatives along
+        each axis in physical units."""
+        h = self._embed(x, order)
+        if self.body == "mlp":
+            for layer in self.hidden:
+                h = self._layer(h, layer)
+        else:
+            u = self._layer(h, self.enc_u)
+            v_minus_u = self._layer(h, self.enc_v) - u
+            h = self._layer(h, self.enc_h)
+            for layer in self.hidden:
+                h = u + J.product(self._layer(h, layer), v_minus_u)
+        out = self.out.jet(h)
+        if order == 0:
+            return out
+        scale = 2.0 / (self.hi - self.lo)  # (D,) float64
+        factors = scale[:, None] ** torch.arange(order + 1, dtype=torch.float64, device=scale.device)
+        return out * factors.to(out.dtype)[:, :, None, None]

@@ -1,0 +1,102 @@
+"""Run outputs: ``solution.h5``, ``summary.json``, ``model.pt``/``best.pt``.
+
+Every file is written to a temporary name in the same folder and renamed over the target, so
+a crash or a full disk never leaves a truncated file where a good one was. The writer only
+sees arrays and metadata.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+
+@contextmanager
+def atomic_path(target: Path) -> Iterator[Path]:
+    """Yield a temporary path beside ``target``; rename it over ``target`` on success."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    os.close(fd)
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; results are ordinary files
+    tmp_path = Path(tmp)
+    try:
+        yield tmp_path
+        os.replace(tmp_path, target)
+    finally:
+        if tmp_path.exists():
+            tmp_path.unlink()
+
+
+def write_atomic(target: Path, writer: Callable[[Path], None]) -> None:
+    with atomic_path(target) as tmp:
+        writer(tmp)
+
+
+def write_solution_h5(
+    target: Path,
+    axes: Mapping[str, np.ndarray],
+    fields: Mapping[str, np.ndarray],
+    reference: Mapping[str, np.ndarray],
+    history: Mapping[str, np.ndarray],
+    attrs: Mapping[str, Any],
+) -> None:
+    """The self-describing result file of problem-files.md.
+
+    ``fields``/``reference`` arrays have shape (n_1, ..., n_D) or (n_1, ..., n_D, C), axes in
+    the problem's order; ``/error`` = prediction - reference.
+    """
+    import h5py
+
+    def write(tmp: Path) -> None:
+        with h5py.File(tmp, "w") as f:
+            for k, v in attrs.items():
+                f.attrs[k] = str(v) if isinstance(v, str) else v
+            g = f.create_group("axes")
+            for name, x in axes.items():
+                g.create_dataset(name, data=np.asarray(x, dtype=np.float64))
+            for group, arrays in (("fields", fields), ("reference", reference)):
+                if arrays:
+                    g = f.create_group(group)
+                    for name, a in arrays.items():
+                        ds = g.create_dataset(name, data=a, compression="gzip", compression_opts=4)
+                        ds.attrs["axes"] = ",".join(axes)
+            if reference:
+                g = f.create_group("error")
+                for name, ref in reference.items():
+                    g.create_dataset(name, data=fields[name] - ref, compression="gzip", compression_opts=4)
+            g = f.create_group("history")
+            for name, col in history.items():
+                g.create_dataset(name, data=col)
+
+    write_atomic(target, write)
+
+
+def write_json(target: Path, payload: Mapping[str, Any]) -> None:
+    def write(tmp: Path) -> None:
+        tmp.write_text(json.dumps(payload, indent=2, allow_nan=True) + "\n", encoding="utf-8")
+
+    write_atomic(target, write)
+
+
+def write_torch(target: Path, payload: Mapping[str, Any]) -> None:
+    import torch
+
+    write_atomic(target, lambda tmp: torch.save(dict(payload), tmp))
+
+
+def squeeze_components(a: np.ndarray, components: int) -> np.ndarray:
+    """(n_1, ..., n_D, 1) -> (n_1, ..., n_D) for scalar fields."""
+    return a[..., 0] if components == 1 else a
+
+
+def list_outputs(out: Path) -> Sequence[str]:
+    return sorted(p.name for p in out.iterdir() if not p.name.startswith("."))

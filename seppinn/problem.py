@@ -1,0 +1,472 @@
+"""The ``Problem``: axes, fields, parameters, definitions, equations, conditions, data and
+reference, as sympy objects. No torch here; the compiler turns a Problem into torch code.
+
+Problem files (problem_file.py) and Python code build a Problem through the same methods, so
+both get the same validation and the same messages.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Union
+
+import sympy as sp
+
+from .errors import ProblemError, did_you_mean
+from .expressions import (
+    MAX_DIFF_COUNT,
+    ExprContext,
+    check_names_are_free,
+    parse_expression,
+)
+
+NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+PROBLEM_NAME_RE = re.compile(r"^[A-Za-z0-9_-]+$")
+PROBLEM_KINDS = ("pde", "data")
+
+ExprLike = Union[str, float, int, sp.Expr]
+
+
+@dataclass(frozen=True)
+class TimeAxis:
+    """A time axis [lo, hi] (at most one per problem)."""
+
+    lo: float
+    hi: float
+
+
+@dataclass(frozen=True)
+class Axis:
+    name: str
+    lo: float
+    hi: float
+    time: bool = False
+    periodic: bool = False
+
+
+@dataclass(frozen=True)
+class Face:
+    """The face x_axis = value of the box; ``side`` is "min" or "max"."""
+
+    axis: int
+    side: str
+    value: float
+
+    def label(self, axes: Sequence[Axis]) -> str:
+        return f"{axes[self.axis].name} = {self.side}"
+
+
+@dataclass
+class Equation:
+    name: str
+    residual: sp.Expr
+    key: str  # where it came from, for messages: "equations[0]"
+
+
+@dataclass
+class Condition:
+    name: str
+    faces: tuple[Face, ...]
+    residual: sp.Expr  # expr - value
+    key: str
+
+
+@dataclass
+class DataSource:
+    """Observations or a reference for one field.
+
+    kind: "expr" (an expression of the axes), "file" (HDF5 / .npy), "image" (PNG/JPEG),
+    "points" (scattered observations, CSV/HDF5), "solver" (a built-in reference solver).
+    """
+
+    field: str
+    kind: str
+    key: str
+    expr: sp.Expr | None = None
+    path: str | None = None
+    dataset: str | None = None
+    keep: float | None = None
+    seed: int = 0
+    solver: str | None = None
+
+
+@dataclass
+class Problem:
+    """A PDE or data-fitting problem on a box, as sympy objects.
+
+    Args:
+        name: letters, digits, '_' and '-'.
+        axes: ordered mapping name -> (lo, hi), ``TimeAxis(lo, hi)`` or ``Axis``.
+        fields: field names, or a mapping name -> number of components.
+        parameters: name -> number (or constant expression of earlier parameters).
+        definitions: name -> expression (may use axes, parameters, fields, earlier definitions).
+    """
+
+    name: str
+    axes: Any
+    fields: Any
+    parameters: Mapping[str, ExprLike] | None = None
+    definitions: Mapping[str, ExprLike] | None = None
+    title: str = ""
+    kind: str = "pde"
+    source: str = "<python>"  # the file, for messages
+    text: str = ""  # the problem file's text (stored in outputs)
+    solver_table: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.equations: list[Equation] = []
+        self.conditions: list[Condition] = []
+        self.data: dict[str, DataSource] = {}
+        self.reference: dict[str, DataSource] = {}
+        if not isinstance(self.name, str) or not PROBLEM_NAME_RE.match(self.name):
+            raise self.error("problem.name", f"{self.name!r} is not a valid name (letters, digits, '_' and '-')")
+        if self.kind not in PROBLEM_KINDS:
+            raise self.error("problem.kind", f"{self.kind!r} is not one of {', '.join(PROBLEM_KINDS)}")
+        self.axis_list: list[Axis] = self._make_axes(self.axes)
+        self.components: dict[str, int] = self._make_fields(self.fields)
+        syms = {a.name: sp.Symbol(a.name, real=True) for a in self.axis_list}
+        self.ctx = ExprContext(axes=syms, spatial=[syms[a.name] for a in self.axis_list if not a.time])
+        args = [syms[a.name] for a in self.axis_list]
+        self.ctx.fields = {f: sp.Function(f, real=True)(*args) for f in self.components}
+        self._check_new_names(self.components, "fields")
+        self.parameter_values: dict[str, float] = {}
+        for pname, pval in (self.parameters or {}).items():
+            self._add_parameter(pname, pval)
+        for dname, dval in (self.definitions or {}).items():
+            self._add_definition(dname, dval)
+
+    # ----------------------------------------------------------------- construction
+    def error(self, key: str | None, message: str) -> ProblemError:
+        return ProblemError(message, file=self.source, key=key)
+
+    def _make_axes(self, axes: Any) -> list[Axis]:
+        if not isinstance(axes, Mapping) or not axes:
+            raise self.error("axes", "at least one axis is needed, e.g. x = [-1.0, 1.0]")
+        out: list[Axis] = []
+        for name, spec in axes.items():
+            key = f"axes.{name}"
+            if not isinstance(name, str) or not NAME_RE.match(name):
+                raise self.error(key, f"{name!r} is not a valid axis name")
+            time = periodic = False
+            if isinstance(spec, Axis):
+                lo, hi, time, periodic = spec.lo, spec.hi, spec.time, spec.periodic
+            elif isinstance(spec, TimeAxis):
+                lo, hi, time = spec.lo, spec.hi, True
+            elif isinstance(spec, (list, tuple)) and len(spec) == 2:
+                lo, hi = spec
+            else:
+                raise self.error(key, f"expected [lo, hi] or a table with 'range', got {spec!r}")
+            for v in (lo, hi):
+                if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+                    raise self.error(key, f"interval ends must be finite numbers, got {v!r}")
+            if not lo < hi:
+                raise self.error(key, f"interval [{lo}, {hi}] is empty or reversed: need lo < hi")
+            if periodic:
+                raise self.error(key, "periodic axes are not supported yet")
+            if time:
+                other = [a.name for a in out if a.time]
+                if other:
+                    raise self.error(key, f"only one axis may be the time axis (also: {other[0]})")
+            out.append(Axis(name, float(lo), float(hi), bool(time), bool(periodic)))
+        clash = check_names_are_free([a.name for a in out])
+        if clash:
+            raise self.error(f"axes.{clash}", f"'{clash}' is a reserved name (a function or constant)")
+        return out
+
+    def _make_fields(self, fields: Any) -> dict[str, int]:
+        if isinstance(fields, str):
+            fields = [fields]
+        if isinstance(fields, Mapping):
+            items = list(fields.items())
+        elif isinstance(fields, Iterable):
+            items = [(f, 1) for f in fields]
+        else:
+            raise self.error("fields", "expected field names")
+        if not items:
+            raise self.error("fields", "at least one field is needed, e.g. u = {}")
+        out: dict[str, int] = {}
+        for name, comps in items:
+            key = f"fields.{name}"
+            if not isinstance(name, str) or not NAME_RE.match(name):
+                raise self.error(key, f"{name!r} is not a valid field name")
+            if isinstance(comps, bool) or not isinstance(comps, int) or comps < 1:
+                raise self.error(key, f"components must be a positive integer, got {comps!r}")
+            out[name] = comps
+        return out
+
+    def _check_new_names(self, names: Iterable[str], table: str) -> None:
+        taken = set(self.ctx.axes) | set(self.ctx.parameters) | set(self.ctx.definitions)
+        taken |= set(self.ctx.fields) if table != "fields" else set()
+        for n in names:
+            if not isinstance(n, str) or not NAME_RE.match(n):
+                raise self.error(f"{table}.{n}", f"{n!r} is not a valid name")
+            if n in taken:
+                raise self.error(f"{table}.{n}", f"'{n}' is already defined")
+            if check_names_are_free([n]):
+                raise self.error(f"{table}.{n}", f"'{n}' is a reserved name (a function or constant)")
+
+    def _add_parameter(self, name: str, value: ExprLike) -> None:
+        key = f"parameters.{name}"
+        self._check_new_names([name], "parameters")
+        expr = self._parse(value, key)
+        expr = expr.xreplace({self.ctx.parameters[p]: sp.Float(v) for p, v in self.parameter_values.items()})
+        if not expr.is_number:
+            raise self.error(key, "a parameter must be a number (or use [definitions])")
+        num = complex(expr)
+        if num.imag != 0 or not math.isfinite(num.real):
+            raise self.error(key, f"{value!r} is not a finite real number")
+        self.parameter_values[name] = num.real
+        self.ctx.parameters[name] = sp.Symbol(name, real=True)
+
+    def _add_definition(self, name: str, value: ExprLike) -> None:
+        key = f"definitions.{name}"
+        self._check_new_names([name], "definitions")
+        self.ctx.definitions[name] = self._parse(value, key)
+
+    def _parse(self, value: ExprLike, key: str) -> sp.Expr:
+        try:
+            return parse_expression(value, self.ctx)
+        except ProblemError as exc:
+            raise exc.located(self.source, key)
+
+    # ----------------------------------------------------------------- public API
+    def symbols(self, *names: str) -> Any:
+        """Sympy symbols of axes or parameters: one symbol for one name, else a tuple."""
+        known = {**self.ctx.axes, **self.ctx.parameters}
+        out = []
+        for n in names:
+            if n not in known:
+                raise self.error(None, f"unknown axis or parameter '{n}'{did_you_mean(n, known)}")
+            out.append(known[n])
+        return out[0] if len(out) == 1 else tuple(out)
+
+    def field(self, name: str) -> sp.Expr:
+        """The sympy expression u(x, y, ...) of a field."""
+        if name not in self.ctx.fields:
+            raise self.error(None, f"unknown field '{name}'{did_you_mean(name, self.ctx.fields)}")
+        return self.ctx.fields[name]
+
+    def expr(self, text: ExprLike, key: str = "expr") -> sp.Expr:
+        """A definition by name, or any expression of the file grammar, as sympy."""
+        if isinstance(text, str) and text in self.ctx.definitions:
+            return self.ctx.definitions[text]
+        return self._parse(text, key)
+
+    @property
+    def term_names(self) -> list[str]:
+        names = [e.name for e in self.equations] + [c.name for c in self.conditions]
+        return names + [f"data_{f}" if len(self.data) > 1 else "data" for f in self.data]
+
+    def data_term_name(self, field_name: str) -> str:
+        return f"data_{field_name}" if len(self.data) > 1 else "data"
+
+    def _term_name(self, name: str | None, default: str, existing: list[str], key: str) -> str:
+        if name is None:
+            name, i = default, 2
+            while name in existing:
+                name, i = f"{default}{i}", i + 1
+        if not isinstance(name, str) or not NAME_RE.match(name):
+            raise self.error(f"{key}.name", f"{name!r} is not a valid term name")
+        if name in existing:
+            raise self.error(f"{key}.name", f"term name '{name}' is used twice")
+        return name
+
+    def add_equation(
+        self,
+        residual: ExprLike | None = None,
+        *,
+        lhs: ExprLike | None = None,
+        rhs: ExprLike | None = None,
+        name: str | None = None,
+    ) -> Equation:
+        """Add an interior residual (``residual``, or ``lhs - rhs``) driven to 0."""
+        key = f"equations[{len(self.equations)}]"
+        if residual is not None and (lhs is not None or rhs is not None):
+            raise self.error(key, "give either 'residual' or 'lhs' and 'rhs', not both")
+        if residual is None:
+            if lhs is None or rhs is None:
+                raise self.error(key, "an equation needs 'residual', or both 'lhs' and 'rhs'")
+            res = self._parse(lhs, f"{key}.lhs") - self._parse(rhs, f"{key}.rhs")
+        else:
+            res = self._parse(residual, f"{key}.residual")
+        label = f"{key}.residual" if residual is not None else f"{key}.lhs"
+        self._check_derivatives(res, label)
+        if not self._fields_in(res):
+            raise self.error(label, "the residual does not involve any field")
+        eq = Equation(self._term_name(name, "pde", self.term_names, key), res, key)
+        self.equations.append(eq)
+        return eq
+
+    def add_condition(
+        self,
+        on: str | Sequence[str],
+        value: ExprLike = 0,
+        expr: ExprLike | None = None,
+        *,
+        name: str | None = None,
+        enforce: str | None = None,
+    ) -> Condition:
+        """Add ``expr - value = 0`` on faces: "boundary", "x = -1", "x = min|max", or a list."""
+        key = f"conditions[{len(self.conditions)}]"
+        if enforce not in (None, "soft"):
+            if enforce == "hard":
+                raise self.error(f"{key}.enforce", "enforce = 'hard' is not supported yet; use the default (soft)")
+            raise self.error(f"{key}.enforce", f"{enforce!r} is not one of 'soft', 'hard'")
+        faces = self._parse_faces(on, f"{key}.on")
+        if expr is None:
+            if len(self.components) != 1:
+                raise self.error(f"{key}.expr", f"required when there are several fields ({', '.join(self.components)})")
+            lhs = self.ctx.fields[next(iter(self.components))]
+        else:
+            lhs = self._parse(expr, f"{key}.expr")
+        rhs = self._parse(value, f"{key}.value")
+        res = lhs - rhs
+        self._check_derivatives(res, f"{key}.expr")
+        if not self._fields_in(res):
+            raise self.error(f"{key}.expr", "the condition does not involve any field")
+        cond = Condition(self._term_name(name, "condition", self.term_names, key), faces, res, key)
+        self.conditions.append(cond)
+        return cond
+
+    def _parse_faces(self, on: Any, key: str) -> tuple[Face, ...]:
+        items = [on] if isinstance(on, str) else on
+        if not isinstance(items, (list, tuple)) or not items:
+            raise self.error(key, "expected 'boundary', a face like 'x = -1', or a list of faces")
+        faces: list[Face] = []
+        for item in items:
+            if not isinstance(item, str):
+                raise self.error(key, f"expected a face string, got {item!r}")
+            if item.strip() == "boundary":
+                new = [Face(d, s, a.lo if s == "min" else a.hi)
+                       for d, a in enumerate(self.axis_list) if not a.time for s in ("min", "max")]
+                if not new:
+                    raise self.error(key, "'boundary' has no faces: every axis is the time axis")
+            else:
+                new = [self._parse_face(item, key)]
+            for f in new:
+                if f in faces:
+                    raise self.error(key, f"face '{f.label(self.axis_list)}' is listed twice")
+                faces.append(f)
+        return tuple(faces)
+
+    def _parse_face(self, text: str, key: str) -> Face:
+        m = re.match(r"^\s*([A-Za-z_]\w*)\s*=\s*(\S.*?)\s*$", text)
+        if not m:
+            raise self.error(key, f"'{text}' is not a face: expected 'boundary' or e.g. 'x = -1', 'x = max'")
+        axis_name, value = m.groups()
+        names = [a.name for a in self.axis_list]
+        if axis_name not in names:
+            raise self.error(key, f"'{text}' is not a face: unknown axis '{axis_name}'{did_you_mean(axis_name, names)}")
+        d = names.index(axis_name)
+        ax = self.axis_list[d]
+        if value in ("min", "max"):
+            return Face(d, value, ax.lo if value == "min" else ax.hi)
+        try:
+            v = parse_expression(value, ExprContext(axes={}, spatial=[]))
+            num = float(v)
+        except (ProblemError, TypeError, ValueError):
+            raise self.error(key, f"'{text}' is not a face: '{value}' is not a number, 'min' or 'max'") from None
+        tol = 1e-9 * max(1.0, abs(ax.lo), abs(ax.hi))
+        if abs(num - ax.lo) <= tol:
+            return Face(d, "min", ax.lo)
+        if abs(num - ax.hi) <= tol:
+            return Face(d, "max", ax.hi)
+        raise self.error(key, f"'{text}' is not a face: axis {ax.name} spans [{ax.lo:g}, {ax.hi:g}]")
+
+    def _source(self, field_name: str, spec: Any, key: str, table: str) -> DataSource:
+        if field_name not in self.components:
+            raise self.error(key, f"unknown field '{field_name}'{did_you_mean(field_name, self.components)}")
+        if isinstance(spec, (str, int, float, sp.Expr)) and not isinstance(spec, bool):
+            expr = self._parse(spec, key)
+            if self._fields_in(expr):
+                raise self.error(key, f"the {table} must not depend on fields")
+            return DataSource(field_name, "expr", key, expr=expr)
+        if not isinstance(spec, Mapping):
+            raise self.error(key, f"expected an expression or a table, got {spec!r}")
+        allowed = {"file", "dataset", "keep", "seed", "points"} if table == "data" else {"file", "dataset", "solver"}
+        for k in spec:
+            if k not in allowed:
+                raise self.error(f"{key}.{k}", f"unknown key '{k}'{did_you_mean(k, allowed)} (valid: {', '.join(sorted(allowed))})")
+        src = [k for k in ("file", "points", "solver") if k in spec]
+        if len(src) != 1:
+            raise self.error(key, f"give exactly one of {', '.join(k for k in ('file', 'points', 'solver') if k in allowed)}")
+        kind = src[0]
+        path = spec.get(kind) if kind != "solver" else None
+        if kind != "solver" and not isinstance(path, str):
+            raise self.error(f"{key}.{kind}", "expected a file path string")
+        if kind == "file" and path is not None and path.lower().endswith((".png", ".jpg", ".jpeg")):
+            kind = "image"
+        if kind == "points":
+            raise self.error(f"{key}.points", "scattered observations are not supported yet; use a gridded file")
+        if kind == "solver":
+            raise self.error(f"{key}.solver", f"unknown reference solver {spec['solver']!r} (none are built in yet)")
+        ds = spec.get("dataset")
+        if ds is not None and not isinstance(ds, str):
+            raise self.error(f"{key}.dataset", "expected a dataset name string")
+        keep = spec.get("keep")
+        if keep is not None:
+            if isinstance(keep, bool) or not isinstance(keep, (int, float)) or not 0 < keep <= 1:
+                raise self.error(f"{key}.keep", f"expected a fraction in (0, 1], got {keep!r}")
+        seed = spec.get("seed", 0)
+        if isinstance(seed, bool) or not isinstance(seed, int):
+            raise self.error(f"{key}.seed", f"expected an integer, got {seed!r}")
+        return DataSource(field_name, kind, key, path=path, dataset=ds, keep=keep, seed=seed)
+
+    def add_data(self, field_name: str, spec: Any) -> DataSource:
+        """Observations of a field: an expression, or {file=, dataset=, keep=, seed=}."""
+        key = f"data.{field_name}"
+        if field_name in self.data:
+            raise self.error(key, "data for this field is given twice")
+        self.data[field_name] = self._source(field_name, spec, key, "data")
+        return self.data[field_name]
+
+    def set_reference(self, **fields: Any) -> None:
+        """Ground truth per field: an expression, or {file=, dataset=}."""
+        for f, spec in fields.items():
+            self.reference[f] = self._source(f, spec, f"reference.{f}", "reference")
+
+    # ----------------------------------------------------------------- validation
+    def _fields_in(self, expr: sp.Expr) -> set[str]:
+        return {str(f.func) for f in expr.atoms(sp.core.function.AppliedUndef) if str(f.func) in self.components}
+
+    def _check_derivatives(self, expr: sp.Expr, key: str) -> None:
+        for d in sorted(expr.atoms(sp.Derivative), key=str):
+            for sym, n in d.variable_count:
+                if n > MAX_DIFF_COUNT:
+                    raise self.error(key, f"derivative of order {n} along {sym}; at most {MAX_DIFF_COUNT} per axis is supported")
+
+    def validate(self) -> Problem:
+        """The checks that need the whole problem; returns self."""
+        if self.kind == "pde" and not self.equations:
+            raise self.error("equations", "a pde problem needs at least one [[equations]] entry")
+        if self.kind == "data":
+            if self.equations or self.conditions:
+                raise self.error("equations" if self.equations else "conditions",
+                                 "a data problem (kind = \"data\") has no equations or conditions")
+            if not self.data:
+                raise self.error("data", "a data problem needs a [data] table")
+        used: set[str] = set(self.data)
+        for t in self.equations:
+            used |= self._fields_in(t.residual)
+        for c in self.conditions:
+            used |= self._fields_in(c.residual)
+        for f in self.components:
+            if f not in used:
+                raise self.error(f"fields.{f}", f"field '{f}' appears in no equation, condition or data")
+        return self
+
+    def max_orders(self) -> dict[str, list[int]]:
+        """Highest derivative order per field and axis over all terms."""
+        out = {f: [0] * len(self.axis_list) for f in self.components}
+        syms = list(self.ctx.axes.values())
+        for res in [e.residual for e in self.equations] + [c.residual for c in self.conditions]:
+            for d in res.atoms(sp.Derivative):
+                f = str(d.expr.func)
+                if f in out:
+                    for sym, n in d.variable_count:
+                        i = syms.index(sym)
+                        out[f][i] = max(out[f][i], int(n))
+        return out

@@ -1,0 +1,122 @@
+"""Problem files (TOML, problem-files.md) -> ``Problem``, with every key checked."""
+
+from __future__ import annotations
+
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from .errors import ProblemError, did_you_mean
+from .problem import Axis, Problem
+
+TOP_KEYS = ("problem", "axes", "fields", "parameters", "definitions", "equations",
+            "conditions", "data", "reference", "solver")
+PROBLEM_KEYS = ("name", "title", "kind")
+AXIS_KEYS = ("range", "time", "periodic")
+FIELD_KEYS = ("components",)
+EQUATION_KEYS = ("name", "residual", "lhs", "rhs")
+CONDITION_KEYS = ("name", "on", "expr", "value", "enforce")
+
+
+def check_keys(table: Mapping[str, Any], allowed: tuple[str, ...], file: str, prefix: str,
+               error: type[ProblemError] = ProblemError) -> None:
+    """Unknown keys are mistakes: name the closest known ones and list the valid keys."""
+    for k in table:
+        if k not in allowed:
+            key = f"{prefix}.{k}" if prefix else k
+            raise error(f"unknown key '{k}'{did_you_mean(k, allowed)} (valid: {', '.join(allowed)})",
+                        file=file, key=key)
+
+
+def read_toml(path: Path, error: type[ProblemError] = ProblemError) -> tuple[dict[str, Any], str]:
+    """Parse a TOML file; unreadable files and syntax errors become one-line errors."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise error("file not found", file=str(path)) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise error(f"cannot read file: {exc}", file=str(path)) from None
+    try:
+        return tomllib.loads(text), text
+    except tomllib.TOMLDecodeError as exc:
+        raise error(f"TOML syntax error: {exc}", file=str(path)) from None
+
+
+def _table(doc: Mapping[str, Any], key: str, file: str) -> dict[str, Any]:
+    value = doc.get(key, {})
+    if not isinstance(value, dict):
+        raise ProblemError(f"expected a table [{key}]", file=file, key=key)
+    return value
+
+
+def _array_of_tables(doc: Mapping[str, Any], key: str, file: str) -> list[dict[str, Any]]:
+    value = doc.get(key, [])
+    if not isinstance(value, list) or not all(isinstance(v, dict) for v in value):
+        raise ProblemError(f"expected an array of tables [[{key}]]", file=file, key=key)
+    return value
+
+
+def load_problem(path: str | Path) -> Problem:
+    """Read and validate a problem file. Raises ``ProblemError`` naming file and key."""
+    path = Path(path)
+    file = str(path)
+    doc, text = read_toml(path)
+    check_keys(doc, TOP_KEYS, file, "")
+    head = _table(doc, "problem", file)
+    check_keys(head, PROBLEM_KEYS, file, "problem")
+    if "name" not in head:
+        raise ProblemError("required key missing: name = \"...\"", file=file, key="problem.name")
+
+    axes: dict[str, Any] = {}
+    for name, spec in _table(doc, "axes", file).items():
+        if isinstance(spec, dict):
+            check_keys(spec, AXIS_KEYS, file, f"axes.{name}")
+            if "range" not in spec:
+                raise ProblemError("required key missing: range = [lo, hi]", file=file, key=f"axes.{name}.range")
+            rng = spec["range"]
+            for flag in ("time", "periodic"):
+                if not isinstance(spec.get(flag, False), bool):
+                    raise ProblemError(f"expected true or false, got {spec[flag]!r}", file=file, key=f"axes.{name}.{flag}")
+            if not (isinstance(rng, list) and len(rng) == 2):
+                raise ProblemError(f"expected [lo, hi], got {rng!r}", file=file, key=f"axes.{name}.range")
+            axes[name] = Axis(name, rng[0], rng[1], spec.get("time", False), spec.get("periodic", False))
+            for v in rng:  # Problem re-checks types; here only to keep Axis(...) honest
+                if isinstance(v, bool) or not isinstance(v, (int, float)):
+                    raise ProblemError(f"interval ends must be finite numbers, got {v!r}", file=file, key=f"axes.{name}.range")
+        else:
+            axes[name] = spec
+
+    fields: dict[str, Any] = {}
+    for name, spec in _table(doc, "fields", file).items():
+        if not isinstance(spec, dict):
+            raise ProblemError("expected a table, e.g. u = {} or rgb = { components = 3 }", file=file, key=f"fields.{name}")
+        check_keys(spec, FIELD_KEYS, file, f"fields.{name}")
+        fields[name] = spec.get("components", 1)
+
+    solver = _table(doc, "solver", file)
+    problem = Problem(
+        name=head["name"],
+        title=head.get("title", ""),
+        kind=head.get("kind", "pde"),
+        axes=axes,
+        fields=fields,
+        parameters=_table(doc, "parameters", file),
+        definitions=_table(doc, "definitions", file),
+        source=file,
+        text=text,
+        solver_table=solver,
+    )
+    for i, eq in enumerate(_array_of_tables(doc, "equations", file)):
+        check_keys(eq, EQUATION_KEYS, file, f"equations[{i}]")
+        problem.add_equation(eq.get("residual"), lhs=eq.get("lhs"), rhs=eq.get("rhs"), name=eq.get("name"))
+    for i, cond in enumerate(_array_of_tables(doc, "conditions", file)):
+        check_keys(cond, CONDITION_KEYS, file, f"conditions[{i}]")
+        if "on" not in cond:
+            raise ProblemError("required key missing: on = \"boundary\" or a face like \"x = -1\"", file=file, key=f"conditions[{i}].on")
+        problem.add_condition(cond["on"], cond.get("value", 0), cond.get("expr"),
+                              name=cond.get("name"), enforce=cond.get("enforce"))
+    for f, spec in _table(doc, "data", file).items():
+        problem.add_data(f, spec)
+    problem.set_reference(**_table(doc, "reference", file))
+    return problem.validate()

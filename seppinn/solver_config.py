@@ -1,0 +1,298 @@
+"""Solver settings: built-in defaults < ``[solver]`` in the problem file < ``--solver FILE``
+(or a shipped preset name) < ``--set KEY=VALUE`` overrides. Every key is checked."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import re
+import tomllib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .activations import ACTIVATIONS
+from .errors import SolverConfigError, did_you_mean
+from .factor_nets import BODIES
+from .problem_file import read_toml
+from .resources import shipped_dir, shipped_names
+from .separable import MODEL_KINDS, SCALES
+
+SCHEDULES = ("constant", "exponential", "cosine")
+SAMPLINGS = ("grid", "random")
+DTYPES = ("float32", "float64")
+FACE_REDUCTIONS = ("mean", "sum")
+PRECONDITIONERS = {"none": "plain gradients (Adam baseline)"}
+OPTIMIZERS = ("adam",)
+
+
+@dataclass
+class ModelConfig:
+    kind: str = "cp"
+    rank: Any = 64
+    scale: str = "sqrt_rank"
+    width: int = 64
+    depth: int = 4
+    body: str = "mlp"
+    activation: str = "sin"
+    omega0: float = 30.0
+    fourier_features: int = 0
+    fourier_scale: float = 1.0  # std of the random Fourier frequencies (cycles per unit of xi)
+
+
+@dataclass
+class TrainConfig:
+    optimizer: str = "adam"
+    lr: float = 5e-3
+    schedule: str = "constant"
+    decay_rate: float = 0.9
+    decay_every: int = 1000
+    iterations: int = 5000
+    lbfgs_iterations: int = 0
+    points: Any = 16
+    sampling: str = "grid"
+    resample_every: int = 100
+    eval_every: int = 100
+    test_points: Any = 30
+    face_reduction: str = "mean"
+    checkpoint_every: int = 1000
+    dtype: str = "float32"
+    seed: int = 0
+    device: str = "auto"
+    weights: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass
+class PreconditionConfig:
+    method: str = "none"
+    k: Any = "auto"
+    scale: str = "normalized"
+    modulation: str = "clamp"
+    update_every: int = 10
+    terms: Any = "auto"
+
+
+@dataclass
+class SolverConfig:
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    precondition: PreconditionConfig = field(default_factory=PreconditionConfig)
+
+    def as_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def to_toml(self) -> str:
+        return to_toml(self.as_dict())
+
+
+TABLES: dict[str, type] = {"model": ModelConfig, "train": TrainConfig, "precondition": PreconditionConfig}
+
+
+# ------------------------------------------------------------------------------- checks
+def _choice(*options: str) -> Callable[[Any], Any]:
+    def check(v: Any) -> Any:
+        if not isinstance(v, str) or v not in options:
+            raise ValueError(f"{v!r} is not one of {', '.join(options)}{did_you_mean(str(v), options)}")
+        return v
+    return check
+
+
+def _int(lo: int) -> Callable[[Any], Any]:
+    def check(v: Any) -> Any:
+        if isinstance(v, bool) or not isinstance(v, int) or v < lo:
+            raise ValueError(f"expected an integer >= {lo}, got {v!r}")
+        return v
+    return check
+
+
+def _float(positive: bool = True) -> Callable[[Any], Any]:
+    def check(v: Any) -> Any:
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or (positive and v <= 0):
+            raise ValueError(f"expected a {'positive ' if positive else ''}finite number, got {v!r}")
+        return float(v)
+    return check
+
+
+def _int_or_table(lo: int) -> Callable[[Any], Any]:
+    one = _int(lo)
+
+    def check(v: Any) -> Any:
+        if isinstance(v, dict):
+            return {k: one(x) for k, x in v.items()}
+        return one(v)
+    return check
+
+
+def _rank(v: Any) -> Any:
+    if isinstance(v, list):
+        return [_int(1)(x) for x in v]
+    return _int(1)(v)
+
+
+def _device(v: Any) -> Any:
+    if not isinstance(v, str) or not re.fullmatch(r"auto|cpu|cuda(:\d+)?", v):
+        raise ValueError(f"{v!r} is not one of auto, cpu, cuda, cuda:N")
+    return v
+
+
+def _weights(v: Any) -> Any:
+    if not isinstance(v, dict):
+        raise ValueError("expected a table of term name = weight")
+    return {k: _float(positive=False)(x) for k, x in v.items()}
+
+
+def _k(v: Any) -> Any:
+    if v == "auto":
+        return v
+    if isinstance(v, dict):
+        return {name: _k(x) for name, x in v.items()}
+    return _int(0)(v)
+
+
+def _terms(v: Any) -> Any:
+    if v == "auto" or (isinstance(v, list) and all(isinstance(x, str) for x in v)):
+        return v
+    raise ValueError(f"expected \"auto\" or a list of term names, got {v!r}")
+
+
+def _method(v: Any) -> Any:
+    if v == "seppgd":
+        raise ValueError("'seppgd' is not available in this version yet; use \"none\"")
+    return _choice(*PRECONDITIONERS)(v)
+
+
+CHECKS: dict[str, dict[str, Callable[[Any], Any]]] = {
+    "model": {
+        "kind": _choice(*MODEL_KINDS), "rank": _rank, "scale": _choice(*SCALES),
+        "width": _int(1), "depth": _int(2), "body": _choice(*BODIES),
+        "activation": _choice(*ACTIVATIONS), "omega0": _float(), "fourier_features": _int(0),
+        "fourier_scale": _float(),
+    },
+    "train": {
+        "optimizer": _choice(*OPTIMIZERS), "lr": _float(), "schedule": _choice(*SCHEDULES),
+        "decay_rate": _float(), "decay_every": _int(1), "iterations": _int(0),
+        "lbfgs_iterations": _int(0), "points": _int_or_table(2), "sampling": _choice(*SAMPLINGS),
+        "resample_every": _int(1), "eval_every": _int(1), "test_points": _int_or_table(2),
+        "face_reduction": _choice(*FACE_REDUCTIONS), "checkpoint_every": _int(0),
+        "dtype": _choice(*DTYPES), "seed": _int(0), "device": _device, "weights": _weights,
+    },
+    "precondition": {
+        "method": _method, "k": _k, "scale": _choice("normalized", "paper"),
+        "modulation": _choice("clamp", "sqrt"), "update_every": _int(0), "terms": _terms,
+    },
+}
+
+
+def _merge_layer(target: dict[str, dict[str, Any]], layer: Mapping[str, Any], file: str, prefix: str = "") -> None:
+    """Check one layer's tables and keys, and merge its values over ``target``."""
+    for table, values in layer.items():
+        tkey = f"{prefix}{table}"
+        if table not in CHECKS:
+            raise SolverConfigError(f"unknown table '{table}'{did_you_mean(table, CHECKS)} (valid: {', '.join(CHECKS)})", file=file, key=tkey)
+        if not isinstance(values, dict):
+            raise SolverConfigError(f"expected a table [{table}]", file=file, key=tkey)
+        for key, value in values.items():
+            checks = CHECKS[table]
+            if key not in checks:
+                raise SolverConfigError(f"unknown key '{key}'{did_you_mean(key, checks)} (valid: {', '.join(checks)})", file=file, key=f"{tkey}.{key}")
+            try:
+                value = checks[key](value)
+            except ValueError as exc:
+                raise SolverConfigError(str(exc), file=file, key=f"{tkey}.{key}") from None
+            if isinstance(value, dict) and isinstance(target[table].get(key), dict):
+                target[table][key] = {**target[table][key], **value}
+            else:
+                target[table][key] = value
+
+
+def parse_override(text: str) -> dict[str, Any]:
+    """``train.iterations=200`` -> {"train": {"iterations": 200}}; a value that is not TOML is a string."""
+    if "=" not in text:
+        raise SolverConfigError(f"expected KEY=VALUE, got '{text}'", file="--set")
+    key, raw = (s.strip() for s in text.split("=", 1))
+    parts = key.split(".")
+    if len(parts) < 2 or not all(parts):
+        raise SolverConfigError(f"expected TABLE.KEY=VALUE (e.g. train.iterations=200), got '{text}'", file="--set")
+    try:
+        value = tomllib.loads(f"v = {raw}")["v"]
+    except tomllib.TOMLDecodeError:
+        value = raw
+    out: dict[str, Any] = {}
+    node = out
+    for p in parts[:-1]:
+        node = node.setdefault(p, {})
+    node[parts[-1]] = value
+    return out
+
+
+def _deep_update(a: dict[str, Any], b: Mapping[str, Any]) -> None:
+    for k, v in b.items():
+        if isinstance(v, dict) and isinstance(a.get(k), dict):
+            _deep_update(a[k], v)
+        else:
+            a[k] = v
+
+
+def load_solver_file(solver: str | Path) -> tuple[dict[str, Any], str]:
+    """A solver file path or a shipped preset name -> (tables, label for messages)."""
+    path = Path(solver)
+    if not path.exists() and isinstance(solver, str) and re.fullmatch(r"[\w-]+", solver):
+        preset = shipped_dir("solvers") / f"{solver}.toml"
+        if not preset.exists():
+            names = shipped_names("solvers")
+            raise SolverConfigError(
+                f"no such file or preset '{solver}'{did_you_mean(solver, names)} (presets: {', '.join(names)})",
+                file="--solver")
+        path = preset
+    doc, _ = read_toml(path, SolverConfigError)  # type: ignore[arg-type]
+    return doc, str(path)
+
+
+def resolve(
+    problem_table: Mapping[str, Any] | None = None,
+    problem_file: str = "<problem>",
+    solver: str | Path | Mapping[str, Any] | None = None,
+    overrides: Mapping[str, Any] | list[str] | None = None,
+) -> SolverConfig:
+    """Resolve settings in the contract's order; each layer's mistakes name that layer."""
+    merged: dict[str, dict[str, Any]] = {t: dataclasses.asdict(cls()) for t, cls in TABLES.items()}
+    if problem_table:
+        _merge_layer(merged, problem_table, problem_file, prefix="solver.")
+    if isinstance(solver, Mapping):
+        _merge_layer(merged, solver, "<solver>")
+    elif solver is not None:
+        doc, label = load_solver_file(solver)
+        _merge_layer(merged, doc, label)
+    if overrides:
+        layer: dict[str, Any] = {}
+        items = overrides if isinstance(overrides, list) else [f"{k}={_toml_value(v)}" for k, v in overrides.items()]
+        for item in items:
+            _deep_update(layer, parse_override(item))
+        _merge_layer(merged, layer, "--set")
+    return SolverConfig(**{t: TABLES[t](**merged[t]) for t in TABLES})
+
+
+# --------------------------------------------------------------------------- TOML text
+def _toml_value(v: Any) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, (int, float)):
+        return repr(v)
+    if isinstance(v, str):
+        return '"' + v.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    if isinstance(v, (list, tuple)):
+        return "[" + ", ".join(_toml_value(x) for x in v) + "]"
+    if isinstance(v, dict):
+        return "{ " + ", ".join(f"{k} = {_toml_value(x)}" for k, x in v.items()) + " }"
+    raise TypeError(f"cannot write {type(v).__name__} as TOML")
+
+
+def to_toml(tables: Mapping[str, Mapping[str, Any]]) -> str:
+    """Nested tables of scalars, lists and inline tables as TOML text (round-trips tomllib)."""
+    lines: list[str] = []
+    for table, values in tables.items():
+        lines.append(f"[{table}]")
+        lines.extend(f"{k} = {_toml_value(v)}" for k, v in values.items())
+        lines.append("")
+    return "\n".join(lines)

@@ -1,0 +1,338 @@
+"""Training: per-axis points -> factor jets -> contractions -> residuals -> losses -> Adam
+(then optional L-BFGS), with periodic evaluation on the test grid.
+
+Iteration semantics: the losses and metrics recorded at iteration i belong to the parameters
+after i optimizer updates; the state kept as "best" is exactly the one whose loss was lowest.
+Inside an iteration nothing synchronises with the host; values are gathered every
+``eval_every`` iterations.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import sympy as sp
+import torch
+
+from .compiler import CompiledProblem, PointSetKey, per_axis
+from .errors import RunError, SolverConfigError
+from .lowering import lower
+from .progress import Progress
+from .separable import SeparableModel, build_model
+from .solver_config import SolverConfig
+
+DTYPES = {"float32": torch.float32, "float64": torch.float64}
+
+
+def pick_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise SolverConfigError("CUDA is not available on this machine (use auto or cpu)", key="train.device")
+        idx = int(name.split(":")[1]) if ":" in name else 0
+        if idx >= torch.cuda.device_count():
+            raise SolverConfigError(f"there is no {name} (devices: {torch.cuda.device_count()})", key="train.device")
+    return torch.device(name)
+
+
+def make_model(compiled: CompiledProblem, config: SolverConfig) -> SeparableModel:
+    m = config.model
+    rank = m.rank if isinstance(m.rank, int) else None
+    if rank is None:
+        raise SolverConfigError("a CP model takes one rank (a list is for Tucker/TT)", key="model.rank")
+    net = dict(width=m.width, depth=m.depth, activation=m.activation, body=m.body, omega0=m.omega0,
+               fourier_features=m.fourier_features, fourier_scale=m.fourier_scale)
+    return build_model(compiled.ranges, compiled.components, kind=m.kind, rank=rank, scale=m.scale, net_kwargs=net)
+
+
+@dataclass
+class Evaluation:
+    iteration: int
+    seconds: float
+    losses: dict[str, float]  # weighted, per term, plus "total"
+    metrics: dict[str, dict[str, float]]  # field -> {"rel_l2": .., "mse": ..}
+
+
+@dataclass
+class TrainState:
+    history: list[Evaluation] = field(default_factory=list)
+    best: Evaluation | None = None
+    best_state: dict[str, torch.Tensor] | None = None
+
+
+class Trainer:
+    """Owns the model, the point sets, the prepared coordinate terms and the optimizer."""
+
+    def __init__(self, compiled: CompiledProblem, config: SolverConfig,
+                 ref_arrays: Mapping[str, np.ndarray] | None = None, *,
+                 device: torch.device | None = None, progress: bool = True) -> None:
+        self.c, self.cfg = compiled, config
+        self.device = device or pick_device(config.train.device)
+        self.dtype = DTYPES[config.train.dtype]
+        torch.manual_seed(config.train.seed)
+        self.model = make_model(compiled, config).to(device=self.device, dtype=self.dtype)
+        self.sampler = torch.Generator().manual_seed(config.train.seed + 1)
+        self.n_train = per_axis(config.train.points, compiled.axes)
+        self.points: dict[PointSetKey, torch.Tensor] = {}
+        for d, (lo, hi) in enumerate(compiled.ranges):
+            self.points[("face", d, "min")] = self._t([lo])
+            self.points[("face", d, "max")] = self._t([hi])
+        for name, sizes in compiled.file_grids.items():
+            for d, ((lo, hi), n) in enumerate(zip(compiled.ranges, sizes)):
+                self.points[("file", name, d)] = self._t(np.linspace(lo, hi, n))
+        self._sample_train(random=config.train.sampling == "random")
+        # per (field, axis): the point-set keys used on that axis, in a fixed order
+        self.axis_sets: dict[int, list[PointSetKey]] = {d: [] for d in range(len(compiled.axes))}
+        for t in compiled.terms:
+            for part in t.parts:
+                for d, key in enumerate(part.grid):
+                    if key not in self.axis_sets[d]:
+                        self.axis_sets[d].append(key)
+        self.masks = {id(p): torch.as_tensor(p.mask, device=self.device) for t in compiled.terms
+                      for p in t.parts if p.mask is not None}
+        self._prepare_all()
+        self._setup_test(ref_arrays or {})
+        self.progress_enabled = progress
+
+    # ---------------------------------------------------------------- points and grids
+    def _t(self, values: Any) -> torch.Tensor:
+        return torch.as_tensor(np.asarray(values, dtype=np.float64), device=self.device).to(self.dtype)
+
+    def _sample_train(self, random: bool) -> None:
+        for d, ((lo, hi), n) in enumerate(zip(self.c.ranges, self.n_train)):
+            if random:
+                x = lo + (hi - lo) * torch.rand(n, generator=self.sampler, dtype=torch.float64)
+                self.points[("train", d)] = x.to(device=self.device, dtype=self.dtype)
+            else:
+                self.points[("train", d)] = self._t(np.linspace(lo, hi, n))
+
+    def grid_coords(self, grid: Sequence[PointSetKey]) -> list[torch.Tensor]:
+        """Float64 coordinates of a grid, each shaped to broadcast as (n_1, ..., n_D, 1)."""
+        D = len(grid)
+        out = []
+        for d, key in enumerate(grid):
+            shape = [1] * (D + 1)
+            shape[d] = -1
+            out.append(self.points[key].to(torch.float64).reshape(shape))
+        return out
+
+    def _prepare_all(self) -> None:
+        self.consts = {id(p): p.residual.prepare(self.grid_coords(p.grid), self.dtype)
+                       for t in self.c.terms for p in t.parts}
+
+    def resample(self) -> None:
+        """New random training points per axis (SPINN style); coordinate terms follow."""
+        self._sample_train(random=True)
+        self._prepare_all()
+
+    # ---------------------------------------------------------------- the loss
+    def _jets(self) -> dict[tuple[str, int], dict[PointSetKey, torch.Tensor]]:
+        out: dict[tuple[str, int], dict[PointSetKey, torch.Tensor]] = {}
+        sets = [[self.points[k] for k in self.axis_sets[d]] for d in range(len(self.c.axes))]
+        xs = [torch.cat(s) for s in sets]
+        for f, model in self.model.fields.items():
+            for d, jet in enumerate(model.all_jets(xs, max(self.c.orders[f]))):
+                split = torch.split(jet, [len(x) for x in sets[d]], dim=1)
+                out[(f, d)] = dict(zip(self.axis_sets[d], split))
+        return out
+
+    def losses(self) -> dict[str, torch.Tensor]:
+        """Weighted mean-square loss of every term at the current parameters."""
+        jets = self._jets()
+        cache: dict[tuple[Any, ...], torch.Tensor] = {}
+        out: dict[str, torch.Tensor] = {}
+        for t in self.c.terms:
+            sums, counts, means = [], [], []
+            for part in t.parts:
+                values = []
+                for f, alpha in part.residual.derivs:
+                    ck = (f, alpha, tuple(part.grid))
+                    if ck not in cache:
+                        mats = [jets[(f, d)][k][a] for d, (k, a) in enumerate(zip(part.grid, alpha))]
+                        cache[ck] = self.model.fields[f].contract(mats)
+                    values.append(cache[ck])
+                r = part.residual(values, self.consts[id(part)])
+                r2 = r * r
+                mask = self.masks.get(id(part))
+                if mask is not None:
+                    s, n = (r2 * mask).sum(), mask.sum() * r2.shape[-1]
+                else:
+                    s, n = r2.sum(), r2.numel()
+                sums.append(s)
+                counts.append(n)
+                means.append(s / n)
+            loss = sum(means) if t.reduction == "sum" else sum(sums) / sum(counts)  # type: ignore[operator]
+            out[t.name] = t.weight * loss
+        return out
+
+    # ---------------------------------------------------------------- evaluation
+    def _setup_test(self, ref_arrays: Mapping[str, np.ndarray]) -> None:
+        sizes = per_axis(self.cfg.train.test_points, self.c.axes)
+        if ref_arrays:
+            sizes = list(next(iter(ref_arrays.values())).shape[:-1])
+        self.test_axes = [np.linspace(lo, hi, n) for (lo, hi), n in zip(self.c.ranges, sizes)]
+        for d, x in enumerate(self.test_axes):
+            self.points[("test", d)] = self._t(x)
+        problem = self.c.problem
+        self.reference: dict[str, torch.Tensor] = {}
+        D = len(sizes)  # exact float64 coordinates (not the model-dtype points) for the reference
+        coords = [torch.as_tensor(x, device=self.device).reshape([-1 if i == d else 1 for i in range(D)] + [1])
+                  for d, x in enumerate(self.test_axes)]
+        env = dict(zip(problem.ctx.axes.values(), coords))
+        params = {problem.ctx.parameters[p]: sp.Float(v, 17) for p, v in problem.parameter_values.items()}
+        for f, src in problem.reference.items():
+            if f in ref_arrays:
+                self.reference[f] = torch.as_tensor(ref_arrays[f], device=self.device)
+            else:
+                assert src.expr is not None
+                v = lower(src.expr.xreplace(params))(env)
+                shape = [len(x) for x in self.test_axes] + [self.c.components[f]]
+                self.reference[f] = torch.broadcast_to(torch.as_tensor(v, dtype=torch.float64, device=self.device), shape)
+
+    @torch.no_grad()
+    def predict(self, axes_points: Sequence[Any]) -> dict[str, torch.Tensor]:
+        """Fields on the tensor grid of the given per-axis points: name -> (n_1, ..., n_D, C)."""
+        pts = [self._t(x) for x in axes_points]
+        return {f: m(pts).to(torch.float64) for f, m in self.model.fields.items()}
+
+    def metrics(self) -> dict[str, dict[str, float]]:
+        if not self.reference:
+            return {}
+        pred = self.predict(self.test_axes)
+        out = {}
+        for f, ref in self.reference.items():
+            err = pred[f] - ref
+            rel = (err.norm() / ref.norm()).item() if ref.norm() > 0 else float("nan")
+            out[f] = {"rel_l2": rel, "mse": (err * err).mean().item()}
+        return out
+
+    # ---------------------------------------------------------------- the loop
+    def _record(self, state: TrainState, it: int, seconds: float, losses: Mapping[str, torch.Tensor],
+                progress: Progress) -> None:
+        names = list(losses)
+        vals = torch.stack([losses[n].detach() for n in names]).to(torch.float64).cpu().tolist()
+        lv = dict(zip(names, vals))
+        lv["total"] = float(sum(vals))
+        if not math.isfinite(lv["total"]):
+            bad = [n for n in names if not math.isfinite(lv[n])]
+            raise RunError(f"loss of term '{bad[0] if bad else 'total'}' is not finite at iteration {it}")
+        ev = Evaluation(it, seconds, lv, self.metrics())
+        state.history.append(ev)
+        if state.best is None or lv["total"] < state.best.losses["total"]:
+            state.best = ev
+            state.best_state = copy.deepcopy(self.model.state_dict())
+        shown = {f"rel_l2/{f}": m["rel_l2"] for f, m in ev.metrics.items()}
+        progress.record(it, {n: lv[n] for n in names}, shown)
+
+    def _schedule(self) -> Callable[[int], float]:
+        t = self.cfg.train
+        if t.schedule == "exponential":
+            return lambda i: t.decay_rate ** (i / t.decay_every)
+        if t.schedule == "cosine":
+            return lambda i: 0.5 * (1 + math.cos(math.pi * min(i, t.iterations) / max(t.iterations, 1)))
+        return lambda i: 1.0
+
+    def train(self, on_checkpoint: Callable[[TrainState, int], None] | None = None) -> TrainState:
+        t = self.cfg.train
+        total_its = t.iterations + t.lbfgs_iterations
+        progress = Progress(total_its, enabled=self.progress_enabled)
+        state = TrainState()
+        params = list(self.model.parameters())
+        opt = torch.optim.Adam(params, lr=t.lr)
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, self._schedule())
+        seconds, it = 0.0, 0
+        tick = time.perf_counter()
+        while True:
+            if t.sampling == "random" and it > 0 and it % t.resample_every == 0 and it < t.iterations:
+                self.resample()
+            losses = self.losses()
+            total = torch.stack(list(losses.values())).sum()
+            if it % t.eval_every == 0 or it == t.iterations:
+                seconds += time.perf_counter() - tick
+                self._record(state, it, seconds, losses, progress)
+                tick = time.perf_counter()
+            if it == t.iterations:
+                break
+            opt.zero_grad(set_to_none=True)
+            total.backward()
+            opt.step()
+            sched.step()
+            it += 1
+            progress.tick(it)
+            if on_checkpoint and t.checkpoint_every and it % t.checkpoint_every == 0:
+                on_checkpoint(state, it)
+        if t.lbfgs_iterations:
+            # One L-BFGS iteration per step() so the history keeps its cadence; max_eval must allow
+            # the line search its evaluations (torch defaults it to max_iter * 5 // 4 = 1).
+            lbfgs = torch.optim.LBFGS(params, lr=1.0, max_iter=1, max_eval=26, history_size=50,
+                                      line_search_fn="strong_wolfe")
+
+            def closure() -> torch.Tensor:
+                lbfgs.zero_grad(set_to_none=True)
+                loss = torch.stack(list(self.losses().values())).sum()
+                loss.backward()
+                return loss
+
+            for k in range(t.lbfgs_iterations):
+                lbfgs.step(closure)
+                it += 1
+                progress.tick(it)
+                if it % t.eval_every == 0 or k == t.lbfgs_iterations - 1:
+                    seconds += time.perf_counter() - tick
+                    with torch.no_grad():
+                        self._record(state, it, seconds, self.losses(), progress)
+                    tick = time.perf_counter()
+        progress.close()
+        return state
+
+
+def history_columns(history: Sequence[Evaluation]) -> dict[str, np.ndarray]:
+    """Equal-length columns: iteration, seconds, loss/<term>, rel_l2/<field>, mse/<field>."""
+    cols: dict[str, list[float]] = {"iteration": [], "seconds": []}
+    for ev in history:
+        cols["iteration"].append(ev.iteration)
+        cols["seconds"].append(ev.seconds)
+        for n, v in ev.losses.items():
+            cols.setdefault(f"loss/{n}", []).append(v)
+        for f, m in ev.metrics.items():
+            for k, v in m.items():
+                cols.setdefault(f"{k}/{f}", []).append(v)
+    return {k: np.asarray(v, dtype=np.int64 if k == "iteration" else np.float64) for k, v in cols.items()}
+
+
+def estimate_memory(compiled: CompiledProblem, config: SolverConfig) -> dict[str, float]:
+    """Rough peak bytes of one training iteration: grid tensors kept for the backward pass
+    (every field derivative, every residual operation), the contraction intermediates, and
+    the factor networks' activations."""
+    bytes_per = 4 if config.train.dtype == "float32" else 8
+    n_train = per_axis(config.train.points, compiled.axes)
+    R, width, depth = config.model.rank, config.model.width, config.model.depth
+    R = R if isinstance(R, int) else max(R)
+    grid_elems, inter = 0.0, 0.0
+    for t in compiled.terms:
+        for part in t.parts:
+            sizes = []
+            for d, key in enumerate(part.grid):
+                if key[0] == "train":
+                    sizes.append(n_train[d])
+                elif key[0] == "face":
+                    sizes.append(1)
+                else:
+                    sizes.append(compiled.file_grids[key[1]][d])
+            N = float(np.prod(sizes))
+            C = max(compiled.components.values())
+            k = len(part.residual.derivs)
+            grid_elems += (k + part.residual.nodes + 2) * N * C
+            inter = max(inter, float(np.prod(sizes[:-1])) * R * C * k) if len(sizes) > 1 else inter
+    nets = sum((max(o) + 1) * (sum(n_train) + 2 * len(n_train)) * width * depth * 6
+               for o in compiled.orders.values())
+    total = (grid_elems + inter + nets) * bytes_per
+    return {"grid_tensors": grid_elems * bytes_per, "contractions": inter * bytes_per,
+            "factor_networks": nets * bytes_per, "total": total}

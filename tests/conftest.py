@@ -1,0 +1,48 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture
+def f64():
+    """Run a test in float64 (math checks run stricter than users)."""
+    old = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    yield torch.float64
+    torch.set_default_dtype(old)
+
+
+def eps_tol(dtype: torch.dtype, factor: float = 1e3) -> float:
+    """Tolerances from the dtype: factor * machine epsilon."""
+    return factor * torch.finfo(dtype).eps
+
+
+def write(path: Path, text: str) -> Path:
+    path.write_text(text)
+    return path
+
+
+HELMHOLTZ_SMALL = """
+[problem]
+name = "poisson2d"
+[axes]
+x = [-1.0, 1.0]
+y = [0.0, 2.0]
+[fields]
+u = {}
+[definitions]
+exact = "sin(pi*x)*sin(pi*y)"
+[[equations]]
+residual = "lap(u) - lap(exact)"
+[[conditions]]
+name = "walls"
+on = "boundary"
+value = "exact"
+[reference]
+u = "exact"
+"""

@@ -1,0 +1,73 @@
+"""Jets (Taylor-mode forward derivatives) against torch.autograd, in float64."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from seppinn.activations import ACTIVATIONS
+from seppinn.separable import CPModel
+
+from .conftest import eps_tol
+
+
+def autograd_derivatives(f, x: torch.Tensor, order: int) -> list[torch.Tensor]:
+    """[f, f', ..., f^(order)] at points x (n,) for f: (n,) -> (n, k), by nested autograd."""
+    x = x.clone().requires_grad_(True)
+    y = f(x)
+    out = [y]
+    for _ in range(order):
+        prev = out[-1]
+        cols = [torch.autograd.grad(prev[:, k].sum(), x, create_graph=True)[0] for k in range(prev.shape[1])]
+        out.append(torch.stack(cols, dim=1))
+    return [o.detach() for o in out]
+
+
+@pytest.mark.parametrize("name", sorted(ACTIVATIONS))
+def test_activation_derivatives_match_autograd(name, f64):
+    act = ACTIVATIONS[name]
+    a = torch.linspace(-2.3, 1.7, 41)
+    a = a[a.abs() > 1e-3]  # relu is not differentiable at 0
+    got = act.derivatives(a, 4)
+    want = autograd_derivatives(lambda x: act.derivatives(x, 0)[0][:, None], a, 4)
+    for k in range(5):
+        torch.testing.assert_close(got[k], want[k][:, 0], rtol=eps_tol(f64), atol=eps_tol(f64))
+
+
+BODIES = [
+    dict(body="mlp", activation="tanh"),
+    dict(body="mlp", activation="sin", omega0=3.0),
+    dict(body="mlp", activation="gelu"),
+    dict(body="modified_mlp", activation="tanh"),
+    dict(body="modified_mlp", activation="sin", omega0=2.0),
+    dict(body="mlp", activation="tanh", fourier_features=4, fourier_scale=0.5),
+    dict(body="modified_mlp", activation="gelu", fourier_features=3),
+]
+
+
+@pytest.mark.parametrize("net", BODIES, ids=lambda n: "-".join(f"{v}" for v in n.values()))
+def test_factor_jets_match_autograd_orders_1_to_4(net, f64):
+    torch.manual_seed(0)
+    ranges = [(0.3, 2.0), (-3.0, -0.5)]  # non-symmetric: the chain-rule factor (2/(hi-lo))^a matters
+    model = CPModel(ranges, rank=1, components=2, scale="sqrt_rank",
+                    net_kwargs=dict(width=8, depth=3, **net))
+    for axis, (lo, hi) in enumerate(ranges):
+        x = torch.linspace(lo, hi, 9)
+        jets = model.factor_jets(axis, x, 4).reshape(5, 9, -1)
+        want = autograd_derivatives(lambda p: model.factor_jets(axis, p, 0)[0].reshape(len(p), -1), x, 4)
+        for a in range(5):
+            scale = want[a].abs().max()
+            assert scale > 1e-6, "a derivative that vanishes cannot test anything"
+            err = (jets[a] - want[a]).abs().max() / scale
+            assert err < eps_tol(f64, 1e4), f"order {a}: relative error {err:.2e}"
+
+
+def test_padding_of_unequal_point_counts_changes_nothing(f64):
+    torch.manual_seed(1)
+    model = CPModel([(0.0, 1.0), (-1.0, 1.0), (2.0, 3.0)], 4, 1, "none",
+                    dict(width=8, depth=3, activation="tanh", body="modified_mlp"))
+    xs = [torch.rand(5), torch.rand(2) * 2 - 1, 2 + torch.rand(7)]
+    together = model.all_jets(xs, 2)
+    for d, x in enumerate(xs):
+        alone = model.factor_jets(d, x, 2)
+        torch.testing.assert_close(together[d], alone, rtol=0, atol=0)

@@ -1,0 +1,57 @@
+"""Solver settings: resolution order, presets, overrides, TOML round trip."""
+
+from __future__ import annotations
+
+import tomllib
+
+import pytest
+
+from seppinn import SolverConfigError
+from seppinn.resources import shipped_dir
+from seppinn.solver_config import SolverConfig, resolve
+
+from .conftest import write
+
+
+def test_resolution_order(tmp_path):
+    solver = write(tmp_path / "s.toml", "[train]\nlr = 0.1\niterations = 7\n[model]\nrank = 3\n")
+    cfg = resolve({"train": {"lr": 0.5, "seed": 4, "weights": {"a": 2.0}}, "model": {"width": 9}}, "p.toml",
+                  solver, ["train.iterations=11", "train.weights.b=3"])
+    assert cfg.train.lr == 0.1  # solver file over [solver]
+    assert cfg.train.iterations == 11  # --set over solver file
+    assert cfg.train.seed == 4 and cfg.model.width == 9  # [solver] over defaults
+    assert cfg.model.rank == 3 and cfg.model.depth == 4  # defaults where nobody says
+    assert cfg.train.weights == {"a": 2.0, "b": 3.0}  # tables merge per key
+
+
+def test_set_values_parse_as_toml_else_string():
+    cfg = resolve(overrides=["model.activation=tanh", "train.points={ x = 8, y = 4 }", "precondition.method=\"none\""])
+    assert cfg.model.activation == "tanh" and cfg.train.points == {"x": 8, "y": 4}
+
+
+def test_toml_round_trip():
+    cfg = resolve(overrides={"train.weights": {"walls": 100.0}, "train.points": 12})
+    again = tomllib.loads(cfg.to_toml())
+    assert again == cfg.as_dict()
+    assert SolverConfig().precondition.method == "none"
+
+
+@pytest.mark.parametrize("name", sorted(p.stem for p in shipped_dir("solvers").glob("*.toml")))
+def test_shipped_presets_resolve(name):
+    cfg = resolve(solver=name)
+    assert cfg.precondition.method == "none"
+
+
+@pytest.mark.parametrize("override, message", [
+    ("train.lr=-1", "train.lr: expected a positive finite number, got -1"),
+    ("train.sampling=sobol", "'sobol' is not one of grid, random"),
+    ("model.rank=0", "model.rank: expected an integer >= 1"),
+    ("train.device=gpu", "'gpu' is not one of auto, cpu, cuda, cuda:N"),
+    ("precondition.method=seppgd", "'seppgd' is not available in this version yet"),
+    ("solver.train.lr=1", "unknown table 'solver'"),
+    ("train.lr.x=1", r"train.lr: expected a positive finite number, got \{'x': 1\}"),
+    ("lr=1", "expected TABLE.KEY=VALUE"),
+])
+def test_bad_overrides(override, message):
+    with pytest.raises(SolverConfigError, match=message):
+        resolve(overrides=[override])

@@ -1,0 +1,98 @@
+"""End-to-end training on small problems, and the run's files read back by h5py."""
+
+from __future__ import annotations
+
+import json
+import tomllib
+
+import h5py
+import numpy as np
+import pytest
+import torch
+
+import seppinn
+from seppinn.training import Trainer
+
+from .conftest import HELMHOLTZ_SMALL, write
+
+SMALL = {
+    "model.rank": 16, "model.width": 32, "model.depth": 3, "model.body": "modified_mlp",
+    "model.activation": "tanh", "model.scale": "none", "train.lr": 3e-3, "train.points": 24,
+    "train.sampling": "random", "train.resample_every": 50, "train.iterations": 600,
+    "train.eval_every": 50, "train.test_points": 25, "train.weights": {"walls": 100.0},
+}
+
+
+@pytest.fixture(scope="module")
+def poisson_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("run")
+    path = write(out / "poisson2d.toml", HELMHOLTZ_SMALL)
+    result = seppinn.solve(path, overrides=SMALL, out=out / "result", progress=False)
+    return path, out / "result", result
+
+
+def test_small_solve_reaches_stated_error(poisson_run):
+    _, _, result = poisson_run
+    assert result.metrics_at_min_loss["u"]["rel_l2"] < 0.03
+    assert result.iterations == 600
+    assert result.history["iteration"][-1] == 600 and len(result.history["iteration"]) == 13
+
+
+def test_solution_h5_reads_back(poisson_run):
+    path, out, result = poisson_run
+    x, y = np.linspace(-1, 1, 25), np.linspace(0, 2, 25)
+    with h5py.File(out / "solution.h5", "r") as f:
+        np.testing.assert_array_equal(f["axes/x"][()], x)
+        np.testing.assert_array_equal(f["axes/y"][()], y)
+        u, ref, err = f["fields/u"][()], f["reference/u"][()], f["error/u"][()]
+        assert u.shape == (25, 25)
+        # values at known coordinates: the reference is the exact solution, indexed [x, y]
+        np.testing.assert_allclose(ref, np.sin(np.pi * x)[:, None] * np.sin(np.pi * y)[None, :], atol=1e-12)
+        np.testing.assert_allclose(err, u - ref)
+        np.testing.assert_allclose(u, result.evaluate({"x": x, "y": y})["u"], rtol=1e-6, atol=1e-7)
+        hist = {k: f["history"][k][()] for k in ("iteration", "seconds")}
+        hist.update({f"loss/{k}": f["history/loss"][k][()] for k in f["history/loss"]})
+        hist["rel_l2/u"] = f["history/rel_l2/u"][()]
+        assert len({len(v) for v in hist.values()}) == 1
+        assert set(hist) >= {"loss/pde", "loss/walls", "loss/total", "rel_l2/u"}
+        assert np.all(np.diff(hist["seconds"]) >= 0)
+        assert f.attrs["problem"] == path.read_text()
+        solver = tomllib.loads(f.attrs["solver"])
+        assert solver["model"]["rank"] == 16 and solver["train"]["iterations"] == 600
+        assert f.attrs["seed"] == 0 and f.attrs["torch_version"] == torch.__version__
+        assert f.attrs["seppinn_version"] == seppinn.__version__
+        rel_final = np.linalg.norm(u - ref) / np.linalg.norm(ref)
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["problem"] == "poisson2d" and summary["iterations"] == 600
+    assert summary["metrics"]["u"]["rel_l2"] == pytest.approx(rel_final, rel=1e-5)
+    assert set(summary["final_loss"]) == {"pde", "walls"}
+    assert summary["metrics_at_min_loss"]["iteration"] in list(hist["iteration"])
+
+
+def test_best_checkpoint_is_the_lowest_loss_state(poisson_run):
+    path, out, result = poisson_run
+    hist = result.history
+    i = int(np.argmin(hist["loss/total"]))
+    best = result.metrics_at_min_loss
+    assert best["iteration"] == hist["iteration"][i]
+    assert best["u"]["rel_l2"] == pytest.approx(hist["rel_l2/u"][i])
+    ckpt = torch.load(out / "best.pt", weights_only=False)
+    assert ckpt["iteration"] == best["iteration"]
+    prep = seppinn.prepare(path, overrides=SMALL)
+    trainer = Trainer(prep.compiled, prep.config, device=torch.device("cpu"), progress=False)
+    trainer.model.load_state_dict(ckpt["model"])
+    assert trainer.metrics()["u"]["rel_l2"] == pytest.approx(best["u"]["rel_l2"], rel=1e-6)
+
+
+def test_lbfgs_phase_and_schedules_lower_the_loss(tmp_path):
+    path = write(tmp_path / "p.toml", HELMHOLTZ_SMALL)
+    for schedule in ("exponential", "cosine"):
+        ov = dict(SMALL, **{"train.iterations": 100, "train.lbfgs_iterations": 30, "train.schedule": schedule,
+                            "train.decay_every": 20, "train.sampling": "grid", "train.dtype": "float64",
+                            "train.eval_every": 10})
+        r = seppinn.solve(path, overrides=ov, progress=False)
+        loss = r.history["loss/total"]
+        assert list(r.history["iteration"][-4:]) == [100, 110, 120, 130]
+        # L-BFGS with a strong-Wolfe line search on a fixed grid decreases the loss at every step
+        assert np.all(np.diff(loss[-4:]) < 0) and loss[-1] < 0.8 * loss[-4]
+        assert loss[-4] < 0.01 * loss[0]
