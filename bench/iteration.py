@@ -27,7 +27,7 @@ ROOT = Path(__file__).resolve().parent.parent
 SPINN_JAX_MS = {16: 1.32, 32: 3.51, 64: 4.41, 128: 32.4}  # from the issue: SPINN's JAX code, this machine type
 
 
-def time_steps(step, repeats: int, warmup: int = 3) -> float:
+def time_steps(step, repeats: int, warmup: int = 5) -> float:
     for _ in range(warmup):
         step()
     times = []

@@ -43,14 +43,11 @@ class Residual:
 
     def prepare(self, coords: Sequence[torch.Tensor], dtype: torch.dtype) -> dict[sp.Symbol, torch.Tensor]:
         """Evaluate coordinate-only parts on a grid. coords[d]: broadcastable float64 tensor."""
-        env = dict(zip(self.axis_symbols, coords))
-        out: dict[sp.Symbol, torch.Tensor] = {}
-        for s, e in self.consts.items():
-            v = lower(e)(env)
-            out[s] = torch.as_tensor(v, dtype=torch.float64, device=coords[0].device).to(dtype)
-        for s, a in self.arrays.items():
-            out[s] = torch.as_tensor(a, device=coords[0].device).to(dtype)
-        return out
+        device = coords[0].device
+        env: dict[sp.Symbol, torch.Tensor] = dict(zip(self.axis_symbols, coords))
+        env.update({s: torch.as_tensor(a, dtype=torch.float64, device=device) for s, a in self.arrays.items()})
+        return {s: torch.as_tensor(lower(e)(env), dtype=torch.float64, device=device).to(dtype)
+                for s, e in self.consts.items()}
 
     def __call__(self, values: Sequence[torch.Tensor], consts: Mapping[sp.Symbol, torch.Tensor]) -> torch.Tensor:
         env = dict(consts)
