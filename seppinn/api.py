@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from . import seppgd
 from .compiler import CompiledProblem, compile_problem, per_axis
 from .data_sources import load_all
 from .errors import SolverConfigError
@@ -47,6 +48,7 @@ def prepare(problem: Problem | str | Path, solver: SolverSpec = None, overrides:
     data_arrays, ref_arrays = load_all(problem)
     try:
         compiled = compile_problem(problem, config, data_arrays)
+        compiled.preconditioned = seppgd.plan(compiled, config)
         device = pick_device(config.train.device)
     except SolverConfigError as exc:  # settings that do not fit this problem; any layer may have set them
         raise exc.located("solver settings")
@@ -82,6 +84,13 @@ def check_report(prep: Prepared) -> str:
                              else c.file_grids[key[1]][d])
             ders = ", ".join(f"{_derivative_name(f, a, c.axes)} {tuple(a)}" for f, a in part.residual.derivs)
             lines.append(f"  {part.label}: grid {' x '.join(map(str, sizes))} ({int(np.prod(sizes))} points); {ders}")
+    if c.preconditioned:
+        pc = cfg.precondition
+        lines.append(f"SepPGD ({pc.modulation}, scale {pc.scale}, rebuilt "
+                     + (f"every {pc.update_every} iterations" if pc.update_every else "once")
+                     + " and when points change): " + ", ".join(f"{t} (k = {k})" for t, k in c.preconditioned.items()))
+    elif cfg.precondition.method == "seppgd":
+        lines.append("SepPGD: no term qualifies (data terms and value conditions on one field)")
     orders = "; ".join(f"{f}: " + ", ".join(f"{a} {o}" for a, o in zip(c.axes, os)) for f, os in c.orders.items())
     lines.append(f"jet orders per axis: {orders}")
     mem = estimate_memory(c, cfg)

@@ -37,6 +37,12 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument("--solver")
     c.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
 
+    sp_ = sub.add_parser("spectrum", help="SepPGD: NTK eigenvalues before and after preconditioning")
+    sp_.add_argument("problem")
+    sp_.add_argument("--solver")
+    sp_.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    sp_.add_argument("--out", help="output folder (default: runs/<problem name>/spectrum)")
+
     e = sub.add_parser("examples", help="copy the shipped problem files into a folder")
     e.add_argument("dir", nargs="?", default="seppinn-examples")
     return p
@@ -63,6 +69,20 @@ def _check(args: argparse.Namespace) -> int:
     return 0
 
 
+def _spectrum(args: argparse.Namespace) -> int:
+    from . import spectrum
+    from .api import prepare
+
+    prep = prepare(args.problem, args.solver, args.overrides)
+    out = Path(args.out) if args.out else Path("runs") / prep.problem.name / "spectrum"
+    spectra = spectrum.compute(prep)
+    files = spectrum.write(spectra, out)
+    for name, v in spectra.items():
+        print(f"{name}: {len(v)} eigenvalues, largest {v[0]:.3e}, smallest {v[-1]:.3e}")
+    print("wrote " + ", ".join(str(f) for f in files))
+    return 0
+
+
 def _examples(args: argparse.Namespace) -> int:
     dest = Path(args.dir)
     dest.mkdir(parents=True, exist_ok=True)
@@ -79,7 +99,7 @@ def _examples(args: argparse.Namespace) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
-        return {"solve": _solve, "check": _check, "examples": _examples}[args.command](args)
+        return {"solve": _solve, "check": _check, "spectrum": _spectrum, "examples": _examples}[args.command](args)
     except SeppinnError as exc:
         print(exc, file=sys.stderr)
         return 2

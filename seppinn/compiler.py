@@ -86,6 +86,7 @@ class CompiledProblem:
     terms: list[Term]
     orders: dict[str, list[int]]  # highest derivative order per field and axis
     file_grids: dict[str, list[int]]  # data-file grid sizes: name -> n per axis
+    preconditioned: dict[str, object] = field(default_factory=dict)  # SepPGD: term name -> k
 
 
 def compile_residual(problem: Problem, expr: sp.Expr, key: str,

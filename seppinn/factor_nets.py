@@ -33,10 +33,15 @@ class StackedLinear(nn.Module):
         self.weight = nn.Parameter(torch.empty(n, out_features, in_features))
         self.bias = nn.Parameter(torch.empty(n, out_features))
 
-    def jet(self, h: torch.Tensor) -> torch.Tensor:
-        """h: (D, m+1, n, in) -> (D, m+1, n, out); the bias shifts the value entry only."""
+    def jet(self, h: torch.Tensor, tape: list[tuple[torch.Tensor, torch.Tensor]] | None = None) -> torch.Tensor:
+        """h: (D, m+1, n, in) -> (D, m+1, n, out); the bias shifts the value entry only.
+
+        ``tape`` (order-0 passes only) collects (input, output) pairs for the layer-wise NTK."""
         out = h @ self.weight.transpose(1, 2).unsqueeze(1)
-        return torch.cat([out[:, :1] + self.bias[:, None, None], out[:, 1:]], dim=1)
+        out = torch.cat([out[:, :1] + self.bias[:, None, None], out[:, 1:]], dim=1)
+        if tape is not None:
+            tape.append((h[:, 0], out))
+        return out
 
 
 class FactorBank(nn.Module):
@@ -87,6 +92,23 @@ class FactorBank(nn.Module):
         self.out = StackedLinear(D, width, out_features)
         self._initialise()
 
+    def pseudo_ntk(self, x: torch.Tensor) -> torch.Tensor:
+        """Factor pseudo-NTK by sum of logits, per axis: x (D, n) -> K (D, n, n) with
+        K[d, i, j] = <grad_{theta_d} sum_o f_d(x_i)_o, grad_{theta_d} sum_o f_d(x_j)_o>.
+
+        Layer-wise Gram form: for a linear layer z = W a + b, d s_i/dW = delta_i a_i^T and
+        d s_i/db = delta_i, so its share is (delta delta^T) * (a a^T + 1). One backward pass of
+        sum_i s_i gives every delta_i, because point i only reaches s_i."""
+        tape: list[tuple[torch.Tensor, torch.Tensor]] = []
+        with torch.enable_grad():
+            out = self.jets(x, 0, tape)
+            deltas = torch.autograd.grad(out.sum(), [z for _, z in tape])
+        K = torch.zeros(x.shape[0], x.shape[1], x.shape[1], dtype=out.dtype, device=out.device)
+        for (a, _), delta in zip(tape, deltas):
+            a, delta = a.detach(), delta[:, 0]
+            K = K + (delta @ delta.transpose(1, 2)) * (a @ a.transpose(1, 2) + 1)
+        return K
+
     def _initialise(self) -> None:
         for layer in self.modules():
             if not isinstance(layer, StackedLinear):
@@ -119,26 +141,26 @@ class FactorBank(nn.Module):
             rows.append(torch.cat([wa * torch.cos(phase + shift), wa * torch.sin(phase + shift)], -1))
         return torch.stack(rows, dim=1)
 
-    def _layer(self, h: torch.Tensor, layer: StackedLinear) -> torch.Tensor:
-        pre = layer.jet(h)
+    def _layer(self, h: torch.Tensor, layer: StackedLinear, tape: list | None = None) -> torch.Tensor:
+        pre = layer.jet(h, tape)
         if self.omega0 != 1.0:
             pre = pre * self.omega0
         return J.compose(self.act.derivatives, pre)
 
-    def jets(self, x: torch.Tensor, order: int) -> torch.Tensor:
+    def jets(self, x: torch.Tensor, order: int, tape: list | None = None) -> torch.Tensor:
         """x: (D, n) points per axis -> (D, order+1, n, out): values and derivatives along
-        each axis in physical units."""
+        each axis in physical units. ``tape``: see ``StackedLinear.jet``."""
         h = self._embed(x, order)
         if self.body == "mlp":
             for layer in self.hidden:
-                h = self._layer(h, layer)
+                h = self._layer(h, layer, tape)
         else:
-            u = self._layer(h, self.enc_u)
-            v_minus_u = self._layer(h, self.enc_v) - u
-            h = self._layer(h, self.enc_h)
+            u = self._layer(h, self.enc_u, tape)
+            v_minus_u = self._layer(h, self.enc_v, tape) - u
+            h = self._layer(h, self.enc_h, tape)
             for layer in self.hidden:
-                h = u + J.product(self._layer(h, layer), v_minus_u)
-        out = self.out.jet(h)
+                h = u + J.product(self._layer(h, layer, tape), v_minus_u)
+        out = self.out.jet(h, tape)
         if order == 0:
             return out
         scale = 2.0 / (self.hi - self.lo)  # (D,) float64

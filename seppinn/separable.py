@@ -19,6 +19,13 @@ MODEL_KINDS = {"cp": "CP: u = s * sum_r prod_d f_d(x_d)_r  (s = 1/sqrt(R) or 1; 
 SCALES = {"sqrt_rank": "output scale 1/sqrt(R), as in the paper", "none": "no output scale, as SPINN's code"}
 
 
+def _pad(xs: Sequence[torch.Tensor]) -> torch.Tensor:
+    """Stack per-axis points into (D, n_max), padding short lists with their first point
+    (points never interact, so padding changes nothing and is cut off again)."""
+    n = max(len(x) for x in xs)
+    return torch.stack([x if len(x) == n else torch.cat([x, x[:1].expand(n - len(x))]) for x in xs])
+
+
 class CPModel(nn.Module):
     """One field: D factor networks with R*C outputs each; C = number of components.
 
@@ -42,11 +49,14 @@ class CPModel(nn.Module):
         """Jets of every factor at its axis' points xs[d] (n_d,): list of (order+1, n_d, R, C).
 
         Axes are evaluated as one batch; shorter point lists are padded (and cut off again)."""
-        n = max(len(x) for x in xs)
-        padded = torch.stack([x if len(x) == n else torch.cat([x, x[:1].expand(n - len(x))]) for x in xs])
-        out = self.bank.jets(padded, order)
+        out = self.bank.jets(_pad(xs), order)
         return [out[d, :, : len(x)].reshape(order + 1, len(x), self.rank, self.components)
                 for d, x in enumerate(xs)]
+
+    def pseudo_ntks(self, xs: Sequence[torch.Tensor]) -> list[torch.Tensor]:
+        """Factor pseudo-NTK of every axis at its points xs[d] (sum of logits): list of (n_d, n_d)."""
+        K = self.bank.pseudo_ntk(_pad(xs))
+        return [K[d, : len(x), : len(x)] for d, x in enumerate(xs)]
 
     def factor_jets(self, axis: int, x: torch.Tensor, order: int) -> torch.Tensor:
         """Jets of factor ``axis`` at points x (n,): shape (order+1, n, R, C)."""

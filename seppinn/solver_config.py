@@ -23,7 +23,10 @@ SCHEDULES = ("constant", "exponential", "cosine")
 SAMPLINGS = ("grid", "random")
 DTYPES = ("float32", "float64")
 FACE_REDUCTIONS = ("mean", "sum")
-PRECONDITIONERS = {"none": "plain gradients (Adam baseline)"}
+PRECONDITIONERS = {
+    "none": "plain gradients (Adam baseline)",
+    "seppgd": "separable NTK preconditioning of data and value conditions (Luo & Meng, eqs. 7-8)",
+}
 OPTIMIZERS = ("adam",)
 
 
@@ -156,12 +159,6 @@ def _terms(v: Any) -> Any:
     raise ValueError(f"expected \"auto\" or a list of term names, got {v!r}")
 
 
-def _method(v: Any) -> Any:
-    if v == "seppgd":
-        raise ValueError("'seppgd' is not available in this version yet; use \"none\"")
-    return _choice(*PRECONDITIONERS)(v)
-
-
 CHECKS: dict[str, dict[str, Callable[[Any], Any]]] = {
     "model": {
         "kind": _choice(*MODEL_KINDS), "rank": _rank, "scale": _choice(*SCALES),
@@ -178,7 +175,7 @@ CHECKS: dict[str, dict[str, Callable[[Any], Any]]] = {
         "dtype": _choice(*DTYPES), "seed": _int(0), "device": _device, "weights": _weights,
     },
     "precondition": {
-        "method": _method, "k": _k, "scale": _choice("normalized", "paper"),
+        "method": _choice(*PRECONDITIONERS), "k": _k, "scale": _choice("normalized", "paper"),
         "modulation": _choice("clamp", "sqrt"), "update_every": _int(0), "terms": _terms,
     },
 }

@@ -24,6 +24,7 @@ from .compiler import CompiledProblem, PointSetKey, per_axis
 from .errors import RunError, SolverConfigError
 from .lowering import lower
 from .progress import Progress
+from .seppgd import FactorPreconditioner, factor_preconditioner, precondition, resolve_k
 from .separable import SeparableModel, build_model
 from .solver_config import SolverConfig
 
@@ -100,6 +101,10 @@ class Trainer:
         self._prepare_all()
         self._setup_test(ref_arrays or {})
         self.progress_enabled = progress
+        # SepPGD: factor preconditioners per term part (id) and free axis; built by rebuild_preconditioners
+        self.factors: dict[int, dict[int, FactorPreconditioner]] = {}
+        self.use_preconditioner = bool(compiled.preconditioned)
+        self.precondition_seconds = 0.0
 
     # ---------------------------------------------------------------- points and grids
     def _t(self, values: Any) -> torch.Tensor:
@@ -132,6 +137,38 @@ class Trainer:
         self._sample_train(random=True)
         self._prepare_all()
 
+    # ---------------------------------------------------------------- SepPGD
+    def rebuild_preconditioners(self) -> None:
+        """S_d for every preconditioned term part from the current factor networks and points."""
+        start = time.perf_counter()
+        pc = self.cfg.precondition
+        # faces reuse the interior's points on their free axes: one K_d and one S_d per
+        # (field, axis, point set, k), however many terms and faces share them
+        ntk: dict[tuple[Any, ...], torch.Tensor] = {}
+        built: dict[tuple[Any, ...], FactorPreconditioner] = {}
+        for t in self.c.terms:
+            if t.name not in self.c.preconditioned:
+                continue
+            field = t.parts[0].residual.derivs[0][0]
+            for part in t.parts:
+                free = [(d, key) for d, key in enumerate(part.grid) if key[0] != "face"]
+                if any((field, d, key) not in ntk for d, key in free):
+                    Ks = self.model.fields[field].pseudo_ntks([self.points[k] for k in part.grid])
+                    for d, key in free:
+                        ntk.setdefault((field, d, key), Ks[d].detach())
+                factors = {}
+                for d, key in free:
+                    K = ntk[(field, d, key)]
+                    k = resolve_k(self.c.preconditioned[t.name], len(K))
+                    if (field, d, key, k) not in built:
+                        built[(field, d, key, k)] = factor_preconditioner(K, k, pc.modulation)
+                    factors[d] = built[(field, d, key, k)]
+                self.factors[id(part)] = factors
+        self.precondition_seconds += time.perf_counter() - start
+
+    def _part_scale(self, part_id: int) -> float:
+        return 1.0 / len(self.factors[part_id]) if self.cfg.precondition.scale == "normalized" else 1.0
+
     # ---------------------------------------------------------------- the loss
     def _jets(self) -> dict[tuple[str, int], dict[PointSetKey, torch.Tensor]]:
         out: dict[tuple[str, int], dict[PointSetKey, torch.Tensor]] = {}
@@ -159,12 +196,20 @@ class Trainer:
                         cache[ck] = self.model.fields[f].contract(mats)
                     values.append(cache[ck])
                 r = part.residual(values, self.consts[id(part)])
-                r2 = r * r
                 mask = self.masks.get(id(part))
                 if mask is not None:
-                    s, n = (r2 * mask).sum(), mask.sum() * r2.shape[-1]
+                    r = r * mask
+                    n = mask.sum() * r.shape[-1]
                 else:
-                    s, n = r2.sum(), r2.numel()
+                    n = r.numel()
+                s = (r * r).sum()
+                if self.use_preconditioner and id(part) in self.factors:
+                    # value: the true sum of squares; gradient: that of 2 <r, stopgrad(P)>
+                    P = precondition(r.detach(), self.factors[id(part)], self._part_scale(id(part)))
+                    if mask is not None:
+                        P = P * mask
+                    surrogate = 2 * (r * P).sum()
+                    s = s.detach() + (surrogate - surrogate.detach())  # value exactly s
                 sums.append(s)
                 counts.append(n)
                 means.append(s / n)
@@ -249,9 +294,13 @@ class Trainer:
         sched = torch.optim.lr_scheduler.LambdaLR(opt, self._schedule())
         seconds, it = 0.0, 0
         tick = time.perf_counter()
+        update_every = self.cfg.precondition.update_every
         while True:
-            if t.sampling == "random" and it > 0 and it % t.resample_every == 0 and it < t.iterations:
+            resampled = t.sampling == "random" and it > 0 and it % t.resample_every == 0 and it < t.iterations
+            if resampled:
                 self.resample()
+            if self.use_preconditioner and (it == 0 or resampled or (update_every and it % update_every == 0)):
+                self.rebuild_preconditioners()
             losses = self.losses()
             total = torch.stack(list(losses.values())).sum()
             if it % t.eval_every == 0 or it == t.iterations:
@@ -269,6 +318,8 @@ class Trainer:
             if on_checkpoint and t.checkpoint_every and it % t.checkpoint_every == 0:
                 on_checkpoint(state, it)
         if t.lbfgs_iterations:
+            # L-BFGS needs gradients of the loss it line-searches: no preconditioning in this phase
+            self.use_preconditioner = False
             # One L-BFGS iteration per step() so the history keeps its cadence; max_eval must allow
             # the line search its evaluations (torch defaults it to max_iter * 5 // 4 = 1).
             lbfgs = torch.optim.LBFGS(params, lr=1.0, max_iter=1, max_eval=26, history_size=50,

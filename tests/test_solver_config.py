@@ -39,7 +39,7 @@ def test_toml_round_trip():
 @pytest.mark.parametrize("name", sorted(p.stem for p in shipped_dir("solvers").glob("*.toml")))
 def test_shipped_presets_resolve(name):
     cfg = resolve(solver=name)
-    assert cfg.precondition.method == "none"
+    assert cfg.precondition.method == ("seppgd" if name == "seppgd" else "none")
 
 
 @pytest.mark.parametrize("override, message", [
@@ -47,7 +47,7 @@ def test_shipped_presets_resolve(name):
     ("train.sampling=sobol", "'sobol' is not one of grid, random"),
     ("model.rank=0", "model.rank: expected an integer >= 1"),
     ("train.device=gpu", "'gpu' is not one of auto, cpu, cuda, cuda:N"),
-    ("precondition.method=seppgd", "'seppgd' is not available in this version yet"),
+    ("precondition.method=sepgd", r"'sepgd' is not one of none, seppgd \(did you mean 'seppgd'\?\)"),
     ("solver.train.lr=1", "unknown table 'solver'"),
     ("train.lr.x=1", r"train.lr: expected a positive finite number, got \{'x': 1\}"),
     ("lr=1", "expected TABLE.KEY=VALUE"),

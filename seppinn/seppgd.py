@@ -1,0 +1,127 @@
+"""SepPGD: separable NTK preconditioning of data, boundary and initial terms (Luo & Meng,
+eqs. 7-8, Lemma 2; the recipe of architecture.md).
+
+For a term with residual R on a grid whose free axes are A, the preconditioned residual is
+P = c * sum_{d in A} R x_d S_d, with S_d = I - sum_{i<=k} (1 - g_i/lambda_i) v_i v_i^T built
+from the eigendecomposition of the factor pseudo-NTK K_d on that axis' points, and the term's
+gradient is that of the surrogate (2w/N) <R, stopgrad(P)> (Lemma 2: J^T S~ r with
+S~ = c * sum_d I x ... x S_d x ... x I, never formed). c = 1/|A| ("normalized": k = 0 gives the
+plain gradient) or 1 ("paper", eq. 8 as printed).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from .compiler import CompiledProblem, Term
+from .errors import SolverConfigError, did_you_mean
+from .solver_config import SolverConfig
+
+# k = "auto": this fraction of the axis' points (at least 2). Provisional: see the README.
+AUTO_FRACTION = 0.25
+
+
+@dataclass
+class FactorPreconditioner:
+    """S = I - V diag(coef) V^T on one axis (V: (n, k), coef: (k,)); eigenvalues of K kept
+    for reports (``eigvals`` descending, ``modulated`` = g_i for i <= k, lambda_i after)."""
+
+    V: torch.Tensor
+    coef: torch.Tensor
+    eigvals: torch.Tensor
+    modulated: torch.Tensor
+
+    def apply(self, r: torch.Tensor, axis: int) -> torch.Tensor:
+        """r x_axis S: multiply every fibre of r along ``axis`` by S (r: (n_1, ..., n_D, C))."""
+        if self.V.shape[1] == 0:
+            return r
+        moved = r.movedim(axis, 0)
+        flat = moved.reshape(moved.shape[0], -1)
+        corr = self.V @ (self.coef[:, None] * (self.V.T @ flat))
+        return r - corr.reshape(moved.shape).movedim(0, axis)
+
+    def dense(self) -> torch.Tensor:
+        n = self.V.shape[0]
+        eye = torch.eye(n, dtype=self.V.dtype, device=self.V.device)
+        return eye - self.V @ torch.diag(self.coef) @ self.V.T
+
+
+def factor_preconditioner(K: torch.Tensor, k: int, modulation: str) -> FactorPreconditioner:
+    """S_d from a factor pseudo-NTK K (n, n); eigenvalues 1-indexed as in the paper.
+
+    clamp: g_i = lambda_k for i <= k (the paper's g_1); sqrt: g_i = sqrt(lambda_i lambda_k), a
+    scale-free form of the paper's g_2 = sqrt(lambda_i). Eigenvalues are clipped at a relative
+    floor so that S stays symmetric positive definite."""
+    lam, V = torch.linalg.eigh(K)
+    lam, V = lam.flip(0), V.flip(1)
+    n = lam.shape[0]
+    floor = lam[0].clamp_min(0) * n * torch.finfo(lam.dtype).eps
+    lam = lam.clamp_min(floor) if floor > 0 else lam.clamp_min(torch.finfo(lam.dtype).tiny)
+    k = min(k, n)
+    if k <= 1:
+        return FactorPreconditioner(V[:, :0], lam[:0], lam, lam.clone())
+    lk = lam[k - 1]
+    g = lk.expand(k) if modulation == "clamp" else torch.sqrt(lam[:k] * lk)
+    modulated = torch.cat([g, lam[k:]])
+    return FactorPreconditioner(V[:, :k].contiguous(), 1 - g / lam[:k], lam, modulated)
+
+
+def precondition(r: torch.Tensor, factors: Mapping[int, FactorPreconditioner], c: float) -> torch.Tensor:
+    """P = c * sum over the free axes d of r x_d S_d."""
+    out = None
+    for d, S in factors.items():
+        term = S.apply(r, d)
+        out = term if out is None else out + term
+    assert out is not None
+    return out * c if c != 1.0 else out
+
+
+def term_field(term: Term) -> tuple[str | None, bool]:
+    """(the single field a term's residual depends on or None, whether it has field derivatives)."""
+    fields = {f for part in term.parts for f, _ in part.residual.derivs}
+    derivs = any(any(alpha) for part in term.parts for _, alpha in part.residual.derivs)
+    return (next(iter(fields)) if len(fields) == 1 else None), derivs
+
+
+def plan(compiled: CompiledProblem, config: SolverConfig) -> dict[str, Any]:
+    """Which terms SepPGD preconditions, with their k (int or "auto"). Raises for terms the
+    recipe refuses (field derivatives, several fields) and for unknown names."""
+    pc = config.precondition
+    if pc.method != "seppgd":
+        return {}
+    names = [t.name for t in compiled.terms]
+    if pc.terms == "auto":
+        chosen = [t.name for t in compiled.terms if t.kind in ("data", "condition")
+                  and term_field(t)[0] is not None and not term_field(t)[1]]
+    else:
+        chosen = list(pc.terms)
+        for name in chosen:
+            if name not in names:
+                raise SolverConfigError(f"unknown term '{name}'{did_you_mean(name, names)} (terms: {', '.join(names)})",
+                                        key="precondition.terms")
+            term = compiled.terms[names.index(name)]
+            field, derivs = term_field(term)
+            if derivs:
+                raise SolverConfigError(f"term '{name}' involves derivatives of fields; SepPGD preconditions only "
+                                        "data and value conditions", key="precondition.terms")
+            if field is None:
+                raise SolverConfigError(f"term '{name}' depends on several fields; SepPGD needs one",
+                                        key="precondition.terms")
+    ks: dict[str, Any] = {}
+    for name in chosen:
+        k = pc.k.get(name, "auto") if isinstance(pc.k, dict) else pc.k
+        ks[name] = k
+    if isinstance(pc.k, dict):
+        for name in pc.k:
+            if name not in chosen:
+                raise SolverConfigError(f"term '{name}' is not preconditioned (preconditioned: {', '.join(chosen) or 'none'})",
+                                        key=f"precondition.k.{name}")
+    return ks
+
+
+def resolve_k(k: Any, n: int) -> int:
+    return max(2, round(AUTO_FRACTION * n)) if k == "auto" else int(k)
