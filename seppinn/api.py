@@ -163,7 +163,8 @@ class Result:
             "seppinn_version": seppinn.__version__, "torch_version": torch.__version__,
         }
         axes = dict(zip(self.prepared.compiled.axes, tr.test_axes))
-        write_solution_h5(out / "solution.h5", axes, fields, reference, self.history, attrs)
+        time_axis = next((d for d, a in enumerate(self.problem.axis_list) if a.time), None)
+        write_solution_h5(out / "solution.h5", axes, fields, reference, self.history, attrs, time_axis)
         write_torch(out / "model.pt", self._checkpoint(self.model.state_dict(), self.iterations))
         if self.state.best_state is not None and self.state.best is not None:
             write_torch(out / "best.pt", self._checkpoint(self.state.best_state, self.state.best.iteration))

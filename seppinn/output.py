@@ -10,12 +10,14 @@ from __future__ import annotations
 import json
 import os
 import tempfile
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from .xdmf import scalar_arrays, vtk_order, write_xdmf
 
 
 @contextmanager
@@ -48,13 +50,19 @@ def write_solution_h5(
     reference: Mapping[str, np.ndarray],
     history: Mapping[str, np.ndarray],
     attrs: Mapping[str, Any],
+    time_axis: int | None = None,
 ) -> None:
-    """The self-describing result file of problem-files.md.
+    """The self-describing result file of problem-files.md, and ``solution.xdmf`` beside it.
 
     ``fields``/``reference`` arrays have shape (n_1, ..., n_D) or (n_1, ..., n_D, C), axes in
-    the problem's order; ``/error`` = prediction - reference.
+    the problem's order; ``/error`` = prediction - reference; ``/vtk/<name>`` the same arrays
+    in VTK order for the XDMF index (see xdmf.py).
     """
     import h5py
+
+    errors = {name: fields[name] - ref for name, ref in reference.items()}
+    vtk_arrays = scalar_arrays({"fields": fields, "reference": reference, "error": errors}, len(axes))
+    n_spatial = len(axes) - (time_axis is not None)
 
     def write(tmp: Path) -> None:
         with h5py.File(tmp, "w") as f:
@@ -71,13 +79,20 @@ def write_solution_h5(
                         ds.attrs["axes"] = ",".join(axes)
             if reference:
                 g = f.create_group("error")
-                for name, ref in reference.items():
-                    g.create_dataset(name, data=fields[name] - ref, compression="gzip", compression_opts=4)
+                for name, err in errors.items():
+                    g.create_dataset(name, data=err, compression="gzip", compression_opts=4)
             g = f.create_group("history")
             for name, col in history.items():
                 g.create_dataset(name, data=col)
+            if 1 <= n_spatial <= 3:
+                g = f.create_group("vtk")
+                for name, a in vtk_arrays.items():
+                    g.create_dataset(name, data=vtk_order(np.asarray(a, dtype=np.float64), time_axis))
 
     write_atomic(target, write)
+    if 1 <= n_spatial <= 3:
+        text = write_xdmf(target.name, axes, time_axis, list(vtk_arrays))
+        write_atomic(target.with_suffix(".xdmf"), lambda tmp: tmp.write_text(text, encoding="utf-8"))
 
 
 def write_json(target: Path, payload: Mapping[str, Any]) -> None:
@@ -96,7 +111,3 @@ def write_torch(target: Path, payload: Mapping[str, Any]) -> None:
 def squeeze_components(a: np.ndarray, components: int) -> np.ndarray:
     """(n_1, ..., n_D, 1) -> (n_1, ..., n_D) for scalar fields."""
     return a[..., 0] if components == 1 else a
-
-
-def list_outputs(out: Path) -> Sequence[str]:
-    return sorted(p.name for p in out.iterdir() if not p.name.startswith("."))

@@ -35,14 +35,20 @@ class FactorPreconditioner:
     eigvals: torch.Tensor
     modulated: torch.Tensor
 
-    def apply(self, r: torch.Tensor, axis: int) -> torch.Tensor:
-        """r x_axis S: multiply every fibre of r along ``axis`` by S (r: (n_1, ..., n_D, C))."""
+    def correction(self, r: torch.Tensor, axis: int) -> torch.Tensor | None:
+        """r x_axis (I - S) = V diag(coef) V^T applied to every fibre of r along ``axis``
+        (r: (n_1, ..., n_D, C)); None when S = I."""
         if self.V.shape[1] == 0:
-            return r
+            return None
         moved = r.movedim(axis, 0)
         flat = moved.reshape(moved.shape[0], -1)
         corr = self.V @ (self.coef[:, None] * (self.V.T @ flat))
-        return r - corr.reshape(moved.shape).movedim(0, axis)
+        return corr.reshape(moved.shape).movedim(0, axis)
+
+    def apply(self, r: torch.Tensor, axis: int) -> torch.Tensor:
+        """r x_axis S."""
+        corr = self.correction(r, axis)
+        return r if corr is None else r - corr
 
     def dense(self) -> torch.Tensor:
         n = self.V.shape[0]
@@ -71,13 +77,16 @@ def factor_preconditioner(K: torch.Tensor, k: int, modulation: str) -> FactorPre
 
 
 def precondition(r: torch.Tensor, factors: Mapping[int, FactorPreconditioner], c: float) -> torch.Tensor:
-    """P = c * sum over the free axes d of r x_d S_d."""
-    out = None
+    """P = c * sum over the free axes d of r x_d S_d = c * (|A| r - sum_d r x_d (I - S_d))."""
+    corr = None
     for d, S in factors.items():
-        term = S.apply(r, d)
-        out = term if out is None else out + term
-    assert out is not None
-    return out * c if c != 1.0 else out
+        cd = S.correction(r, d)
+        if cd is not None:
+            corr = cd if corr is None else corr + cd
+    base = r if c * len(factors) == 1.0 else r * (c * len(factors))
+    if corr is None:
+        return base
+    return base - corr if c == 1.0 else base - c * corr
 
 
 def term_field(term: Term) -> tuple[str | None, bool]:
