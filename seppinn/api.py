@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from . import seppgd
+from . import plots, seppgd
 from .compiler import CompiledProblem, compile_problem, per_axis
 from .data_sources import load_all
 from .errors import SolverConfigError
@@ -143,7 +143,8 @@ class Result:
         return {
             "format": "seppinn-checkpoint", "seppinn_version": seppinn.__version__,
             "iteration": iteration, "model": dict(model_state),
-            "problem": self.problem.text, "solver": self.config.to_toml(),
+            "problem": self.problem.text, "problem_file": str(Path(self.problem.source).resolve())
+            if self.problem.source != "<python>" else "", "solver": self.config.to_toml(),
             "history": self.history,
         }
 
@@ -166,6 +167,8 @@ class Result:
         time_axis = next((d for d, a in enumerate(self.problem.axis_list) if a.time), None)
         write_solution_h5(out / "solution.h5", axes, fields, reference, self.history, attrs, time_axis)
         write_torch(out / "model.pt", self._checkpoint(self.model.state_dict(), self.iterations))
+        plots.convergence({self.problem.name: self.history}, out / "convergence.png")
+        plots.slices(axes, fields, reference, out / "slices.png", time_axis)
         if self.state.best_state is not None and self.state.best is not None:
             write_torch(out / "best.pt", self._checkpoint(self.state.best_state, self.state.best.iteration))
         write_json(out / "summary.json", self.summary())

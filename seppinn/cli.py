@@ -43,6 +43,15 @@ def _parser() -> argparse.ArgumentParser:
     sp_.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     sp_.add_argument("--out", help="output folder (default: runs/<problem name>/spectrum)")
 
+    x = sub.add_parser("export", help="re-evaluate a finished run on any grid (xdmf, vtu, vti)")
+    x.add_argument("run", help="run folder (with model.pt)")
+    x.add_argument("--format", default="xdmf", choices=["xdmf", "vtu", "vti"])
+    x.add_argument("--points", type=int, default=64, help="points per axis")
+
+    pl = sub.add_parser("plot", help="convergence curves of one or several runs, side by side")
+    pl.add_argument("runs", nargs="+")
+    pl.add_argument("--out", default="convergence.png", help="PNG to write (default: convergence.png)")
+
     e = sub.add_parser("examples", help="copy the shipped problem files into a folder")
     e.add_argument("dir", nargs="?", default="seppinn-examples")
     return p
@@ -83,6 +92,38 @@ def _spectrum(args: argparse.Namespace) -> int:
     return 0
 
 
+def _export(args: argparse.Namespace) -> int:
+    from .export import export
+
+    if args.points < 2:
+        print("--points: need at least 2 points per axis", file=sys.stderr)
+        return 2
+    for path in export(args.run, args.format, args.points):
+        print(path)
+    return 0
+
+
+def _plot(args: argparse.Namespace) -> int:
+    import h5py
+
+    from .errors import DataError
+    from .plots import convergence
+
+    histories = {}
+    for run in args.runs:
+        path = Path(run) / "solution.h5"
+        try:
+            with h5py.File(path, "r") as f:
+                cols: dict = {}
+                f["history"].visititems(lambda name, obj: cols.__setitem__(name, obj[()]) if hasattr(obj, "shape") else None)
+        except (OSError, KeyError) as exc:
+            raise DataError(f"cannot read the history: {exc}", file=str(path)) from None
+        histories[Path(run).name or run] = cols
+    convergence(histories, Path(args.out))
+    print(args.out)
+    return 0
+
+
 def _examples(args: argparse.Namespace) -> int:
     dest = Path(args.dir)
     dest.mkdir(parents=True, exist_ok=True)
@@ -99,7 +140,8 @@ def _examples(args: argparse.Namespace) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
-        return {"solve": _solve, "check": _check, "spectrum": _spectrum, "examples": _examples}[args.command](args)
+        return {"solve": _solve, "check": _check, "spectrum": _spectrum, "export": _export, "plot": _plot,
+                "examples": _examples}[args.command](args)
     except SeppinnError as exc:
         print(exc, file=sys.stderr)
         return 2

@@ -59,9 +59,21 @@ def _array_of_tables(doc: Mapping[str, Any], key: str, file: str) -> list[dict[s
 
 def load_problem(path: str | Path) -> Problem:
     """Read and validate a problem file. Raises ``ProblemError`` naming file and key."""
-    path = Path(path)
-    file = str(path)
-    doc, text = read_toml(path)
+    doc, text = read_toml(Path(path))
+    return problem_from_toml(doc, text, str(path))
+
+
+def load_problem_text(text: str, source: str) -> Problem:
+    """A problem from its TOML text (as stored in run outputs); ``source`` names it in messages
+    and anchors relative data paths."""
+    try:
+        doc = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ProblemError(f"TOML syntax error: {exc}", file=source) from None
+    return problem_from_toml(doc, text, source)
+
+
+def problem_from_toml(doc: dict[str, Any], text: str, file: str) -> Problem:
     check_keys(doc, TOP_KEYS, file, "")
     head = _table(doc, "problem", file)
     check_keys(head, PROBLEM_KEYS, file, "problem")

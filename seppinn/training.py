@@ -43,14 +43,15 @@ def pick_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def make_model(compiled: CompiledProblem, config: SolverConfig) -> SeparableModel:
+def make_model(ranges: Sequence[tuple[float, float]], components: dict[str, int],
+               config: SolverConfig) -> SeparableModel:
     m = config.model
     rank = m.rank if isinstance(m.rank, int) else None
     if rank is None:
         raise SolverConfigError("a CP model takes one rank (a list is for Tucker/TT)", key="model.rank")
     net = dict(width=m.width, depth=m.depth, activation=m.activation, body=m.body, omega0=m.omega0,
                fourier_features=m.fourier_features, fourier_scale=m.fourier_scale)
-    return build_model(compiled.ranges, compiled.components, kind=m.kind, rank=rank, scale=m.scale, net_kwargs=net)
+    return build_model(ranges, components, kind=m.kind, rank=rank, scale=m.scale, net_kwargs=net)
 
 
 @dataclass
@@ -78,7 +79,7 @@ class Trainer:
         self.device = device or pick_device(config.train.device)
         self.dtype = DTYPES[config.train.dtype]
         torch.manual_seed(config.train.seed)
-        self.model = make_model(compiled, config).to(device=self.device, dtype=self.dtype)
+        self.model = make_model(compiled.ranges, compiled.components, config).to(device=self.device, dtype=self.dtype)
         self.sampler = torch.Generator().manual_seed(config.train.seed + 1)
         self.n_train = per_axis(config.train.points, compiled.axes)
         self.points: dict[PointSetKey, torch.Tensor] = {}

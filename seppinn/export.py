@@ -1,0 +1,116 @@
+"""``seppinn export RUN_DIR --format xdmf|vtu|vti --points N``: evaluate a finished run's model
+on an N-per-axis grid and write it for ParaView. xdmf: ``export_N.h5`` + ``export_N.xdmf`` (a
+time series when there is a time axis); vtu (meshio, hexahedra/quads/lines) and vti (VTK
+ImageData): one file per time step plus a ``.pvd`` collection when there is a time axis."""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+from xml.sax.saxutils import quoteattr
+
+import numpy as np
+import torch
+
+from .errors import DataError
+from .output import squeeze_components, write_atomic, write_solution_h5
+from .xdmf import scalar_arrays, vtk_order
+
+FORMATS = {"xdmf": "XDMF index + HDF5 (ParaView, time series)", "vtu": "VTK unstructured grid (meshio)",
+           "vti": "VTK image data"}
+
+
+def _cells(dims: list[int]) -> tuple[str, np.ndarray]:
+    """meshio cell type and connectivity of a structured grid, points numbered x fastest."""
+    ids = np.arange(int(np.prod(dims))).reshape(dims[::-1])  # [z, y, x]
+    if len(dims) == 1:
+        return "line", np.stack([ids[:-1], ids[1:]], -1)
+    if len(dims) == 2:
+        a = ids[:-1, :-1]
+        return "quad", np.stack([a, ids[:-1, 1:], ids[1:, 1:], ids[1:, :-1]], -1).reshape(-1, 4)
+    c = [ids[k:k + dims[2] - 1 or None, j:j + dims[1] - 1 or None, i:i + dims[0] - 1 or None]
+         for (i, j, k) in [(0, 0, 0), (1, 0, 0), (1, 1, 0), (0, 1, 0), (0, 0, 1), (1, 0, 1), (1, 1, 1), (0, 1, 1)]]
+    return "hexahedron", np.stack(c, -1).reshape(-1, 8)
+
+
+def _write_vtu(target: Path, coords: list[np.ndarray], arrays: dict[str, np.ndarray]) -> None:
+    import meshio
+
+    grids = np.meshgrid(*coords[::-1], indexing="ij")[::-1]  # x, y, z arrays in [z, y, x] layout
+    pts = np.stack([g.ravel() for g in grids] + [np.zeros(grids[0].size)] * (3 - len(grids)), -1)
+    kind, conn = _cells([len(c) for c in coords])
+    mesh = meshio.Mesh(pts, [(kind, conn)], point_data={k: v.ravel() for k, v in arrays.items()})
+    write_atomic(target, lambda tmp: meshio.write(tmp, mesh, file_format="vtu"))
+
+
+def _write_vti(target: Path, coords: list[np.ndarray], arrays: dict[str, np.ndarray]) -> None:
+    dims = [len(c) for c in coords] + [1] * (3 - len(coords))
+    origin = [float(c[0]) for c in coords] + [0.0] * (3 - len(coords))
+    spacing = [float(c[1] - c[0]) if len(c) > 1 else 1.0 for c in coords] + [1.0] * (3 - len(coords))
+    extent = " ".join(f"0 {n - 1}" for n in dims)
+    body = "".join(
+        f'<DataArray type="Float64" Name={quoteattr(k)} format="ascii">'
+        + " ".join(repr(float(x)) for x in v.ravel()) + "</DataArray>" for k, v in arrays.items())
+    text = (f'<?xml version="1.0"?>\n<VTKFile type="ImageData" version="1.0" byte_order="LittleEndian">'
+            f'<ImageData WholeExtent="{extent}" Origin="{" ".join(map(repr, origin))}" '
+            f'Spacing="{" ".join(map(repr, spacing))}"><Piece Extent="{extent}"><PointData>{body}</PointData>'
+            f"</Piece></ImageData></VTKFile>\n")
+    write_atomic(target, lambda tmp: tmp.write_text(text, encoding="utf-8"))
+
+
+def export(run: str | Path, fmt: str = "xdmf", points: int = 64) -> list[Path]:
+    """Re-evaluate the model of ``run`` on ``points`` per axis and write ``fmt`` files into it."""
+    from .api import prepare
+    from .problem_file import load_problem, load_problem_text
+    from .training import Trainer
+
+    run = Path(run)
+    ckpt_path = run / "model.pt"
+    if not ckpt_path.exists():
+        raise DataError(f"no model.pt in '{run}' (is it a seppinn run folder?)", file=str(run))
+    try:
+        ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=False)
+        solver = tomllib.loads(ckpt["solver"])
+        src = ckpt.get("problem_file") or ""
+    except Exception as exc:  # a truncated or foreign file
+        raise DataError(f"cannot read checkpoint: {exc}", file=str(ckpt_path)) from None
+    if src and Path(src).exists() and Path(src).read_text(encoding="utf-8") == ckpt["problem"]:
+        problem = load_problem(src)
+    else:
+        problem = load_problem_text(ckpt["problem"], src or str(run / "problem.toml"))
+    solver["train"]["test_points"] = points
+    prep = prepare(problem, solver)
+    tr = Trainer(prep.compiled, prep.config, prep.ref_arrays, device=torch.device("cpu"), progress=False)
+    tr.model.load_state_dict(ckpt["model"])
+    comps = prep.compiled.components
+    fields = {f: squeeze_components(v.numpy(), comps[f]) for f, v in tr.predict(tr.test_axes).items()}
+    reference = {f: squeeze_components(v.cpu().numpy(), comps[f]) for f, v in tr.reference.items()}
+    axes = dict(zip(prep.compiled.axes, tr.test_axes))
+    time_axis = next((d for d, a in enumerate(problem.axis_list) if a.time), None)
+    n = len(tr.test_axes[0])
+    if fmt == "xdmf":
+        target = run / f"export_{n}.h5"
+        write_solution_h5(target, axes, fields, reference, ckpt.get("history", {}), {"problem": ckpt["problem"]},
+                          time_axis)
+        return [target, target.with_suffix(".xdmf")]
+    errors = {f: fields[f] - r for f, r in reference.items()}
+    arrays = {k: vtk_order(v, time_axis) for k, v in
+              scalar_arrays({"fields": fields, "reference": reference, "error": errors}, len(axes)).items()}
+    spatial = [a for d, a in enumerate(axes) if d != time_axis]
+    coords = [axes[a] for a in spatial]
+    writer = _write_vtu if fmt == "vtu" else _write_vti
+    if time_axis is None:
+        target = run / f"export_{n}.{fmt}"
+        writer(target, coords, arrays)
+        return [target]
+    written = []
+    times = axes[list(axes)[time_axis]]
+    for i in range(len(times)):
+        target = run / f"export_{n}_{i:04d}.{fmt}"
+        writer(target, coords, {k: v[i] for k, v in arrays.items()})
+        written.append(target)
+    pvd = run / f"export_{n}.pvd"
+    entries = "".join(f'<DataSet timestep="{float(t)!r}" file="{w.name}"/>' for t, w in zip(times, written))
+    text = f'<?xml version="1.0"?>\n<VTKFile type="Collection" version="0.1"><Collection>{entries}</Collection></VTKFile>\n'
+    write_atomic(pvd, lambda tmp: tmp.write_text(text, encoding="utf-8"))
+    return [pvd, *written]
