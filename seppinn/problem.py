@@ -402,7 +402,13 @@ class Problem:
         if kind == "points":
             raise self.error(f"{key}.points", "scattered observations are not supported yet; use a gridded file")
         if kind == "solver":
-            raise self.error(f"{key}.solver", f"unknown reference solver {spec['solver']!r} (none are built in yet)")
+            from .reference_solvers import REFERENCE_SOLVERS
+
+            name = spec["solver"]
+            if not isinstance(name, str) or name not in REFERENCE_SOLVERS:
+                raise self.error(f"{key}.solver", f"unknown reference solver {name!r}{did_you_mean(str(name), REFERENCE_SOLVERS)} "
+                                 f"(built in: {', '.join(REFERENCE_SOLVERS)})")
+            return DataSource(field_name, "solver", key, solver=name)
         ds = spec.get("dataset")
         if ds is not None and not isinstance(ds, str):
             raise self.error(f"{key}.dataset", "expected a dataset name string")

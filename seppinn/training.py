@@ -21,9 +21,10 @@ import sympy as sp
 import torch
 
 from .compiler import CompiledProblem, PointSetKey, per_axis
-from .errors import RunError, SolverConfigError
+from .errors import ProblemError, RunError, SolverConfigError
 from .lowering import lower
 from .progress import Progress
+from .reference_solvers import REFERENCE_SOLVERS
 from .seppgd import FactorPreconditioner, factor_preconditioner, precondition, resolve_k
 from .separable import SeparableModel, build_model
 from .solver_config import SolverConfig
@@ -236,6 +237,14 @@ class Trainer:
         for f, src in problem.reference.items():
             if f in ref_arrays:
                 self.reference[f] = torch.as_tensor(ref_arrays[f], device=self.device)
+            elif src.kind == "solver":
+                fn = REFERENCE_SOLVERS[str(src.solver)][0]
+                try:
+                    arr = fn(problem, self.test_axes)
+                except ValueError as exc:
+                    raise ProblemError(f"reference solver {src.solver!r}: {exc}", file=problem.source,
+                                       key=f"{src.key}.solver") from None
+                self.reference[f] = torch.as_tensor(arr, device=self.device)[..., None]
             else:
                 assert src.expr is not None
                 v = lower(src.expr.xreplace(params))(env)

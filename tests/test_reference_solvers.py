@@ -1,0 +1,57 @@
+"""The finite-difference reference for nonlinear diffusion: second-order convergence under
+refinement, and its use from a problem file."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import seppinn
+from seppinn.reference_solvers import nonlinear_diffusion_fd
+
+
+def test_second_order_convergence():
+    D, T = 0.05, 0.5
+    sols = {}
+    for m in (21, 41, 81, 161):
+        x = np.linspace(-1, 1, m)
+        # bounded away from 0 (a non-degenerate diffusivity D u), equal to the wall value on the walls
+        u0 = 0.2 + 0.3 * np.cos(np.pi * x / 2)[:, None] * np.cos(np.pi * x / 2)[None, :] * (1 + 0.5 * x[:, None])
+        sols[m] = nonlinear_diffusion_fd(u0, D, x[1] - x[0], [0.0, T], wall=0.2)[-1]
+    fine = sols[161]
+    errors = [np.abs(sols[m] - fine[:: (160 // (m - 1)), :: (160 // (m - 1))]).max() for m in (21, 41, 81)]
+    orders = np.log2(np.array(errors[:-1]) / np.array(errors[1:]))
+    # measured against the finest grid, the last ratio is inflated by up to (1 - 1/16)/(1 - 1/4)
+    assert np.all((orders > 1.8) & (orders < 2.4)), orders
+    assert errors[-1] < 5e-5
+
+
+def test_diffusion_problem_reference(tmp_path, monkeypatch):
+    monkeypatch.setenv("SEPPINN_CACHE", str(tmp_path / "cache"))
+    from seppinn.resources import shipped_dir
+    from seppinn.training import Trainer
+
+    prep = seppinn.prepare(shipped_dir("problems") / "diffusion3d.toml",
+                           overrides={"train.test_points": {"t": 5, "x": 11, "y": 11}})
+    tr = Trainer(prep.compiled, prep.config, device=None, progress=False)
+    ref = tr.reference["u"][..., 0].numpy()
+    assert ref.shape == (5, 11, 11)
+    x = np.linspace(-1, 1, 11)
+    X, Y = np.meshgrid(x, x, indexing="ij")
+    u0 = (0.25 * np.exp(-10 * ((X - 0.3) ** 2 + (Y - 0.2) ** 2)) + 0.4 * np.exp(-15 * ((X + 0.5) ** 2 + (Y + 0.1) ** 2))
+          + 0.3 * np.exp(-20 * (X**2 + (Y + 0.5) ** 2)))
+    np.testing.assert_allclose(ref[0], u0, atol=1e-12)  # t = 0: the initial data, walls included
+    assert np.all(ref[1:, 0, :] == 0) and np.all(ref[1:, :, -1] == 0)  # u = 0 on the walls for t > 0
+    assert ref[-1].max() < ref[0].max()  # diffusion decays the peak
+    assert len(list((tmp_path / "cache").glob("*.npy"))) == 1  # cached for the next run
+    Trainer(prep.compiled, prep.config, device=None, progress=False)
+    assert len(list((tmp_path / "cache").glob("*.npy"))) == 1
+
+
+def test_unknown_reference_solver(tmp_path):
+    text = ('[problem]\nname = "d"\n[axes]\nx = [0.0, 1.0]\n[fields]\nu = {}\n[[equations]]\nresidual = "u"\n'
+            '[reference]\nu = { solver = "nonlinear_diffusion" }\n')
+    (tmp_path / "p.toml").write_text(text)
+    with pytest.raises(seppinn.ProblemError, match=r"reference\.u\.solver: unknown reference solver 'nonlinear_diffusion' "
+                                                   r"\(did you mean 'nonlinear_diffusion2d'\?\)"):
+        seppinn.load_problem(tmp_path / "p.toml")
