@@ -23,6 +23,7 @@ from .expressions import count_nodes
 from .lowering import FUNCTIONS as LOWERABLE
 from .lowering import lower, split_constants
 from .problem import Face, Problem
+from .separable import rank_list
 from .solver_config import SolverConfig
 
 # A point set on one axis: ("train", d), ("face", d, side), ("file", name, d), ("test", d).
@@ -202,6 +203,12 @@ def compile_problem(problem: Problem, config: SolverConfig,
                             f"'{act.name}' has zero derivatives of order > {act.smooth_order} almost everywhere, "
                             f"but term '{t.name}' ({t.key}) needs order {alpha[d]} along {axes[d].name}; "
                             "use tanh, sin or gelu", key="model.activation")
+    try:
+        rank_list(config.model.kind, config.model.rank, n)
+        if config.model.kind == "tt" and n < 2:
+            raise ValueError("a tensor train needs at least 2 axes")
+    except ValueError as exc:
+        raise SolverConfigError(str(exc), key="model.rank") from None
     for table in ("points", "test_points"):
         value = getattr(config.train, table)
         if isinstance(value, dict):

@@ -92,16 +92,19 @@ class FactorBank(nn.Module):
         self.out = StackedLinear(D, width, out_features)
         self._initialise()
 
-    def pseudo_ntk(self, x: torch.Tensor) -> torch.Tensor:
+    def pseudo_ntk(self, x: torch.Tensor, out_mask: torch.Tensor | None = None) -> torch.Tensor:
         """Factor pseudo-NTK by sum of logits, per axis: x (D, n) -> K (D, n, n) with
         K[d, i, j] = <grad_{theta_d} sum_o f_d(x_i)_o, grad_{theta_d} sum_o f_d(x_j)_o>.
 
         Layer-wise Gram form: for a linear layer z = W a + b, d s_i/dW = delta_i a_i^T and
         d s_i/db = delta_i, so its share is (delta delta^T) * (a a^T + 1). One backward pass of
-        sum_i s_i gives every delta_i, because point i only reaches s_i."""
+        sum_i s_i gives every delta_i, because point i only reaches s_i. ``out_mask`` (D, out):
+        outputs that take part in the sum (the others are unused by the model)."""
         tape: list[tuple[torch.Tensor, torch.Tensor]] = []
         with torch.enable_grad():
             out = self.jets(x, 0, tape)
+            if out_mask is not None:
+                out = out * out_mask.to(out.dtype)[:, None, None, :]
             deltas = torch.autograd.grad(out.sum(), [z for _, z in tape])
         K = torch.zeros(x.shape[0], x.shape[1], x.shape[1], dtype=out.dtype, device=out.device)
         for (a, _), delta in zip(tape, deltas):

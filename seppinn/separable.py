@@ -1,7 +1,12 @@
-"""Separable models: per-axis factor networks combined by a CP product (the paper's eq. 2).
+"""Separable models: per-axis factor networks combined by a CP, Tucker or tensor-train product.
 
 The model knows nothing about PDEs: it maps per-axis points to per-axis factor jets, and
-contracts factor matrices (one per axis) into values on the tensor grid or at scattered points.
+contracts factor tensors (one per axis) into values on the tensor grid or at scattered points.
+Every derivative on the grid is the same contraction with the factors' derivative slices.
+
+- CP (the paper's eq. 2):   u[i..] = s * sum_r prod_d F_d[i_d, r]            F_d: (n_d, R, C)
+- Tucker:                   u = G x_1 F_1 x_2 ... x_D F_D                    F_d: (n_d, R_d), core G: (R_1, ..., R_D, C)
+- TT (the paper's eq. 3):   u[i..] = G_1[i_1] G_2[i_2] ... G_D[i_D]          G_d: (n_d, R_{d-1}, R_d), R_0 = 1, R_D = C
 """
 
 from __future__ import annotations
@@ -15,8 +20,7 @@ from torch import nn
 
 from .factor_nets import FactorBank
 
-MODEL_KINDS = {"cp": "CP: u = s * sum_r prod_d f_d(x_d)_r  (s = 1/sqrt(R) or 1; the paper's eq. 2)"}
-SCALES = {"sqrt_rank": "output scale 1/sqrt(R), as in the paper", "none": "no output scale, as SPINN's code"}
+SCALES = {"sqrt_rank": "CP output scale 1/sqrt(R), as in the paper", "none": "no output scale, as SPINN's code"}
 
 
 def _pad(xs: Sequence[torch.Tensor]) -> torch.Tensor:
@@ -26,65 +30,139 @@ def _pad(xs: Sequence[torch.Tensor]) -> torch.Tensor:
     return torch.stack([x if len(x) == n else torch.cat([x, x[:1].expand(n - len(x))]) for x in xs])
 
 
-class CPModel(nn.Module):
-    """One field: D factor networks with R*C outputs each; C = number of components.
+class SeparableField(nn.Module):
+    """One field: D factor networks (one ``FactorBank``) and a contraction.
 
-    Factor matrices have shape (n_d, R, C); contractions return (n_1, ..., n_D, C).
-    """
+    Subclasses set ``shapes`` (the per-point factor shape of each axis) and implement
+    ``contract`` and ``contract_points``. Axes whose factors are smaller than the bank's output
+    width have the surplus outputs masked to exactly zero, so they neither contribute nor
+    enter the pseudo-NTK."""
 
-    def __init__(
-        self,
-        ranges: Sequence[tuple[float, float]],
-        rank: int,
-        components: int,
-        scale: str,
-        net_kwargs: dict[str, object],
-    ) -> None:
+    shapes: list[tuple[int, ...]]
+
+    def __init__(self, ranges: Sequence[tuple[float, float]], shapes: list[tuple[int, ...]],
+                 net_kwargs: dict[str, object]) -> None:
         super().__init__()
-        self.rank, self.components, self.n_axes = rank, components, len(ranges)
-        self.scale = 1 / math.sqrt(rank) if scale == "sqrt_rank" else 1.0
-        self.bank = FactorBank(ranges, rank * components, **net_kwargs)  # type: ignore[arg-type]
+        self.shapes, self.n_axes = shapes, len(ranges)
+        sizes = [math.prod(s) for s in shapes]
+        width = max(sizes)
+        self.bank = FactorBank(ranges, width, **net_kwargs)  # type: ignore[arg-type]
+        if min(sizes) < width:
+            mask = torch.zeros(len(sizes), width)
+            for d, s in enumerate(sizes):
+                mask[d, :s] = 1.0
+            self.register_buffer("out_mask", mask)
+        else:
+            self.out_mask = None
+
+    def _bank(self, x: torch.Tensor, order: int, tape: list | None = None) -> torch.Tensor:
+        out = self.bank.jets(x, order, tape)
+        return out if self.out_mask is None else out * self.out_mask.to(out.dtype)[:, None, None, :]
 
     def all_jets(self, xs: Sequence[torch.Tensor], order: int) -> list[torch.Tensor]:
-        """Jets of every factor at its axis' points xs[d] (n_d,): list of (order+1, n_d, R, C).
-
-        Axes are evaluated as one batch; shorter point lists are padded (and cut off again)."""
-        out = self.bank.jets(_pad(xs), order)
-        return [out[d, :, : len(x)].reshape(order + 1, len(x), self.rank, self.components)
+        """Jets of every factor at its axis' points xs[d] (n_d,): list of (order+1, n_d, *shape_d)."""
+        out = self._bank(_pad(xs), order)
+        return [out[d, :, : len(x), : math.prod(self.shapes[d])].reshape(order + 1, len(x), *self.shapes[d])
                 for d, x in enumerate(xs)]
 
     def pseudo_ntks(self, xs: Sequence[torch.Tensor]) -> list[torch.Tensor]:
         """Factor pseudo-NTK of every axis at its points xs[d] (sum of logits): list of (n_d, n_d)."""
-        K = self.bank.pseudo_ntk(_pad(xs))
+        K = self.bank.pseudo_ntk(_pad(xs), self.out_mask)
         return [K[d, : len(x), : len(x)] for d, x in enumerate(xs)]
 
     def factor_jets(self, axis: int, x: torch.Tensor, order: int) -> torch.Tensor:
-        """Jets of factor ``axis`` at points x (n,): shape (order+1, n, R, C)."""
+        """Jets of factor ``axis`` at points x (n,): (order+1, n, *shape)."""
         return self.all_jets([x] * self.n_axes, order)[axis]
 
     def contract(self, mats: Sequence[torch.Tensor]) -> torch.Tensor:
-        """Grid values from factor matrices (n_d, R, C): shape (n_1, ..., n_D, C)."""
+        """Grid values (n_1, ..., n_D, C) from one factor tensor per axis (n_d, *shape_d)."""
+        raise NotImplementedError
+
+    def contract_points(self, mats: Sequence[torch.Tensor]) -> torch.Tensor:
+        """Values (N, C) at scattered points from factor tensors (N, *shape_d), row i = point i."""
+        raise NotImplementedError
+
+    def forward(self, points: Sequence[torch.Tensor]) -> torch.Tensor:
+        """Values on the tensor grid of per-axis points: (n_1, ..., n_D, C)."""
+        return self.contract([j[0] for j in self.all_jets(points, 0)])
+
+
+class CPModel(SeparableField):
+    """CP: factors (n_d, R, C); u = s * sum_r prod_d F_d (the paper's eq. 2, s = 1/sqrt(R) or 1)."""
+
+    def __init__(self, ranges: Sequence[tuple[float, float]], rank: int, components: int, scale: str,
+                 net_kwargs: dict[str, object]) -> None:
+        super().__init__(ranges, [(rank, components)] * len(ranges), net_kwargs)
+        self.rank, self.components = rank, components
+        self.scale = 1 / math.sqrt(rank) if scale == "sqrt_rank" else 1.0
+
+    def contract(self, mats: Sequence[torch.Tensor]) -> torch.Tensor:
         letters = string.ascii_lowercase[: len(mats)]
         out = torch.einsum(",".join(f"{c}rz" for c in letters) + f"->{letters}z", *mats)
         return out * self.scale if self.scale != 1.0 else out
 
     def contract_points(self, mats: Sequence[torch.Tensor]) -> torch.Tensor:
-        """Values at scattered points from factor matrices (N, R, C), row i = point i: (N, C)."""
         prod = mats[0]
         for m in mats[1:]:
             prod = prod * m
         out = prod.sum(1)
         return out * self.scale if self.scale != 1.0 else out
 
-    def forward(self, points: Sequence[torch.Tensor]) -> torch.Tensor:
-        """Values on the tensor grid of per-axis points: shape (n_1, ..., n_D, C)."""
-        return self.contract([j[0] for j in self.all_jets(points, 0)])
+
+class TuckerModel(SeparableField):
+    """Tucker: factors (n_d, R_d), core (R_1, ..., R_D, C) initialised with variance 1/prod R_d
+    so the output variance stays O(1). Grid cost O(prod R_d + R prod n_d)."""
+
+    def __init__(self, ranges: Sequence[tuple[float, float]], ranks: Sequence[int], components: int,
+                 net_kwargs: dict[str, object]) -> None:
+        super().__init__(ranges, [(r,) for r in ranks], net_kwargs)
+        self.core = nn.Parameter(torch.randn(*ranks, components) / math.sqrt(math.prod(ranks)))
+
+    def contract(self, mats: Sequence[torch.Tensor]) -> torch.Tensor:
+        out = self.core
+        for m in mats:  # contract the leading rank index with the factor: (R_d, ...) -> (..., n_d)
+            out = torch.tensordot(out, m, dims=([0], [1]))
+        return out.movedim(0, -1)  # the component axis ended up first
+
+    def contract_points(self, mats: Sequence[torch.Tensor]) -> torch.Tensor:
+        letters = string.ascii_lowercase[: len(mats)]
+        return torch.einsum(",".join(f"N{c}" for c in letters) + f",{letters}z->Nz", *mats, self.core)
+
+
+class TTModel(SeparableField):
+    """Tensor train: factors (n_d, R_{d-1}, R_d) with R_0 = 1 and R_D = C (components); each bond
+    carries a 1/sqrt(R) scale so that the output variance stays O(1). Grid cost O(R^2 prod n_d)."""
+
+    def __init__(self, ranges: Sequence[tuple[float, float]], bonds: Sequence[int], components: int,
+                 net_kwargs: dict[str, object]) -> None:
+        dims = [1, *bonds, components]
+        super().__init__(ranges, [(dims[d], dims[d + 1]) for d in range(len(ranges))], net_kwargs)
+        self.bond_scale = [1 / math.sqrt(b) for b in bonds]
+
+    def contract(self, mats: Sequence[torch.Tensor]) -> torch.Tensor:
+        out = mats[0][:, 0, :]  # (n_1, R_1)
+        for d, m in enumerate(mats[1:]):  # (..., R_{d}) x (n, R_d, R_{d+1}) -> (..., n, R_{d+1})
+            out = torch.tensordot(out, m, dims=([-1], [1])) * self.bond_scale[d]
+        return out
+
+    def contract_points(self, mats: Sequence[torch.Tensor]) -> torch.Tensor:
+        out = mats[0][:, 0, :]
+        for d, m in enumerate(mats[1:]):
+            out = torch.einsum("Na,Nab->Nb", out, m) * self.bond_scale[d]
+        return out
+
+
+MODEL_KINDS = {
+    "cp": "CP: u = s * sum_r prod_d f_d(x_d)_r (the paper's eq. 2); rank R",
+    "tucker": "Tucker: u = G x_1 F_1 ... x_D F_D; rank = R or [R_1, ..., R_D]",
+    "tt": "tensor train: u = G_1(x_1) G_2(x_2) ... G_D(x_D) (the paper's eq. 3); rank = R or the D - 1 bond ranks",
+}
 
 
 class SeparableModel(nn.Module):
     """All fields of a problem: one separable model per field (``fields[name]``)."""
 
-    def __init__(self, fields: dict[str, CPModel]) -> None:
+    def __init__(self, fields: dict[str, SeparableField]) -> None:
         super().__init__()
         self.fields = nn.ModuleDict(fields)
 
@@ -92,18 +170,38 @@ class SeparableModel(nn.Module):
         return {name: m(points) for name, m in self.fields.items()}
 
 
+def rank_list(kind: str, rank: int | Sequence[int], n_axes: int) -> list[int]:
+    """Ranks per axis (Tucker) or per bond (TT) from one number or a list; ValueError if the
+    list has the wrong length (CP takes one number)."""
+    want = {"cp": 1, "tucker": n_axes, "tt": n_axes - 1}[kind]
+    if isinstance(rank, int):
+        return [rank] * want
+    ranks = list(rank)
+    if len(ranks) != want:
+        what = {"cp": "one rank", "tucker": f"{want} ranks (one per axis)", "tt": f"{want} bond ranks"}[kind]
+        raise ValueError(f"a {kind} model on {n_axes} axes takes {what}, got {ranks}")
+    return ranks
+
+
 def build_model(
     ranges: Sequence[tuple[float, float]],
     fields: dict[str, int],
     *,
     kind: str,
-    rank: int,
+    rank: int | Sequence[int],
     scale: str,
     net_kwargs: dict[str, object],
 ) -> SeparableModel:
     """One ``kind`` model per field (``fields``: name -> number of components)."""
-    if kind != "cp":
-        raise ValueError(f"unknown model kind {kind!r}")
-    return SeparableModel(
-        {name: CPModel(ranges, rank, comps, scale, net_kwargs) for name, comps in fields.items()}
-    )
+    ranks = rank_list(kind, rank, len(ranges))
+    out: dict[str, SeparableField] = {}
+    for name, comps in fields.items():
+        if kind == "cp":
+            out[name] = CPModel(ranges, ranks[0], comps, scale, net_kwargs)
+        elif kind == "tucker":
+            out[name] = TuckerModel(ranges, ranks, comps, net_kwargs)
+        else:
+            if len(ranges) < 2:
+                raise ValueError("a tensor train needs at least 2 axes")
+            out[name] = TTModel(ranges, ranks, comps, net_kwargs)
+    return SeparableModel(out)

@@ -47,12 +47,9 @@ def pick_device(name: str) -> torch.device:
 def make_model(ranges: Sequence[tuple[float, float]], components: dict[str, int],
                config: SolverConfig) -> SeparableModel:
     m = config.model
-    rank = m.rank if isinstance(m.rank, int) else None
-    if rank is None:
-        raise SolverConfigError("a CP model takes one rank (a list is for Tucker/TT)", key="model.rank")
     net = dict(width=m.width, depth=m.depth, activation=m.activation, body=m.body, omega0=m.omega0,
                fourier_features=m.fourier_features, fourier_scale=m.fourier_scale)
-    return build_model(ranges, components, kind=m.kind, rank=rank, scale=m.scale, net_kwargs=net)
+    return build_model(ranges, components, kind=m.kind, rank=m.rank, scale=m.scale, net_kwargs=net)
 
 
 @dataclass

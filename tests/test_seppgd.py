@@ -100,14 +100,15 @@ def test_S_is_symmetric_with_the_specified_eigenvalues(modulation, f64):
     assert factor_preconditioner(K, 1, modulation).V.shape[1] == 0  # k <= 1: identity
 
 
+@pytest.mark.parametrize("kind", ["cp", "tucker", "tt"])
 @pytest.mark.parametrize("scale", ["normalized", "paper"])
 @pytest.mark.parametrize("dims", [2, 3])
-def test_lemma2_against_dense_kronecker_sum(dims, scale, f64):
+def test_lemma2_against_dense_kronecker_sum(dims, scale, kind, f64):
     torch.manual_seed(dims)
     p = data_problem(dims)
     names = list(AXES)[:dims]
     tr = trainer_for(p, **{"train.points": {a: SIZES[a] for a in names}, "precondition.scale": scale,
-                           "train.weights": {"data": 0.7}})
+                           "train.weights": {"data": 0.7}, "model.kind": kind})
     params = list(tr.model.parameters())
     grad = flat_grad(tr.losses()["data"], params)
     pts = [tr.points[("train", d)] for d in range(dims)]

@@ -96,3 +96,17 @@ def test_lbfgs_phase_and_schedules_lower_the_loss(tmp_path):
         # L-BFGS with a strong-Wolfe line search on a fixed grid decreases the loss at every step
         assert np.all(np.diff(loss[-4:]) < 0) and loss[-1] < 0.8 * loss[-4]
         assert loss[-4] < 0.01 * loss[0]
+
+
+@pytest.mark.parametrize("kind, rank", [("tucker", [6, 5]), ("tt", 6)])
+def test_tucker_and_tt_train(tmp_path, kind, rank):
+    path = write(tmp_path / "p.toml", HELMHOLTZ_SMALL)
+    r = seppinn.solve(path, progress=False, overrides=dict(SMALL, **{"model.kind": kind, "model.rank": rank,
+                                                                      "train.iterations": 300}))
+    assert r.metrics_at_min_loss["u"]["rel_l2"] < 0.1
+
+
+def test_rank_list_length_is_checked(tmp_path):
+    path = write(tmp_path / "p.toml", HELMHOLTZ_SMALL)
+    with pytest.raises(seppinn.SolverConfigError, match=r"model\.rank: a tucker model on 2 axes takes 2 ranks"):
+        seppinn.prepare(path, overrides={"model.kind": "tucker", "model.rank": [3, 4, 5]})
