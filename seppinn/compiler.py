@@ -88,6 +88,8 @@ class CompiledProblem:
     orders: dict[str, list[int]]  # highest derivative order per field and axis
     file_grids: dict[str, list[int]]  # data-file grid sizes: name -> n per axis
     preconditioned: dict[str, object] = field(default_factory=dict)  # SepPGD: term name -> k
+    hard: dict[str, int] = field(default_factory=dict)  # field -> axis with a hard Dirichlet condition
+    lifts: dict[str, sp.Expr] = field(default_factory=dict)  # field -> lift g (parameters substituted)
 
 
 def compile_residual(problem: Problem, expr: sp.Expr, key: str,
@@ -150,12 +152,25 @@ def compile_problem(problem: Problem, config: SolverConfig,
     axes = problem.axis_list
     n = len(axes)
     interior = [("train", d) for d in range(n)]
+    # hard conditions: the model of field f is b(x_d) N + g; every residual sees u -> u + g
+    hard, lifts = {}, {}
+    for f in problem.components:
+        axis, g = problem.lift(f)
+        if axis is not None:
+            hard[f], lifts[f] = axis, g
+    shift = {problem.ctx.fields[f]: problem.ctx.fields[f] + g for f, g in lifts.items()}
+
+    def lifted(expr: sp.Expr) -> sp.Expr:
+        return expr.subs(shift).doit() if shift else expr
+
     terms: list[Term] = []
     for eq in problem.equations:
-        res = compile_residual(problem, eq.residual, f"{eq.key}.residual")
+        res = compile_residual(problem, lifted(eq.residual), f"{eq.key}.residual")
         terms.append(Term(eq.name, "equation", eq.key, [TermPart(interior, res, "interior")]))
     for c in problem.conditions:
-        parts = [TermPart(_face_grid(n, f), compile_residual(problem, c.residual, f"{c.key}.expr"),
+        if c.hard:
+            continue
+        parts = [TermPart(_face_grid(n, f), compile_residual(problem, lifted(c.residual), f"{c.key}.expr"),
                           f.label(axes)) for f in c.faces]
         terms.append(Term(c.name, "condition", c.key, parts, reduction=config.train.face_reduction))
     file_grids: dict[str, list[int]] = {}
@@ -165,14 +180,14 @@ def compile_problem(problem: Problem, config: SolverConfig,
         mask = None
         if src.kind == "expr":
             assert src.expr is not None
-            res = compile_residual(problem, u - src.expr, src.key)
+            res = compile_residual(problem, lifted(u - src.expr), src.key)
             grid = interior
             if src.keep is not None:
                 raise ProblemError("'keep' needs a data file (its grid is fixed)", file=problem.source, key=f"{src.key}")
         else:
             y = np.asarray(data_arrays[fname])
             target = sp.Dummy("observed")
-            res = compile_residual(problem, u - target, src.key, arrays={target: y.reshape(*y.shape[:n], -1)})
+            res = compile_residual(problem, lifted(u - target), src.key, arrays={target: y.reshape(*y.shape[:n], -1)})
             file_grids[fname] = list(y.shape[:n])
             grid = [("file", fname, d) for d in range(n)]
             if src.keep is not None:
@@ -219,8 +234,10 @@ def compile_problem(problem: Problem, config: SolverConfig,
             missing = [a for a in names_ax if a not in value]
             if missing:
                 raise SolverConfigError(f"no value for axis {', '.join(missing)}", key=f"train.{table}")
+    params = {problem.ctx.parameters[p]: sp.Float(v, 17) for p, v in problem.parameter_values.items()}
     return CompiledProblem(problem, [a.name for a in axes], [(a.lo, a.hi) for a in axes],
-                           dict(problem.components), terms, orders, file_grids)
+                           dict(problem.components), terms, orders, file_grids, hard=hard,
+                           lifts={f: g.xreplace(params) for f, g in lifts.items()})
 
 
 def per_axis(value: int | Mapping[str, int], axes: Sequence[str]) -> list[int]:

@@ -63,6 +63,8 @@ class FactorBank(nn.Module):
         omega0: float = 30.0,
         fourier_features: int = 0,
         fourier_scale: float = 1.0,
+        periodic: Sequence[bool] | None = None,
+        periodic_modes: int = 8,
     ) -> None:
         super().__init__()
         D = len(ranges)
@@ -71,10 +73,26 @@ class FactorBank(nn.Module):
         self.act: Activation = ACTIVATIONS[activation]
         self.omega0 = float(omega0) if self.act.siren else 1.0
         self.body = body
-        self.fourier = fourier_features
-        if fourier_features:
-            self.register_buffer("freqs", torch.randn(D, fourier_features) * fourier_scale * 2 * math.pi)
-        in_features = 2 * fourier_features if fourier_features else 1
+        # Input embeddings: raw xi, random Fourier features [cos(w xi), sin(w xi)], or for a periodic
+        # axis the integer harmonics w = pi k (k = 1..K), exactly periodic over [-1, 1] in the value
+        # and every derivative. Axes are batched, so all embeddings share one width (zero-padded).
+        periodic = list(periodic or [False] * D)
+        F = max(fourier_features, periodic_modes if any(periodic) else 0)
+        self.fourier = F
+        if F:
+            freqs = torch.zeros(D, F)
+            raw = torch.zeros(D, dtype=torch.bool)
+            for d in range(D):
+                if periodic[d]:
+                    freqs[d, :periodic_modes] = math.pi * torch.arange(1, periodic_modes + 1)
+                elif fourier_features:
+                    freqs[d, :fourier_features] = torch.randn(fourier_features) * fourier_scale * 2 * math.pi
+                else:
+                    raw[d] = True
+            self.register_buffer("freqs", freqs)
+            self.register_buffer("raw", raw)
+        self.any_raw = bool(F and raw.any())  # fixed at construction: no branch on data later
+        in_features = 2 * F if F else 1
         hidden = depth - 1
         self.first: list[StackedLinear]
         if body == "mlp":
@@ -142,7 +160,12 @@ class FactorBank(nn.Module):
         for a in range(order + 1):
             wa, shift = freqs**a, a * math.pi / 2
             rows.append(torch.cat([wa * torch.cos(phase + shift), wa * torch.sin(phase + shift)], -1))
-        return torch.stack(rows, dim=1)
+        emb = torch.stack(rows, dim=1)
+        if not self.any_raw:
+            return emb
+        plain = [xi, torch.ones_like(xi)] + [torch.zeros_like(xi)] * (order - 1)
+        raw = torch.nn.functional.pad(torch.stack(plain[: order + 1], dim=1).unsqueeze(-1), (0, emb.shape[-1] - 1))
+        return torch.where(self.raw[:, None, None, None], raw, emb)
 
     def _layer(self, h: torch.Tensor, layer: StackedLinear, tape: list | None = None) -> torch.Tensor:
         pre = layer.jet(h, tape)

@@ -72,6 +72,10 @@ class Condition:
     faces: tuple[Face, ...]
     residual: sp.Expr  # expr - value
     key: str
+    hard: bool = False  # enforce = "hard": built into the model, no loss term
+    field: str | None = None  # hard: the field, its axis and the Dirichlet value
+    axis: int | None = None
+    value: sp.Expr | None = None
 
 
 @dataclass
@@ -164,8 +168,8 @@ class Problem:
                     raise self.error(key, f"interval ends must be finite numbers, got {v!r}")
             if not lo < hi:
                 raise self.error(key, f"interval [{lo}, {hi}] is empty or reversed: need lo < hi")
-            if periodic:
-                raise self.error(key, "periodic axes are not supported yet")
+            if periodic and time:
+                raise self.error(key, "the time axis cannot be periodic")
             if time:
                 other = [a.name for a in out if a.time]
                 if other:
@@ -257,8 +261,11 @@ class Problem:
 
     @property
     def term_names(self) -> list[str]:
-        names = [e.name for e in self.equations] + [c.name for c in self.conditions]
+        names = [e.name for e in self.equations] + [c.name for c in self.conditions if not c.hard]
         return names + [f"data_{f}" if len(self.data) > 1 else "data" for f in self.data]
+
+    def _all_names(self) -> list[str]:
+        return [e.name for e in self.equations] + [c.name for c in self.conditions]
 
     def data_term_name(self, field_name: str) -> str:
         return f"data_{field_name}" if len(self.data) > 1 else "data"
@@ -296,7 +303,7 @@ class Problem:
         self._check_derivatives(res, label)
         if not self._fields_in(res):
             raise self.error(label, "the residual does not involve any field")
-        eq = Equation(self._term_name(name, "pde", self.term_names, key), res, key)
+        eq = Equation(self._term_name(name, "pde", self._all_names(), key), res, key)
         self.equations.append(eq)
         return eq
 
@@ -311,9 +318,7 @@ class Problem:
     ) -> Condition:
         """Add ``expr - value = 0`` on faces: "boundary", "x = -1", "x = min|max", or a list."""
         key = f"conditions[{len(self.conditions)}]"
-        if enforce not in (None, "soft"):
-            if enforce == "hard":
-                raise self.error(f"{key}.enforce", "enforce = 'hard' is not supported yet; use the default (soft)")
+        if enforce not in (None, "soft", "hard"):
             raise self.error(f"{key}.enforce", f"{enforce!r} is not one of 'soft', 'hard'")
         faces = self._parse_faces(on, f"{key}.on")
         if expr is None:
@@ -327,9 +332,37 @@ class Problem:
         self._check_derivatives(res, f"{key}.expr")
         if not self._fields_in(res):
             raise self.error(f"{key}.expr", "the condition does not involve any field")
-        cond = Condition(self._term_name(name, "condition", self.term_names, key), faces, res, key)
+        cond = Condition(self._term_name(name, "condition", self._all_names(), key), faces, res, key)
+        if enforce == "hard":
+            self._make_hard(cond, lhs, rhs, key)
         self.conditions.append(cond)
         return cond
+
+    def _make_hard(self, cond: Condition, lhs: sp.Expr, rhs: sp.Expr, key: str) -> None:
+        """enforce = "hard": u = value on both faces of one axis, exactly, through the model."""
+        axes = {f.axis for f in cond.faces}
+        if len(axes) != 1 or len(cond.faces) != 2:
+            raise self.error(f"{key}.on", "enforce = 'hard' needs both faces of one axis, e.g. on = [\"x = min\", \"x = max\"]")
+        if not (isinstance(lhs, sp.core.function.AppliedUndef) and str(lhs.func) in self.components):
+            raise self.error(f"{key}.expr", "enforce = 'hard' is for Dirichlet conditions: expr must be a field")
+        if self._fields_in(rhs):
+            raise self.error(f"{key}.value", "enforce = 'hard' needs a value that does not depend on fields")
+        field_name = str(lhs.func)
+        if any(c.hard and c.field == field_name for c in self.conditions):
+            raise self.error(f"{key}.enforce", f"field '{field_name}' already has a hard condition (one axis per field)")
+        cond.hard, cond.field, cond.axis, cond.value = True, field_name, axes.pop(), rhs
+
+    def lift(self, field_name: str) -> tuple[int | None, sp.Expr]:
+        """(axis, g) for a field with a hard condition on that axis: the model is b(x_d) * N + g with
+        b = (x_d - lo)(hi - x_d) and g the linear blend of the face values along x_d; (None, 0) else."""
+        for c in self.conditions:
+            if c.hard and c.field == field_name:
+                assert c.axis is not None and c.value is not None
+                ax = self.axis_list[c.axis]
+                x = self.ctx.axes[ax.name]
+                lo_val, hi_val = c.value.subs(x, ax.lo), c.value.subs(x, ax.hi)
+                return c.axis, ((ax.hi - x) * lo_val + (x - ax.lo) * hi_val) / (ax.hi - ax.lo)
+        return None, sp.Integer(0)
 
     def _parse_faces(self, on: Any, key: str) -> tuple[Face, ...]:
         items = [on] if isinstance(on, str) else on
@@ -341,9 +374,9 @@ class Problem:
                 raise self.error(key, f"expected a face string, got {item!r}")
             if item.strip() == "boundary":
                 new = [Face(d, s, a.lo if s == "min" else a.hi)
-                       for d, a in enumerate(self.axis_list) if not a.time for s in ("min", "max")]
+                       for d, a in enumerate(self.axis_list) if not (a.time or a.periodic) for s in ("min", "max")]
                 if not new:
-                    raise self.error(key, "'boundary' has no faces: every axis is the time axis")
+                    raise self.error(key, "'boundary' has no faces: every axis is the time axis or periodic")
             else:
                 new = [self._parse_face(item, key)]
             for f in new:

@@ -18,6 +18,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
+from . import jets as J
 from .factor_nets import FactorBank
 
 SCALES = {"sqrt_rank": "CP output scale 1/sqrt(R), as in the paper", "none": "no output scale, as SPINN's code"}
@@ -44,6 +45,8 @@ class SeparableField(nn.Module):
                  net_kwargs: dict[str, object]) -> None:
         super().__init__()
         self.shapes, self.n_axes = shapes, len(ranges)
+        self.hard_axis: int | None = None  # set_hard_axis: factor multiplied by (x - lo)(hi - x)
+        self.hard_range = (0.0, 0.0)
         sizes = [math.prod(s) for s in shapes]
         width = max(sizes)
         self.bank = FactorBank(ranges, width, **net_kwargs)  # type: ignore[arg-type]
@@ -55,9 +58,28 @@ class SeparableField(nn.Module):
         else:
             self.out_mask = None
 
+    def set_hard_axis(self, axis: int, lo: float, hi: float) -> None:
+        """Make the model vanish on both faces of ``axis``: factor ``axis`` times (x - lo)(hi - x).
+        Every CP/Tucker/TT term contains that factor exactly once, so the whole field vanishes."""
+        self.hard_axis, self.hard_range = axis, (lo, hi)
+
+    def _bubble(self, x: torch.Tensor, order: int) -> torch.Tensor:
+        """Jet of b(x) = (x - lo)(hi - x) on the hard axis (1 on the others): (D, order+1, n, 1)."""
+        lo, hi = self.hard_range
+        rows = [(x - lo) * (hi - x), (lo + hi) - 2 * x, torch.full_like(x, -2.0)] + [torch.zeros_like(x)] * 2
+        jet = torch.stack(rows[: order + 1], dim=1).unsqueeze(-1)
+        ones = torch.zeros_like(jet)
+        ones[:, 0] = 1.0
+        is_hard = torch.arange(x.shape[0], device=x.device) == self.hard_axis
+        return torch.where(is_hard[:, None, None, None], jet, ones)
+
     def _bank(self, x: torch.Tensor, order: int, tape: list | None = None) -> torch.Tensor:
         out = self.bank.jets(x, order, tape)
-        return out if self.out_mask is None else out * self.out_mask.to(out.dtype)[:, None, None, :]
+        if self.out_mask is not None:
+            out = out * self.out_mask.to(out.dtype)[:, None, None, :]
+        if self.hard_axis is not None:
+            out = J.product(self._bubble(x, order), out)
+        return out
 
     def all_jets(self, xs: Sequence[torch.Tensor], order: int) -> list[torch.Tensor]:
         """Jets of every factor at its axis' points xs[d] (n_d,): list of (order+1, n_d, *shape_d)."""
@@ -67,7 +89,11 @@ class SeparableField(nn.Module):
 
     def pseudo_ntks(self, xs: Sequence[torch.Tensor]) -> list[torch.Tensor]:
         """Factor pseudo-NTK of every axis at its points xs[d] (sum of logits): list of (n_d, n_d)."""
-        K = self.bank.pseudo_ntk(_pad(xs), self.out_mask)
+        x = _pad(xs)
+        K = self.bank.pseudo_ntk(x, self.out_mask)
+        if self.hard_axis is not None:  # the factor is b f_d: K -> diag(b) K diag(b)
+            b = self._bubble(x, 0)[:, 0, :, 0]
+            K = K * b[:, :, None] * b[:, None, :]
         return [K[d, : len(x), : len(x)] for d, x in enumerate(xs)]
 
     def factor_jets(self, axis: int, x: torch.Tensor, order: int) -> torch.Tensor:

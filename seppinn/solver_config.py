@@ -42,6 +42,7 @@ class ModelConfig:
     omega0: float = 30.0
     fourier_features: int = 0
     fourier_scale: float = 1.0  # std of the random Fourier frequencies (cycles per unit of xi)
+    periodic_modes: int = 8  # harmonics k = 1..K of the input embedding of periodic axes
 
 
 @dataclass
@@ -164,7 +165,7 @@ CHECKS: dict[str, dict[str, Callable[[Any], Any]]] = {
         "kind": _choice(*MODEL_KINDS), "rank": _rank, "scale": _choice(*SCALES),
         "width": _int(1), "depth": _int(2), "body": _choice(*BODIES),
         "activation": _choice(*ACTIVATIONS), "omega0": _float(), "fourier_features": _int(0),
-        "fourier_scale": _float(),
+        "fourier_scale": _float(), "periodic_modes": _int(1),
     },
     "train": {
         "optimizer": _choice(*OPTIMIZERS), "lr": _float(), "schedule": _choice(*SCHEDULES),

@@ -45,10 +45,11 @@ def pick_device(name: str) -> torch.device:
 
 
 def make_model(ranges: Sequence[tuple[float, float]], components: dict[str, int],
-               config: SolverConfig) -> SeparableModel:
+               config: SolverConfig, periodic: Sequence[bool] | None = None) -> SeparableModel:
     m = config.model
     net = dict(width=m.width, depth=m.depth, activation=m.activation, body=m.body, omega0=m.omega0,
-               fourier_features=m.fourier_features, fourier_scale=m.fourier_scale)
+               fourier_features=m.fourier_features, fourier_scale=m.fourier_scale,
+               periodic=list(periodic or [False] * len(ranges)), periodic_modes=m.periodic_modes)
     return build_model(ranges, components, kind=m.kind, rank=m.rank, scale=m.scale, net_kwargs=net)
 
 
@@ -77,7 +78,11 @@ class Trainer:
         self.device = device or pick_device(config.train.device)
         self.dtype = DTYPES[config.train.dtype]
         torch.manual_seed(config.train.seed)
-        self.model = make_model(compiled.ranges, compiled.components, config).to(device=self.device, dtype=self.dtype)
+        periodic = [a.periodic for a in compiled.problem.axis_list]
+        self.model = make_model(compiled.ranges, compiled.components, config, periodic).to(
+            device=self.device, dtype=self.dtype)
+        for f, axis in compiled.hard.items():
+            self.model.fields[f].set_hard_axis(axis, *compiled.ranges[axis])
         self.sampler = torch.Generator().manual_seed(config.train.seed + 1)
         self.n_train = per_axis(config.train.points, compiled.axes)
         self.points: dict[PointSetKey, torch.Tensor] = {}
@@ -250,9 +255,18 @@ class Trainer:
 
     @torch.no_grad()
     def predict(self, axes_points: Sequence[Any]) -> dict[str, torch.Tensor]:
-        """Fields on the tensor grid of the given per-axis points: name -> (n_1, ..., n_D, C)."""
+        """Fields on the tensor grid of the given per-axis points: name -> (n_1, ..., n_D, C)
+        (with the lift of a hard condition added)."""
         pts = [self._t(x) for x in axes_points]
-        return {f: m(pts).to(torch.float64) for f, m in self.model.fields.items()}
+        out = {f: m(pts).to(torch.float64) for f, m in self.model.fields.items()}
+        if self.c.lifts:
+            D = len(pts)
+            coords = [torch.as_tensor(np.asarray(x, dtype=np.float64), device=self.device).reshape(
+                [-1 if i == d else 1 for i in range(D)] + [1]) for d, x in enumerate(axes_points)]
+            env = dict(zip(self.c.problem.ctx.axes.values(), coords))
+            for f, g in self.c.lifts.items():
+                out[f] = out[f] + torch.as_tensor(lower(g)(env), dtype=torch.float64, device=self.device)
+        return out
 
     def metrics(self) -> dict[str, dict[str, float]]:
         if not self.reference:

@@ -71,3 +71,19 @@ def test_padding_of_unequal_point_counts_changes_nothing(f64):
     for d, x in enumerate(xs):
         alone = model.factor_jets(d, x, 2)
         torch.testing.assert_close(together[d], alone, rtol=0, atol=0)
+
+
+def test_periodic_axis_is_exactly_periodic_in_every_derivative(f64):
+    torch.manual_seed(4)
+    model = CPModel([(0.5, 2.5), (-1.0, 1.0)], 3, 1, "none",
+                    dict(width=8, depth=3, activation="tanh", body="modified_mlp", periodic=[True, False],
+                         periodic_modes=3))
+    ends = model.factor_jets(0, torch.tensor([0.5, 2.5]), 4)  # the periodic axis at lo and hi
+    torch.testing.assert_close(ends[:, 0], ends[:, 1], rtol=1e-12, atol=1e-12)
+    other = model.factor_jets(1, torch.tensor([-1.0, 1.0]), 0)[0]  # the plain axis is not periodic
+    assert (other[0] - other[1]).abs().max() > 1e-3
+    x = torch.linspace(0.5, 2.5, 7)
+    jets = model.factor_jets(0, x, 4).reshape(5, 7, -1)
+    want = autograd_derivatives(lambda p: model.factor_jets(0, p, 0)[0].reshape(len(p), -1), x, 4)
+    for a in range(5):
+        torch.testing.assert_close(jets[a], want[a], rtol=1e-10, atol=1e-10 * want[a].abs().max().item())

@@ -133,3 +133,21 @@ def test_data_file_fixes_its_grid(tmp_path):
     mask = data.parts[0].mask
     again = seppinn.prepare(tmp_path / "p.toml").compiled.terms[-1].parts[0].mask
     assert mask is not None and mask.shape == (7, 5, 1) and (mask == again).all() and 0 < mask.mean() < 1
+
+
+def test_periodic_axis_and_hard_condition_rules(tmp_path):
+    p = seppinn.Problem("per", {"x": seppinn.Axis("x", 0.0, 1.0, periodic=True),
+                                "y": (0.0, 1.0)}, ["u"])
+    p.add_equation("lap(u) - sin(2*pi*x)")
+    walls = p.add_condition(on="boundary", value="0")
+    assert [f.label(p.axis_list) for f in walls.faces] == ["y = min", "y = max"]  # periodic x has no walls
+    with pytest.raises(ProblemError, match=r"conditions\[1\]\.on: enforce = 'hard' needs both faces of one axis"):
+        p.add_condition(on="y = min", value="0", enforce="hard")
+    with pytest.raises(ProblemError, match=r"conditions\[1\]\.expr: enforce = 'hard' is for Dirichlet"):
+        p.add_condition(on=["y = min", "y = max"], expr="diff(u, y)", enforce="hard")
+    p.add_condition(on=["y = min", "y = max"], value="x", enforce="hard", name="h")
+    with pytest.raises(ProblemError, match="already has a hard condition"):
+        p.add_condition(on=["x = min", "x = max"], value="0", enforce="hard")
+    assert p.term_names == ["pde", "condition"]
+    with pytest.raises(ProblemError, match="the time axis cannot be periodic"):
+        seppinn.Problem("t", {"t": seppinn.Axis("t", 0.0, 1.0, time=True, periodic=True)}, ["u"])

@@ -110,3 +110,30 @@ def test_rank_list_length_is_checked(tmp_path):
     path = write(tmp_path / "p.toml", HELMHOLTZ_SMALL)
     with pytest.raises(seppinn.SolverConfigError, match=r"model\.rank: a tucker model on 2 axes takes 2 ranks"):
         seppinn.prepare(path, overrides={"model.kind": "tucker", "model.rank": [3, 4, 5]})
+
+
+def test_hard_dirichlet_holds_to_rounding_and_trains(tmp_path):
+    text = HELMHOLTZ_SMALL.replace('''[[conditions]]
+name = "walls"
+on = "boundary"
+value = "exact"''', '''[[conditions]]
+name = "xwalls"
+on = ["x = min", "x = max"]
+value = "exact + 0.3*y*(x + 2)"
+enforce = "hard"
+[[conditions]]
+name = "walls"
+on = ["y = min", "y = max"]
+value = "exact"''')
+    path = write(tmp_path / "p.toml", text)
+    prep = seppinn.prepare(path, overrides=dict(SMALL, **{"train.dtype": "float64"}))
+    assert [t.name for t in prep.compiled.terms] == ["pde", "walls"] and prep.compiled.hard == {"u": 0}
+    tr = Trainer(prep.compiled, prep.config, device=torch.device("cpu"), progress=False)
+    y = np.linspace(0, 2, 9)
+    for xv in (-1.0, 1.0):  # before any training: the faces already carry the value exactly
+        u = tr.predict([np.array([xv]), y])["u"][0, :, 0].numpy()
+        want = np.sin(np.pi * xv) * np.sin(np.pi * y) + 0.3 * y * (xv + 2)
+        np.testing.assert_allclose(u, want, rtol=0, atol=1e-14)
+    path = write(tmp_path / "q.toml", text.replace("exact + 0.3*y*(x + 2)", "exact"))
+    r = seppinn.solve(path, overrides=SMALL, progress=False)
+    assert r.metrics_at_min_loss["u"]["rel_l2"] < 0.05
