@@ -1,6 +1,7 @@
 """Render a seppinn run with ParaView (run under pvpython, offscreen):
 
-    pvpython --force-offscreen-rendering postprocess/paraview_render.py RUN_DIR [FIELD] [--iso VALUE]
+    xvfb-run -a pvpython postprocess/paraview_render.py RUN_DIR [FIELD] [--iso VALUE]
+    (Debian's ParaView build needs an X display; xvfb-run provides one)
 
 Opens RUN_DIR/solution.xdmf with ParaView's XDMF reader and writes into RUN_DIR:
   paraview_slices.png  - the field on the three mid-planes (last time step for time series);
@@ -23,16 +24,21 @@ def main(argv: list[str]) -> int:
     run = Path(argv[0])
     field = argv[1] if len(argv) > 1 and not argv[1].startswith("--") else "u"
     iso = float(argv[argv.index("--iso") + 1]) if "--iso" in argv else None
-    reader = simple.XDMFReader(FileNames=[str(run / "solution.xdmf")])
-    times = reader.TimestepValues
-    if times:
-        simple.GetAnimationScene().AnimationTime = times[-1] if isinstance(times, (list, tuple)) else times
-    reader.UpdatePipeline()
+    reader = simple.OpenDataFile(str(run / "solution.xdmf"))  # ParaView picks its XDMF reader
+    values = reader.TimestepValues
+    times = list(values) if hasattr(values, "__len__") else ([values] if values else [])
+    last = times[-1] if times else None
+    if last is None:
+        reader.UpdatePipeline()
+    else:
+        reader.UpdatePipeline(last)
     lo, hi = reader.PointData[field].GetRange()
     bounds = reader.GetDataInformation().GetBounds()
     center = [(bounds[0] + bounds[1]) / 2, (bounds[2] + bounds[3]) / 2, (bounds[4] + bounds[5]) / 2]
     view = simple.CreateView("RenderView")
     view.ViewSize = [900, 700]
+    if last is not None:
+        view.ViewTime = last
     view.OrientationAxesVisibility = 1
     lut = simple.GetColorTransferFunction(field)
     lut.RescaleTransferFunction(lo, hi)

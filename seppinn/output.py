@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from .xdmf import scalar_arrays, vtk_order, write_xdmf
+from .xdmf import scalar_arrays, step_name, vtk_order, write_xdmf
 
 
 @contextmanager
@@ -87,7 +87,13 @@ def write_solution_h5(
             if 1 <= n_spatial <= 3:
                 g = f.create_group("vtk")
                 for name, a in vtk_arrays.items():
-                    g.create_dataset(name, data=vtk_order(np.asarray(a, dtype=np.float64), time_axis))
+                    v = vtk_order(np.asarray(a, dtype=np.float64), time_axis)
+                    if time_axis is None:
+                        g.create_dataset(name, data=v)
+                    else:
+                        steps = g.create_group(name)
+                        for i in range(v.shape[0]):
+                            steps.create_dataset(step_name(i), data=v[i])
 
     write_atomic(target, write)
     if 1 <= n_spatial <= 3:

@@ -2,9 +2,11 @@
 arrays that ``solution.h5`` keeps in VTK order under ``/vtk/``.
 
 VTK reads the fastest-varying array index as X, so ``/vtk/<name>`` holds each array with the
-spatial axes reversed (problem axis 1 varies fastest); with a time axis the array is
-(n_t, spatial reversed...) and the file is a temporal collection, one grid per time step
-(ParaView's time slider). Fields with several components become one scalar per component.
+spatial axes reversed (problem axis 1 varies fastest); with a time axis ``/vtk/<name>`` is a
+group with one such dataset per time step (``00000``, ``00001``, ...: ParaView's XDMF3 reader
+does not take hyperslabs of one array) and the file is a temporal collection, one grid per
+time step (ParaView's time slider). Fields with several components become one scalar per
+component.
 """
 
 from __future__ import annotations
@@ -20,6 +22,10 @@ def vtk_order(a: np.ndarray, time_axis: int | None) -> np.ndarray:
     spatial = [d for d in range(a.ndim) if d != time_axis]
     order = ([time_axis] if time_axis is not None else []) + spatial[::-1]
     return np.ascontiguousarray(np.transpose(a, order))
+
+
+def step_name(step: int) -> str:
+    return f"{step:05d}"
 
 
 def scalar_arrays(groups: Mapping[str, Mapping[str, np.ndarray]], n_axes: int) -> dict[str, np.ndarray]:
@@ -60,18 +66,10 @@ def write_xdmf(h5_name: str, axes: Mapping[str, np.ndarray], time_axis: int | No
     topology = f'<Topology TopologyType="{topo}" Dimensions="{rev}"/>'
 
     def attribute(name: str, step: int | None) -> str:
-        head = f'<Attribute Name={quoteattr(name)} AttributeType="Scalar" Center="Node">'
-        whole = f'<DataItem NumberType="Float" Precision="8" Format="HDF" Dimensions="{{}}">{h5_name}:/vtk/{name}</DataItem>'
-        if step is None:
-            return head + whole.format(rev) + "</Attribute>"
-        nt = len(axes[names[time_axis]])  # type: ignore[index]
-        k = len(dims)
-        start = " ".join(["%d" % step] + ["0"] * k)
-        stride = " ".join(["1"] * (k + 1))
-        count = "1 " + rev
-        return (head + f'<DataItem ItemType="HyperSlab" Dimensions="{rev}" Type="HyperSlab">'
-                f'<DataItem Dimensions="3 {k + 1}" Format="XML">{start} {stride} {count}</DataItem>'
-                + whole.format(f"{nt} {rev}") + "</DataItem></Attribute>")
+        path = f"/vtk/{name}" if step is None else f"/vtk/{name}/{step_name(step)}"
+        return (f'<Attribute Name={quoteattr(name)} AttributeType="Scalar" Center="Node">'
+                f'<DataItem NumberType="Float" Precision="8" Format="HDF" Dimensions="{rev}">{h5_name}:{path}'
+                "</DataItem></Attribute>")
 
     lines = ['<?xml version="1.0" ?>', '<Xdmf Version="2.0">', "<Domain>"]
     if time_axis is None:
