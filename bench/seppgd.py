@@ -3,7 +3,7 @@
       with k = 5 for data and 2 for the walls vs solvers/adam.toml);
   (b) a 2-D multi-scale data fit on a 64^2 grid (CP-SIREN rank 64, Adam lr 1e-4).
 Prints test error at equal iterations and at equal wall time (mean +- std over seeds), the
-preconditioner's share of wall time, and writes bench/seppgd.png.
+preconditioner's share of wall time, and writes bench/seppgd_<settings>.png.
 
     python bench/seppgd.py [--seeds 0 1 2] [--iterations-a 5000] [--iterations-b 1500] [--k-b 40]
     python bench/seppgd.py --cost [--points 64]   # SepPGD's share of a training run's wall time
@@ -115,7 +115,7 @@ def main() -> None:
         axes[row, 1].set(title=f"({setting}) error vs seconds", xlabel="seconds")
         axes[row, 0].legend()
     fig.tight_layout()
-    fig.savefig(ROOT / "bench/seppgd.png", dpi=100)
+    fig.savefig(ROOT / f"bench/seppgd_{''.join(curves)}.png", dpi=100)
 
 
 if __name__ == "__main__":
