@@ -309,13 +309,6 @@ def parse_expression(
     return _check_size(expr)
 
 
-def free_names(expr: sp.Expr) -> set[str]:
-    """Names of the symbols and undefined functions (fields) an expression uses."""
-    out = {s.name for s in expr.free_symbols if isinstance(s, sp.Symbol)}
-    out |= {str(f.func) for f in expr.atoms(sp.core.function.AppliedUndef)}
-    return out
-
-
 def check_names_are_free(names: Sequence[str]) -> str | None:
     """The first name that clashes with a reserved word, or None."""
     for n in names:

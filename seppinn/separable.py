@@ -192,9 +192,6 @@ class SeparableModel(nn.Module):
         super().__init__()
         self.fields = nn.ModuleDict(fields)
 
-    def evaluate_grid(self, points: Sequence[torch.Tensor]) -> dict[str, torch.Tensor]:
-        return {name: m(points) for name, m in self.fields.items()}
-
 
 def rank_list(kind: str, rank: int | Sequence[int], n_axes: int) -> list[int]:
     """Ranks per axis (Tucker) or per bond (TT) from one number or a list; ValueError if the
