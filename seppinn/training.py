@@ -32,6 +32,13 @@ from .solver_config import SolverConfig
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
 
 
+def broadcast_axes(xs: Sequence[torch.Tensor]) -> list[torch.Tensor]:
+    """Per-axis 1-D coordinates -> tensors shaped (1, .., n_d, .., 1, 1) that broadcast to the
+    grid (n_1, ..., n_D, C)."""
+    D = len(xs)
+    return [x.reshape([-1 if i == d else 1 for i in range(D)] + [1]) for d, x in enumerate(xs)]
+
+
 def pick_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -124,13 +131,13 @@ class Trainer:
 
     def grid_coords(self, grid: Sequence[PointSetKey]) -> list[torch.Tensor]:
         """Float64 coordinates of a grid, each shaped to broadcast as (n_1, ..., n_D, 1)."""
-        D = len(grid)
-        out = []
-        for d, key in enumerate(grid):
-            shape = [1] * (D + 1)
-            shape[d] = -1
-            out.append(self.points[key].to(torch.float64).reshape(shape))
-        return out
+        return broadcast_axes([self.points[key].to(torch.float64) for key in grid])
+
+    def exact_coords(self, axes_points: Sequence[Any]) -> list[torch.Tensor]:
+        """Broadcast float64 coordinates straight from the given points (not rounded to the
+        model's dtype): for references and lifts."""
+        return broadcast_axes([torch.as_tensor(np.asarray(x, dtype=np.float64), device=self.device)
+                               for x in axes_points])
 
     def _prepare_all(self) -> None:
         self.consts = {id(p): p.residual.prepare(self.grid_coords(p.grid), self.dtype)
@@ -231,10 +238,7 @@ class Trainer:
             self.points[("test", d)] = self._t(x)
         problem = self.c.problem
         self.reference: dict[str, torch.Tensor] = {}
-        D = len(sizes)  # exact float64 coordinates (not the model-dtype points) for the reference
-        coords = [torch.as_tensor(x, device=self.device).reshape([-1 if i == d else 1 for i in range(D)] + [1])
-                  for d, x in enumerate(self.test_axes)]
-        env = dict(zip(problem.ctx.axes.values(), coords))
+        env = dict(zip(problem.ctx.axes.values(), self.exact_coords(self.test_axes)))
         params = {problem.ctx.parameters[p]: sp.Float(v, 17) for p, v in problem.parameter_values.items()}
         for f, src in problem.reference.items():
             if f in ref_arrays:
@@ -260,10 +264,7 @@ class Trainer:
         pts = [self._t(x) for x in axes_points]
         out = {f: m(pts).to(torch.float64) for f, m in self.model.fields.items()}
         if self.c.lifts:
-            D = len(pts)
-            coords = [torch.as_tensor(np.asarray(x, dtype=np.float64), device=self.device).reshape(
-                [-1 if i == d else 1 for i in range(D)] + [1]) for d, x in enumerate(axes_points)]
-            env = dict(zip(self.c.problem.ctx.axes.values(), coords))
+            env = dict(zip(self.c.problem.ctx.axes.values(), self.exact_coords(axes_points)))
             for f, g in self.c.lifts.items():
                 out[f] = out[f] + torch.as_tensor(lower(g)(env), dtype=torch.float64, device=self.device)
         return out
