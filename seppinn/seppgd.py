@@ -11,6 +11,7 @@ plain gradient) or 1 ("paper", eq. 8 as printed).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -41,10 +42,15 @@ class FactorPreconditioner:
         (r: (n_1, ..., n_D, C)); None when S = I."""
         if self.V.shape[1] == 0:
             return None
-        moved = r.movedim(axis, 0)
-        flat = moved.reshape(moved.shape[0], -1)
-        corr = self.V @ (self.coef[:, None] * (self.V.T @ flat))
-        return corr.reshape(moved.shape).movedim(0, axis)
+        # r viewed as (before, n, after): contracting the middle index needs no copy of r
+        shape = r.shape
+        before, n = math.prod(shape[:axis]), shape[axis]
+        Vc = self.V * self.coef  # (n, k)
+        if math.prod(shape[axis + 1:]) == 1:
+            flat = r.reshape(before, n)
+            return ((flat @ Vc) @ self.V.T).reshape(shape)
+        r3 = r.reshape(before, n, -1)
+        return (self.V @ (Vc.T @ r3)).reshape(shape)
 
     def apply(self, r: torch.Tensor, axis: int) -> torch.Tensor:
         """r x_axis S."""
