@@ -1,7 +1,7 @@
 """Markdown table of several runs: problem, iterations, wall time, metrics (final and at the
-lowest training loss), final losses.
+lowest training loss), final losses; ``--figure PNG`` also overlays their convergence curves.
 
-    python postprocess/compare_runs.py runs/a runs/b ...
+    python postprocess/compare_runs.py runs/a runs/b ... [--figure compare.png]
 """
 
 from __future__ import annotations
@@ -23,6 +23,10 @@ def row(run: Path) -> str:
 
 
 def main(argv: list[str]) -> int:
+    figure = None
+    if "--figure" in argv:
+        i = argv.index("--figure")
+        figure, argv = Path(argv[i + 1]), argv[:i] + argv[i + 2 :]
     if not argv:
         print(__doc__.strip(), file=sys.stderr)
         return 2
@@ -30,6 +34,12 @@ def main(argv: list[str]) -> int:
     print("|---|---|---|---|---|---|")
     for arg in argv:
         print(row(Path(arg)))
+    if figure is not None:
+        from seppinn.output import read_history
+        from seppinn.plots import convergence
+
+        convergence({Path(a).name: read_history(Path(a) / "solution.h5") for a in argv}, figure)
+        print(f"\n![convergence]({figure})")
     return 0
 
 

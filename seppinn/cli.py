@@ -104,21 +104,17 @@ def _export(args: argparse.Namespace) -> int:
 
 
 def _plot(args: argparse.Namespace) -> int:
-    import h5py
-
     from .errors import DataError
+    from .output import read_history
     from .plots import convergence
 
     histories = {}
     for run in args.runs:
         path = Path(run) / "solution.h5"
         try:
-            with h5py.File(path, "r") as f:
-                cols: dict = {}
-                f["history"].visititems(lambda name, obj: cols.__setitem__(name, obj[()]) if hasattr(obj, "shape") else None)
+            histories[Path(run).name or run] = read_history(path)
         except (OSError, KeyError) as exc:
             raise DataError(f"cannot read the history: {exc}", file=str(path)) from None
-        histories[Path(run).name or run] = cols
     convergence(histories, Path(args.out))
     print(args.out)
     return 0
