@@ -154,11 +154,8 @@ class Result:
 
         out = Path(out)
         out.mkdir(parents=True, exist_ok=True)
-        comps = self.prepared.compiled.components
         tr = self.trainer
-        pred = tr.predict(tr.test_axes)
-        fields = {f: squeeze_components(v.cpu().numpy(), comps[f]) for f, v in pred.items()}
-        reference = {f: squeeze_components(v.cpu().numpy(), comps[f]) for f, v in tr.reference.items()}
+        fields, reference = tr.test_solution()
         attrs = {
             "problem": self.problem.text, "solver": self.config.to_toml(), "seed": self.config.train.seed,
             "seppinn_version": seppinn.__version__, "torch_version": torch.__version__,

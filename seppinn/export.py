@@ -13,7 +13,7 @@ import numpy as np
 import torch
 
 from .errors import DataError
-from .output import squeeze_components, write_atomic, write_solution_h5
+from .output import write_atomic, write_solution_h5
 from .xdmf import scalar_arrays, vtk_order
 
 FORMATS = {"xdmf": "XDMF index + HDF5 (ParaView, time series)", "vtu": "VTK unstructured grid (meshio)",
@@ -82,9 +82,7 @@ def export(run: str | Path, fmt: str = "xdmf", points: int = 64) -> list[Path]:
     prep = prepare(problem, solver)
     tr = Trainer(prep.compiled, prep.config, prep.ref_arrays, device=torch.device("cpu"), progress=False)
     tr.model.load_state_dict(ckpt["model"])
-    comps = prep.compiled.components
-    fields = {f: squeeze_components(v.numpy(), comps[f]) for f, v in tr.predict(tr.test_axes).items()}
-    reference = {f: squeeze_components(v.cpu().numpy(), comps[f]) for f, v in tr.reference.items()}
+    fields, reference = tr.test_solution()
     axes = dict(zip(prep.compiled.axes, tr.test_axes))
     time_axis = next((d for d, a in enumerate(problem.axis_list) if a.time), None)
     n = len(tr.test_axes[0])

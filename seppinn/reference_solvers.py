@@ -14,8 +14,6 @@ from pathlib import Path
 
 import numpy as np
 
-from .lowering import lower
-
 Solver = Callable[..., np.ndarray]
 REFERENCE_SOLVERS: dict[str, tuple[Solver, str]] = {}
 
@@ -92,7 +90,9 @@ def _nonlinear_diffusion2d(problem, test_axes: Sequence[np.ndarray], refine: int
     if cache.exists():
         sol = np.load(cache)
     else:
-        import torch
+        import torch  # only here: problem.py reads the registry, and Problem never imports torch
+
+        from .lowering import lower
 
         syms = problem.ctx.axes
         env = {syms[x_ax.name]: torch.as_tensor(xs)[:, None], syms[y_ax.name]: torch.as_tensor(ys)[None, :],

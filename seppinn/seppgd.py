@@ -37,6 +37,9 @@ class FactorPreconditioner:
     eigvals: torch.Tensor
     modulated: torch.Tensor
 
+    def __post_init__(self) -> None:
+        self.V_coef = self.V * self.coef  # V diag(coef), (n, k): built once, used every iteration
+
     def correction(self, r: torch.Tensor, axis: int) -> torch.Tensor | None:
         """r x_axis (I - S) = V diag(coef) V^T applied to every fibre of r along ``axis``
         (r: (n_1, ..., n_D, C)); None when S = I."""
@@ -45,17 +48,12 @@ class FactorPreconditioner:
         # r viewed as (before, n, after): contracting the middle index needs no copy of r
         shape = r.shape
         before, n = math.prod(shape[:axis]), shape[axis]
-        Vc = self.V * self.coef  # (n, k)
+        Vc = self.V_coef
         if math.prod(shape[axis + 1:]) == 1:
             flat = r.reshape(before, n)
             return ((flat @ Vc) @ self.V.T).reshape(shape)
         r3 = r.reshape(before, n, -1)
         return (self.V @ (Vc.T @ r3)).reshape(shape)
-
-    def apply(self, r: torch.Tensor, axis: int) -> torch.Tensor:
-        """r x_axis S."""
-        corr = self.correction(r, axis)
-        return r if corr is None else r - corr
 
     def dense(self) -> torch.Tensor:
         n = self.V.shape[0]

@@ -23,6 +23,7 @@ import torch
 from .compiler import CompiledProblem, PointSetKey, per_axis
 from .errors import ProblemError, RunError, SolverConfigError
 from .lowering import lower
+from .output import squeeze_components
 from .progress import Progress
 from .reference_solvers import REFERENCE_SOLVERS
 from .seppgd import FactorPreconditioner, factor_preconditioner, precondition, resolve_k
@@ -268,6 +269,14 @@ class Trainer:
             for f, g in self.c.lifts.items():
                 out[f] = out[f] + torch.as_tensor(lower(g)(env), dtype=torch.float64, device=self.device)
         return out
+
+    def test_solution(self) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+        """(fields, references) on the test grid as host arrays, (n_1, ..., n_D) for scalar
+        fields and (n_1, ..., n_D, C) otherwise: what the outputs and exports write."""
+        comps = self.c.components
+        fields = {f: squeeze_components(v.cpu().numpy(), comps[f]) for f, v in self.predict(self.test_axes).items()}
+        refs = {f: squeeze_components(v.cpu().numpy(), comps[f]) for f, v in self.reference.items()}
+        return fields, refs
 
     def metrics(self) -> dict[str, dict[str, float]]:
         if not self.reference:
