@@ -8,11 +8,14 @@ from .api import Result as Result
 from .api import check_report as check_report
 from .api import prepare as prepare
 from .api import solve as solve
+from .catalog import catalog as catalog
+from .catalog import load_plugin as load_plugin
 from .errors import DataError as DataError
 from .errors import ProblemError as ProblemError
 from .errors import RunError as RunError
 from .errors import SeppinnError as SeppinnError
 from .errors import SolverConfigError as SolverConfigError
+from .expressions import operator as operator
 from .problem import Axis as Axis
 from .problem import Problem as Problem
 from .problem import TimeAxis as TimeAxis

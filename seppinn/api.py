@@ -94,7 +94,10 @@ def check_report(prep: Prepared) -> str:
     orders = "; ".join(f"{f}: " + ", ".join(f"{a} {o}" for a, o in zip(c.axes, os)) for f, os in c.orders.items())
     lines.append(f"jet orders per axis: {orders}")
     mem = estimate_memory(c, cfg)
-    mib = lambda b: f"{b / 2**20:.1f} MiB"  # noqa: E731
+
+    def mib(b: float) -> str:
+        return f"{b / 2**20:.1f} MiB"
+
     lines.append(f"memory per iteration (estimate): {mib(mem['total'])} (grid tensors {mib(mem['grid_tensors'])}, "
                  f"contractions {mib(mem['contractions'])}, factor networks {mib(mem['factor_networks'])})")
     return "\n".join(lines)
@@ -124,6 +127,19 @@ class Result:
         if missing:
             raise ValueError(f"evaluate: no points for axis {', '.join(missing)} (axes: {', '.join(axes)})")
         pred = self.trainer.predict([np.atleast_1d(np.asarray(grid[a], dtype=np.float64)) for a in axes])
+        comps = self.prepared.compiled.components
+        return {f: squeeze_components(v.cpu().numpy(), comps[f]) for f, v in pred.items()}
+
+    def evaluate_points(self, points: Mapping[str, Any]) -> dict[str, np.ndarray]:
+        """Fields at N scattered points {axis: (N,) coordinates}: name -> (N,) or (N, C)."""
+        axes = self.prepared.compiled.axes
+        missing = [a for a in axes if a not in points]
+        if missing:
+            raise ValueError(f"evaluate_points: no coordinates for axis {', '.join(missing)} (axes: {', '.join(axes)})")
+        coords = [np.atleast_1d(np.asarray(points[a], dtype=np.float64)) for a in axes]
+        if len({c.shape for c in coords}) != 1 or coords[0].ndim != 1:
+            raise ValueError("evaluate_points: every axis needs a 1-D array of the same length")
+        pred = self.trainer.predict_points(coords)
         comps = self.prepared.compiled.components
         return {f: squeeze_components(v.cpu().numpy(), comps[f]) for f, v in pred.items()}
 

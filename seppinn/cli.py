@@ -6,13 +6,12 @@ Exit status: 0 done; 2 bad input (one line, nothing written); 1 failure during t
 from __future__ import annotations
 
 import argparse
-import shutil
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
 from .errors import RunError, SeppinnError
-from .resources import shipped_dir
+from .export import FORMATS
 
 
 class _Parser(argparse.ArgumentParser):
@@ -31,22 +30,26 @@ def _parser() -> argparse.ArgumentParser:
                    help="override a solver key, e.g. --set train.iterations=200 (repeatable)")
     s.add_argument("--out", help="output folder (default: runs/<problem name>)")
     s.add_argument("--quiet", action="store_true", help="no progress output")
+    _plugin_option(s)
 
     c = sub.add_parser("check", help="parse and compile a problem; report terms, grids, memory")
     c.add_argument("problem")
     c.add_argument("--solver")
     c.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    _plugin_option(c)
 
     sp_ = sub.add_parser("spectrum", help="SepPGD: NTK eigenvalues before and after preconditioning")
     sp_.add_argument("problem")
     sp_.add_argument("--solver")
     sp_.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     sp_.add_argument("--out", help="output folder (default: runs/<problem name>/spectrum)")
+    _plugin_option(sp_)
 
     x = sub.add_parser("export", help="re-evaluate a finished run on any grid (xdmf, vtu, vti)")
     x.add_argument("run", help="run folder (with model.pt)")
-    x.add_argument("--format", default="xdmf", choices=["xdmf", "vtu", "vti"])
+    x.add_argument("--format", default="xdmf", choices=list(FORMATS))
     x.add_argument("--points", type=int, default=64, help="points per axis")
+    _plugin_option(x)
 
     pl = sub.add_parser("plot", help="convergence curves of one or several runs, side by side")
     pl.add_argument("runs", nargs="+")
@@ -54,7 +57,15 @@ def _parser() -> argparse.ArgumentParser:
 
     e = sub.add_parser("examples", help="copy the shipped problem files into a folder")
     e.add_argument("dir", nargs="?", default="seppinn-examples")
+
+    ls = sub.add_parser("list", help="every name a problem or solver file can use (operators, models, ...)")
+    _plugin_option(ls)
     return p
+
+
+def _plugin_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--plugin", action="append", default=[], metavar="MODULE",
+                   help="import a Python module that registers operators with seppinn.operator (repeatable)")
 
 
 def _solve(args: argparse.Namespace) -> int:
@@ -95,49 +106,43 @@ def _spectrum(args: argparse.Namespace) -> int:
 def _export(args: argparse.Namespace) -> int:
     from .export import export
 
-    if args.points < 2:
-        print("--points: need at least 2 points per axis", file=sys.stderr)
-        return 2
     for path in export(args.run, args.format, args.points):
         print(path)
     return 0
 
 
 def _plot(args: argparse.Namespace) -> int:
-    from .errors import DataError
-    from .output import read_history
-    from .plots import convergence
+    from .plots import compare_runs
 
-    histories = {}
-    for run in args.runs:
-        path = Path(run) / "solution.h5"
-        try:
-            histories[Path(run).name or run] = read_history(path)
-        except (OSError, KeyError) as exc:
-            raise DataError(f"cannot read the history: {exc}", file=str(path)) from None
-    convergence(histories, Path(args.out))
-    print(args.out)
+    print(compare_runs(args.runs, Path(args.out)))
     return 0
 
 
 def _examples(args: argparse.Namespace) -> int:
+    from .resources import copy_examples
+
     dest = Path(args.dir)
-    dest.mkdir(parents=True, exist_ok=True)
-    copied = []
-    for kind in ("problems", "solvers"):
-        (dest / kind).mkdir(exist_ok=True)
-        for f in sorted(shipped_dir(kind).glob("*.toml")):
-            shutil.copy(f, dest / kind / f.name)
-            copied.append(f"{kind}/{f.name}")
+    copied = copy_examples(dest)
     print(f"copied {len(copied)} files into {dest}: {', '.join(copied)}")
+    return 0
+
+
+def _list(args: argparse.Namespace) -> int:
+    from .catalog import catalog, format_catalog
+
+    print(format_catalog(catalog()))
     return 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
+        from .catalog import load_plugin
+
+        for module in getattr(args, "plugin", []):
+            load_plugin(module)
         return {"solve": _solve, "check": _check, "spectrum": _spectrum, "export": _export, "plot": _plot,
-                "examples": _examples}[args.command](args)
+                "examples": _examples, "list": _list}[args.command](args)
     except SeppinnError as exc:
         print(exc, file=sys.stderr)
         return 2

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any, cast
 
 import numpy as np
 import sympy as sp
@@ -21,13 +22,13 @@ from .activations import ACTIVATIONS
 from .errors import ProblemError, SolverConfigError, did_you_mean
 from .expressions import count_nodes
 from .lowering import FUNCTIONS as LOWERABLE
-from .lowering import lower, split_constants
+from .lowering import Lowered, lower, split_constants
 from .problem import Face, Problem
 from .separable import rank_list
 from .solver_config import SolverConfig
 
 # A point set on one axis: ("train", d), ("face", d, side), ("file", name, d), ("test", d).
-PointSetKey = tuple
+PointSetKey = tuple[Any, ...]
 Deriv = tuple[str, tuple[int, ...]]  # (field, multi-index)
 
 
@@ -38,7 +39,7 @@ class Residual:
     derivs: list[Deriv]
     consts: dict[sp.Symbol, sp.Expr]
     arrays: dict[sp.Symbol, np.ndarray]  # given data on the grid (e.g. observations)
-    fn: object  # lowered torch function of the placeholders and const symbols
+    fn: Lowered  # lowered torch function of the placeholders and const symbols
     placeholders: list[sp.Symbol]
     nodes: int
 
@@ -53,7 +54,7 @@ class Residual:
     def __call__(self, values: Sequence[torch.Tensor], consts: Mapping[sp.Symbol, torch.Tensor]) -> torch.Tensor:
         env = dict(consts)
         env.update(zip(self.placeholders, values))
-        return self.fn(env)  # type: ignore[operator]
+        return cast(torch.Tensor, self.fn(env))  # a residual always holds a field: a tensor
 
     axis_symbols: list[sp.Symbol] = field(default_factory=list)
 
@@ -118,10 +119,10 @@ def compile_residual(problem: Problem, expr: sp.Expr, key: str,
     found: list[tuple[str, tuple[int, ...], sp.Expr]] = []
     for d in expr.atoms(sp.Derivative):
         if str(d.expr.func) in fields:
-            alpha = [0] * len(axis_syms)
+            counts = [0] * len(axis_syms)
             for sym, n in d.variable_count:
-                alpha[axis_syms.index(sym)] += int(n)
-            found.append((str(d.expr.func), tuple(alpha), d))
+                counts[axis_syms.index(sym)] += int(n)
+            found.append((str(d.expr.func), tuple(counts), d))
     for name, f in fields.items():
         if expr.has(f):
             found.append((name, (0,) * len(axis_syms), f))
@@ -178,6 +179,7 @@ def compile_problem(problem: Problem, config: SolverConfig,
         u = problem.ctx.fields[fname]
         name = problem.data_term_name(fname)
         mask = None
+        grid: list[PointSetKey]
         if src.kind == "expr":
             assert src.expr is not None
             res = compile_residual(problem, lifted(u - src.expr), src.key)

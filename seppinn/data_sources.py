@@ -7,6 +7,7 @@ second; 8-bit values are divided by 255, 16-bit by 65535, floats are kept as sto
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -23,14 +24,20 @@ def _resolve(problem: Problem, src: DataSource) -> Path:
     return path
 
 
+def _error_for(problem: Problem, src: DataSource) -> Callable[[str], DataError]:
+    def err(msg: str) -> DataError:
+        return DataError(msg, file=problem.source, key=src.key)
+    return err
+
+
 def _read(path: Path, src: DataSource, problem: Problem) -> np.ndarray:
-    err = lambda msg: DataError(msg, file=problem.source, key=f"{src.key}")  # noqa: E731
+    err = _error_for(problem, src)
     if not path.exists():
         raise err(f"data file '{path}' not found")
     suffix = path.suffix.lower()
     try:
         if suffix == ".npy":
-            return np.load(path, allow_pickle=False)
+            return np.asarray(np.load(path, allow_pickle=False))
         if suffix in (".h5", ".hdf5"):
             import h5py
 
@@ -64,7 +71,7 @@ def _read(path: Path, src: DataSource, problem: Problem) -> np.ndarray:
 
 def load_array(problem: Problem, src: DataSource) -> np.ndarray:
     """The array of a file/image source, checked against the problem's axes and components."""
-    err = lambda msg: DataError(msg, file=problem.source, key=f"{src.key}")  # noqa: E731
+    err = _error_for(problem, src)
     path = _resolve(problem, src)
     a = _read(path, src, problem)
     if a.dtype.kind not in "fiub":

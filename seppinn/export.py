@@ -12,7 +12,7 @@ from xml.sax.saxutils import quoteattr
 import numpy as np
 import torch
 
-from .errors import DataError
+from .errors import DataError, SeppinnError
 from .output import write_atomic, write_solution_h5
 from .xdmf import scalar_arrays, vtk_order
 
@@ -64,6 +64,10 @@ def export(run: str | Path, fmt: str = "xdmf", points: int = 64) -> list[Path]:
     from .problem_file import load_problem, load_problem_text
     from .training import Trainer
 
+    if fmt not in FORMATS:
+        raise SeppinnError(f"'{fmt}' is not one of {', '.join(FORMATS)}", key="--format")
+    if points < 2:
+        raise SeppinnError("need at least 2 points per axis", key="--points")
     run = Path(run)
     ckpt_path = run / "model.pt"
     if not ckpt_path.exists():

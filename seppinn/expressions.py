@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import ast
 import math
+import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import sympy as sp
 
@@ -81,6 +83,44 @@ def register_operator(name: str, doc: str) -> Callable[[OperatorFn], OperatorFn]
     return deco
 
 
+NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+def operator(name: str, doc: str = "") -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """Register a sympy-level operator usable in problem files and ``Problem`` expressions.
+
+    The decorated function receives the call's arguments as sympy objects (axes as Symbols,
+    numbers as sympy numbers) and returns a sympy expression::
+
+        @seppinn.operator("adv", "adv(f, c, x): c * df/dx")
+        def adv(f, c, axis):
+            return c * sp.diff(f, axis)
+
+    Registering a name again replaces the earlier user operator; built-in operators, functions
+    and constants cannot be replaced (ValueError). Errors raised inside the operator reach the
+    user as ``ProblemError("operator adv: ...")`` naming the file and key.
+    """
+    if not isinstance(name, str) or not NAME_RE.match(name):
+        raise ValueError(f"operator name {name!r} is not an identifier")
+    if name in BUILTIN_OPERATORS or name in FUNCTIONS or name in CONSTANTS:
+        raise ValueError(f"'{name}' is a built-in name and cannot be redefined")
+
+    def deco(fn: Callable[..., Any]) -> Callable[..., Any]:
+        def call(ctx: ExprContext, args: list[sp.Expr]) -> sp.Expr:
+            out = fn(*args)
+            if isinstance(out, (int, float)):
+                return sp.Float(out) if isinstance(out, float) else sp.Integer(out)
+            if not isinstance(out, sp.Expr):
+                raise ProblemError(f"operator {name}: returned {type(out).__name__}, not a sympy expression")
+            return out
+
+        OPERATORS[name] = call
+        OPERATOR_DOCS[name] = doc or (fn.__doc__ or "").strip().split("\n")[0] or f"{name}(...): user operator"
+        return fn
+
+    return deco
+
+
 def _axis_arg(ctx: ExprContext, arg: sp.Expr, op: str) -> sp.Symbol:
     if isinstance(arg, sp.Symbol) and arg in ctx.axes.values():
         return arg
@@ -123,6 +163,9 @@ def _grad2(ctx: ExprContext, args: list[sp.Expr]) -> sp.Expr:
         raise ProblemError("grad2 takes one argument: grad2(f)")
     f = _differentiable(args[0], "grad2")
     return sp.Add(*[sp.diff(f, s) ** 2 for s in ctx.spatial])
+
+
+BUILTIN_OPERATORS = frozenset(OPERATORS)  # users may add operators, never replace these
 
 
 def count_nodes(expr: sp.Expr, limit: int = MAX_NODES) -> int:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import cast
 
 import torch
 from torch import nn
@@ -23,6 +24,8 @@ BODIES = {
     "modified_mlp": "SPINN's gated body: encoders U, V, H, then H = U + Z * (V - U) in (depth - 1) gated layers",
 }
 
+Tape = list[tuple[torch.Tensor, torch.Tensor]]  # (layer input, pre-activation) pairs
+
 
 class StackedLinear(nn.Module):
     """D independent linear layers: weight (D, out, in), bias (D, out)."""
@@ -33,7 +36,7 @@ class StackedLinear(nn.Module):
         self.weight = nn.Parameter(torch.empty(n, out_features, in_features))
         self.bias = nn.Parameter(torch.empty(n, out_features))
 
-    def jet(self, h: torch.Tensor, tape: list[tuple[torch.Tensor, torch.Tensor]] | None = None) -> torch.Tensor:
+    def jet(self, h: torch.Tensor, tape: Tape | None = None) -> torch.Tensor:
         """h: (D, m+1, n, in) -> (D, m+1, n, out); the bias shifts the value entry only.
 
         ``tape`` (order-0 passes only) collects (input, output) pairs for the layer-wise NTK."""
@@ -50,6 +53,12 @@ class FactorBank(nn.Module):
     ``depth`` counts the linear layers along the path, output layer included (SPINN's
     ``n_layers``); ``depth >= 2``.
     """
+
+    lo: torch.Tensor  # (D,) float64 buffers: the axis ranges
+    hi: torch.Tensor
+    freqs: torch.Tensor  # (D, F) embedding frequencies (only with Fourier/periodic embeddings)
+    raw: torch.Tensor  # (D,) bool: axes that keep the raw input beside Fourier ones
+    hidden: nn.ModuleList
 
     def __init__(
         self,
@@ -97,8 +106,9 @@ class FactorBank(nn.Module):
         self.first: list[StackedLinear]
         if body == "mlp":
             dims = [in_features] + [width] * hidden
-            self.hidden = nn.ModuleList(StackedLinear(D, a, b) for a, b in zip(dims[:-1], dims[1:]))
-            self.first = [self.hidden[0]]
+            layers = [StackedLinear(D, a, b) for a, b in zip(dims[:-1], dims[1:])]
+            self.hidden = nn.ModuleList(layers)
+            self.first = [layers[0]]
         elif body == "modified_mlp":
             self.enc_u = StackedLinear(D, in_features, width)
             self.enc_v = StackedLinear(D, in_features, width)
@@ -118,7 +128,7 @@ class FactorBank(nn.Module):
         d s_i/db = delta_i, so its share is (delta delta^T) * (a a^T + 1). One backward pass of
         sum_i s_i gives every delta_i, because point i only reaches s_i. ``out_mask`` (D, out):
         outputs that take part in the sum (the others are unused by the model)."""
-        tape: list[tuple[torch.Tensor, torch.Tensor]] = []
+        tape: Tape = []
         with torch.enable_grad():
             out = self.jets(x, 0, tape)
             if out_mask is not None:
@@ -167,25 +177,25 @@ class FactorBank(nn.Module):
         raw = torch.nn.functional.pad(torch.stack(plain[: order + 1], dim=1).unsqueeze(-1), (0, emb.shape[-1] - 1))
         return torch.where(self.raw[:, None, None, None], raw, emb)
 
-    def _layer(self, h: torch.Tensor, layer: StackedLinear, tape: list | None = None) -> torch.Tensor:
+    def _layer(self, h: torch.Tensor, layer: StackedLinear, tape: Tape | None = None) -> torch.Tensor:
         pre = layer.jet(h, tape)
         if self.omega0 != 1.0:
             pre = pre * self.omega0
         return J.compose(self.act.derivatives, pre)
 
-    def jets(self, x: torch.Tensor, order: int, tape: list | None = None) -> torch.Tensor:
+    def jets(self, x: torch.Tensor, order: int, tape: Tape | None = None) -> torch.Tensor:
         """x: (D, n) points per axis -> (D, order+1, n, out): values and derivatives along
         each axis in physical units. ``tape``: see ``StackedLinear.jet``."""
         h = self._embed(x, order)
         if self.body == "mlp":
             for layer in self.hidden:
-                h = self._layer(h, layer, tape)
+                h = self._layer(h, cast(StackedLinear, layer), tape)
         else:
             u = self._layer(h, self.enc_u, tape)
             v_minus_u = self._layer(h, self.enc_v, tape) - u
             h = self._layer(h, self.enc_h, tape)
             for layer in self.hidden:
-                h = u + J.product(self._layer(h, layer, tape), v_minus_u)
+                h = u + J.product(self._layer(h, cast(StackedLinear, layer), tape), v_minus_u)
         out = self.out.jet(h, tape)
         if order == 0:
             return out

@@ -35,17 +35,17 @@ def _pow(base: Lowered, exp: sp.Expr) -> Lowered:
         if n == 2:
             return lambda env: (lambda b: b * b)(base(env))
         if n == -1:
-            return lambda env: 1 / base(env)  # type: ignore[operator]
-        return lambda env: base(env) ** n  # type: ignore[operator]
+            return lambda env: 1 / base(env)
+        return lambda env: base(env) ** n
     if exp == sp.Rational(1, 2):
         return lambda env: torch.sqrt(_as_tensor(base(env)))
     if exp == sp.Rational(-1, 2):
         return lambda env: torch.rsqrt(_as_tensor(base(env)))
     if exp.is_number:
         e = float(exp)
-        return lambda env: base(env) ** e  # type: ignore[operator]
+        return lambda env: base(env) ** e
     ex = lower(exp)
-    return lambda env: torch.pow(_as_tensor(base(env)), ex(env))  # type: ignore[arg-type]
+    return lambda env: torch.pow(_as_tensor(base(env)), ex(env))
 
 
 def lower(expr: sp.Expr) -> Lowered:

@@ -38,7 +38,7 @@ def atomic_path(target: Path) -> Iterator[Path]:
             tmp_path.unlink()
 
 
-def write_atomic(target: Path, writer: Callable[[Path], None]) -> None:
+def write_atomic(target: Path, writer: Callable[[Path], object]) -> None:
     with atomic_path(target) as tmp:
         writer(tmp)
 

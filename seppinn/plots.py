@@ -6,13 +6,14 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from .output import write_atomic
 
 
-def _pyplot():  # type: ignore[no-untyped-def]
+def _pyplot() -> Any:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -21,7 +22,7 @@ def _pyplot():  # type: ignore[no-untyped-def]
     return plt
 
 
-def _save(fig, target: Path) -> None:  # type: ignore[no-untyped-def]
+def _save(fig: Any, target: Path) -> None:
     write_atomic(target, lambda tmp: fig.savefig(tmp, dpi=90, format="png"))
     _pyplot().close(fig)
 
@@ -57,18 +58,21 @@ def slices(axes: Mapping[str, np.ndarray], fields: Mapping[str, np.ndarray],
     plt = _pyplot()
     names = list(axes)
     spatial = [d for d in range(len(names)) if d != time_axis][:2]
-    times = [0, len(axes[names[time_axis]]) // 2, len(axes[names[time_axis]]) - 1] if time_axis is not None else [None]
+    t_name = names[time_axis] if time_axis is not None else ""
+    times: list[int | None] = [0, len(axes[t_name]) // 2, len(axes[t_name]) - 1] if t_name else [None]
+    keep = [d - (1 if time_axis is not None and d > time_axis else 0) for d in spatial]
+
+    def snapshot(x: np.ndarray, ti: int | None) -> np.ndarray:
+        return _mid_plane(x if ti is None else np.take(x, ti, axis=time_axis), keep)
+
     rows = []
     for f, a in fields.items():
         a = a if a.ndim == len(names) else a[..., 0]  # first component of vector fields
         ref = reference.get(f)
         ref = ref if ref is None or ref.ndim == len(names) else ref[..., 0]
         for ti in times:
-            sel = (lambda x: np.take(x, ti, axis=time_axis)) if ti is not None else (lambda x: x)
-            keep = [d - (1 if time_axis is not None and d > time_axis else 0) for d in spatial]
-            label = f + (f" at {names[time_axis]} = {axes[names[time_axis]][ti]:.3g}" if ti is not None else "")
-            rows.append((label, _mid_plane(sel(a), keep),
-                         None if ref is None else _mid_plane(sel(ref), keep)))
+            label = f + (f" at {t_name} = {axes[t_name][ti]:.3g}" if ti is not None else "")
+            rows.append((label, snapshot(a, ti), None if ref is None else snapshot(ref, ti)))
     ncols = 3 if reference else 1
     fig, axs = plt.subplots(len(rows), ncols, figsize=(4 * ncols, 3.3 * len(rows)), squeeze=False)
     ext_names = [names[d] for d in spatial]
@@ -91,3 +95,19 @@ def slices(axes: Mapping[str, np.ndarray], fields: Mapping[str, np.ndarray],
             ax.set_title(title, fontsize=9)
     fig.tight_layout()
     _save(fig, target)
+
+
+def compare_runs(runs: Sequence[str | Path], target: Path) -> Path:
+    """``seppinn plot``: the convergence histories of several run folders in one PNG."""
+    from .errors import DataError
+    from .output import read_history
+
+    histories = {}
+    for run in runs:
+        path = Path(run) / "solution.h5"
+        try:
+            histories[Path(run).name or str(run)] = read_history(path)
+        except (OSError, KeyError) as exc:
+            raise DataError(f"cannot read the history: {exc}", file=str(path)) from None
+    convergence(histories, target)
+    return target

@@ -18,12 +18,12 @@ import sympy as sp
 from .errors import ProblemError, did_you_mean
 from .expressions import (
     MAX_DIFF_COUNT,
+    NAME_RE,
     ExprContext,
     check_names_are_free,
     parse_expression,
 )
 
-NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 PROBLEM_NAME_RE = re.compile(r"^[A-Za-z0-9_-]+$")
 PROBLEM_KINDS = ("pde", "data")
 

@@ -3,6 +3,7 @@ the repository's ``problems/`` and ``solvers/`` folders in a source checkout).""
 
 from __future__ import annotations
 
+import shutil
 from importlib import resources
 from pathlib import Path
 
@@ -20,3 +21,15 @@ def shipped_dir(kind: str) -> Path:
 
 def shipped_names(kind: str) -> list[str]:
     return sorted(p.stem for p in shipped_dir(kind).glob("*.toml"))
+
+
+def copy_examples(dest: Path) -> list[str]:
+    """Copy the shipped problem files and solver presets into ``dest``; the copied names."""
+    dest.mkdir(parents=True, exist_ok=True)
+    copied = []
+    for kind in ("problems", "solvers"):
+        (dest / kind).mkdir(exist_ok=True)
+        for f in sorted(shipped_dir(kind).glob("*.toml")):
+            shutil.copy(f, dest / kind / f.name)
+            copied.append(f"{kind}/{f.name}")
+    return copied

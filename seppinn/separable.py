@@ -14,12 +14,13 @@ from __future__ import annotations
 import math
 import string
 from collections.abc import Sequence
+from typing import cast
 
 import torch
 from torch import nn
 
 from . import jets as J
-from .factor_nets import FactorBank
+from .factor_nets import FactorBank, Tape
 
 SCALES = {"sqrt_rank": "CP output scale 1/sqrt(R), as in the paper", "none": "no output scale, as SPINN's code"}
 
@@ -70,10 +71,11 @@ class SeparableField(nn.Module):
         jet = torch.stack(rows[: order + 1], dim=1).unsqueeze(-1)
         ones = torch.zeros_like(jet)
         ones[:, 0] = 1.0
-        is_hard = torch.arange(x.shape[0], device=x.device) == self.hard_axis
+        assert self.hard_axis is not None
+        is_hard = torch.arange(x.shape[0], device=x.device).eq(self.hard_axis)
         return torch.where(is_hard[:, None, None, None], jet, ones)
 
-    def _bank(self, x: torch.Tensor, order: int, tape: list | None = None) -> torch.Tensor:
+    def _bank(self, x: torch.Tensor, order: int, tape: Tape | None = None) -> torch.Tensor:
         out = self.bank.jets(x, order, tape)
         if self.out_mask is not None:
             out = out * self.out_mask.to(out.dtype)[:, None, None, :]
@@ -186,11 +188,17 @@ MODEL_KINDS = {
 
 
 class SeparableModel(nn.Module):
-    """All fields of a problem: one separable model per field (``fields[name]``)."""
+    """All fields of a problem: one separable model per field (``model[name]``)."""
 
     def __init__(self, fields: dict[str, SeparableField]) -> None:
         super().__init__()
         self.fields = nn.ModuleDict(fields)
+
+    def __getitem__(self, name: str) -> SeparableField:
+        return cast(SeparableField, self.fields[name])
+
+    def items(self) -> list[tuple[str, SeparableField]]:
+        return [(name, self[name]) for name in self.fields]
 
 
 def rank_list(kind: str, rank: int | Sequence[int], n_axes: int) -> list[int]:

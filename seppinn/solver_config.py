@@ -19,13 +19,24 @@ from .problem_file import read_toml
 from .resources import shipped_dir, shipped_names
 from .separable import MODEL_KINDS, SCALES
 
-SCHEDULES = ("constant", "exponential", "cosine")
-SAMPLINGS = ("grid", "random")
+SCHEDULES = {
+    "constant": "the learning rate stays train.lr",
+    "exponential": "lr * decay_rate ** (iteration / decay_every) (SPINN's schedule)",
+    "cosine": "cosine decay from lr to 0 over the Adam iterations",
+}
+SAMPLINGS = {
+    "grid": "fixed uniform points per axis, ends included",
+    "random": "uniform random points per axis, redrawn every resample_every iterations",
+}
 DTYPES = ("float32", "float64")
 FACE_REDUCTIONS = ("mean", "sum")
 PRECONDITIONERS = {
     "none": "plain gradients (Adam baseline)",
     "seppgd": "separable NTK preconditioning of data and value conditions (Luo & Meng, eqs. 7-8)",
+}
+MODULATIONS = {
+    "clamp": "the top k factor-NTK eigenvalues set to the k-th (the paper's g_1, 1-indexed)",
+    "sqrt": "the top k eigenvalues set to sqrt(lambda_i lambda_k) (a scale-free form of the paper's g_2)",
 }
 OPTIMIZERS = ("adam",)
 
@@ -177,7 +188,7 @@ CHECKS: dict[str, dict[str, Callable[[Any], Any]]] = {
     },
     "precondition": {
         "method": _choice(*PRECONDITIONERS), "k": _k, "scale": _choice("normalized", "paper"),
-        "modulation": _choice("clamp", "sqrt"), "update_every": _int(0), "terms": _terms,
+        "modulation": _choice(*MODULATIONS), "update_every": _int(0), "terms": _terms,
     },
 }
 

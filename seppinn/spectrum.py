@@ -44,16 +44,16 @@ def compute(prep: Prepared) -> dict[str, np.ndarray]:
             continue
         part = term.parts[0]
         factors = tr.factors[id(part)]
-        for d, S in factors.items():
-            out[f"{term.name}/{axes[d]}/factor"] = S.eigvals.cpu().double().numpy()
-            out[f"{term.name}/{axes[d]}/modulated"] = S.modulated.cpu().double().numpy()
+        for d, fp in factors.items():
+            out[f"{term.name}/{axes[d]}/factor"] = fp.eigvals.cpu().double().numpy()
+            out[f"{term.name}/{axes[d]}/modulated"] = fp.modulated.cpu().double().numpy()
         pts = [tr.points[k] for k in part.grid]
         sizes = [len(p) for p in pts]
         if int(np.prod(sizes)) > MAX_FULL:
             continue
         field = part.residual.derivs[0][0]
-        params = list(tr.model.fields[field].parameters())
-        Z = tr.model.fields[field](pts).sum(-1).flatten()
+        params = list(tr.model[field].parameters())
+        Z = tr.model[field](pts).sum(-1).flatten()
         J = torch.stack([torch.cat([g.flatten() for g in torch.autograd.grad(Z[i], params, retain_graph=True)])
                          for i in range(len(Z))]).double()
         K = J @ J.T

@@ -90,7 +90,7 @@ class Trainer:
         self.model = make_model(compiled.ranges, compiled.components, config, periodic).to(
             device=self.device, dtype=self.dtype)
         for f, axis in compiled.hard.items():
-            self.model.fields[f].set_hard_axis(axis, *compiled.ranges[axis])
+            self.model[f].set_hard_axis(axis, *compiled.ranges[axis])
         self.sampler = torch.Generator().manual_seed(config.train.seed + 1)
         self.n_train = per_axis(config.train.points, compiled.axes)
         self.points: dict[PointSetKey, torch.Tensor] = {}
@@ -165,7 +165,7 @@ class Trainer:
             for part in t.parts:
                 free = [(d, key) for d, key in enumerate(part.grid) if key[0] != "face"]
                 if any((field, d, key) not in ntk for d, key in free):
-                    Ks = self.model.fields[field].pseudo_ntks([self.points[k] for k in part.grid])
+                    Ks = self.model[field].pseudo_ntks([self.points[k] for k in part.grid])
                     for d, key in free:
                         ntk.setdefault((field, d, key), Ks[d].detach())
                 factors = {}
@@ -186,7 +186,7 @@ class Trainer:
         out: dict[tuple[str, int], dict[PointSetKey, torch.Tensor]] = {}
         sets = [[self.points[k] for k in self.axis_sets[d]] for d in range(len(self.c.axes))]
         xs = [torch.cat(s) for s in sets]
-        for f, model in self.model.fields.items():
+        for f, model in self.model.items():
             for d, jet in enumerate(model.all_jets(xs, max(self.c.orders[f]))):
                 split = torch.split(jet, [len(x) for x in sets[d]], dim=1)
                 out[(f, d)] = dict(zip(self.axis_sets[d], split))
@@ -198,20 +198,22 @@ class Trainer:
         cache: dict[tuple[Any, ...], torch.Tensor] = {}
         out: dict[str, torch.Tensor] = {}
         for t in self.c.terms:
-            sums, counts, means = [], [], []
+            sums: list[torch.Tensor] = []
+            counts: list[torch.Tensor | int] = []
+            means: list[torch.Tensor] = []
             for part in t.parts:
                 values = []
                 for f, alpha in part.residual.derivs:
                     ck = (f, alpha, tuple(part.grid))
                     if ck not in cache:
                         mats = [jets[(f, d)][k][a] for d, (k, a) in enumerate(zip(part.grid, alpha))]
-                        cache[ck] = self.model.fields[f].contract(mats)
+                        cache[ck] = self.model[f].contract(mats)
                     values.append(cache[ck])
                 r = part.residual(values, self.consts[id(part)])
                 mask = self.masks.get(id(part))
                 if mask is not None:
                     r = r * mask
-                    n = mask.sum() * r.shape[-1]
+                    n: torch.Tensor | int = mask.sum() * r.shape[-1]
                 else:
                     n = r.numel()
                 s = (r * r).sum()
@@ -225,7 +227,7 @@ class Trainer:
                 sums.append(s)
                 counts.append(n)
                 means.append(s / n)
-            loss = sum(means) if t.reduction == "sum" else sum(sums) / sum(counts)  # type: ignore[operator]
+            loss = torch.stack(means).sum() if t.reduction == "sum" else torch.stack(sums).sum() / sum(counts)
             out[t.name] = t.weight * loss
         return out
 
@@ -263,11 +265,28 @@ class Trainer:
         """Fields on the tensor grid of the given per-axis points: name -> (n_1, ..., n_D, C)
         (with the lift of a hard condition added)."""
         pts = [self._t(x) for x in axes_points]
-        out = {f: m(pts).to(torch.float64) for f, m in self.model.fields.items()}
+        out = {f: m(pts).to(torch.float64) for f, m in self.model.items()}
         if self.c.lifts:
             env = dict(zip(self.c.problem.ctx.axes.values(), self.exact_coords(axes_points)))
             for f, g in self.c.lifts.items():
                 out[f] = out[f] + torch.as_tensor(lower(g)(env), dtype=torch.float64, device=self.device)
+        return out
+
+    @torch.no_grad()
+    def predict_points(self, coords: Sequence[Any]) -> dict[str, torch.Tensor]:
+        """Fields at N scattered points, coords[d] (N,) per axis: name -> (N, C). Each factor is
+        evaluated at the points' own coordinates; no grid is formed."""
+        pts = [self._t(x) for x in coords]
+        out: dict[str, torch.Tensor] = {}
+        for f, m in self.model.items():
+            mats = [j[0] for j in m.all_jets(pts, 0)]
+            out[f] = m.contract_points(mats).to(torch.float64)
+        if self.c.lifts:
+            env = {s: torch.as_tensor(np.asarray(x, dtype=np.float64), device=self.device)
+                   for s, x in zip(self.c.problem.ctx.axes.values(), coords)}
+            for f, g in self.c.lifts.items():
+                lift = torch.as_tensor(lower(g)(env), dtype=torch.float64, device=self.device)
+                out[f] = out[f] + lift.expand(out[f].shape[0]).unsqueeze(-1)
         return out
 
     def test_solution(self) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
@@ -341,7 +360,7 @@ class Trainer:
             if it == t.iterations:
                 break
             opt.zero_grad(set_to_none=True)
-            total.backward()
+            total.backward()  # type: ignore[no-untyped-call]
             opt.step()
             sched.step()
             it += 1
@@ -359,11 +378,11 @@ class Trainer:
             def closure() -> torch.Tensor:
                 lbfgs.zero_grad(set_to_none=True)
                 loss = torch.stack(list(self.losses().values())).sum()
-                loss.backward()
+                loss.backward()  # type: ignore[no-untyped-call]
                 return loss
 
             for k in range(t.lbfgs_iterations):
-                lbfgs.step(closure)
+                lbfgs.step(closure)  # type: ignore[no-untyped-call]
                 it += 1
                 progress.tick(it)
                 if it % t.eval_every == 0 or k == t.lbfgs_iterations - 1:

@@ -112,7 +112,7 @@ def test_lemma2_against_dense_kronecker_sum(dims, scale, kind, f64):
     params = list(tr.model.parameters())
     grad = flat_grad(tr.losses()["data"], params)
     pts = [tr.points[("train", d)] for d in range(dims)]
-    Z = tr.model.fields["u"](pts)[..., 0]
+    Z = tr.model["u"](pts)[..., 0]
     grids = np.meshgrid(*[x.numpy() for x in pts], indexing="ij")
     Y = np.sin(3 * grids[0]) + np.cos(2 * grids[1]) if dims > 1 else np.sin(3 * grids[0])
     r = (Z - torch.as_tensor(Y)).flatten().detach()
@@ -152,7 +152,7 @@ def test_face_term_matches_its_lower_dimensional_counterpart(f64):
     grad = flat_grad(tr.losses()["face"], params)
     part = tr.c.terms[1].parts[0]
     pts = [tr.points[k] for k in part.grid]
-    Z = tr.model.fields["u"](pts)[0, :, :, 0]  # (n_y, n_z) on the face x = 0
+    Z = tr.model["u"](pts)[0, :, :, 0]  # (n_y, n_z) on the face x = 0
     y, z = np.meshgrid(pts[1].numpy(), pts[2].numpy(), indexing="ij")
     r = (Z - torch.as_tensor(np.cos(2 * y) * z)).flatten().detach()
     S = kron_sum([None, tr.factors[id(part)][1].dense(), tr.factors[id(part)][2].dense()], [1, 5, 6])

@@ -1,0 +1,258 @@
+"""The Python surface is the CLI's machinery: same problems, same messages, same outputs."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+import textwrap
+from collections.abc import Callable
+
+import numpy as np
+import pytest
+import sympy as sp
+import torch
+
+import seppinn
+from seppinn.api import prepare
+from seppinn.cli import main
+from seppinn.expressions import OPERATOR_DOCS, OPERATORS
+from seppinn.training import Trainer
+
+from .conftest import HELMHOLTZ_SMALL, ROOT, write
+
+# ------------------------------------------------------------------ every shipped problem, in code
+HELMHOLTZ_EXACT = "sin(4*pi*x)*sin(4*pi*y)*sin(3*pi*z)"
+
+
+def helmholtz(name: str, with_data: bool) -> seppinn.Problem:
+    p = seppinn.Problem(name, axes={"x": (-1.0, 1.0), "y": (-1.0, 1.0), "z": (-1.0, 1.0)}, fields=["u"],
+                        parameters={"k": 1.0}, definitions={"exact": HELMHOLTZ_EXACT},
+                        solver_table={"train": {"weights": {"walls": 100.0}}})
+    x, y, z, k = p.symbols("x", "y", "z", "k")
+    exact, u = p.expr("exact"), p.field("u")
+    q = sum(sp.diff(exact, s, 2) for s in (x, y, z)) + k**2 * exact
+    p.add_equation(sum(sp.diff(u, s, 2) for s in (x, y, z)) + k**2 * u - q, name="pde")
+    p.add_condition(on="boundary", value=exact, name="walls")
+    if with_data:
+        p.add_data("u", "exact")
+    p.set_reference(u="exact")
+    return p
+
+
+def klein_gordon(name: str, velocity: bool) -> seppinn.Problem:
+    p = seppinn.Problem(name, axes={"t": seppinn.TimeAxis(0.0, 10.0), "x": (-1.0, 1.0), "y": (-1.0, 1.0)},
+                        fields=["u"], definitions={"exact": "(x + y)*cos(2*t) + x*y*sin(2*t)"})
+    t, x, y = p.symbols("t", "x", "y")
+    exact, u = p.expr("exact"), p.field("u")
+    kg = lambda w: sp.diff(w, t, 2) - sp.diff(w, x, 2) - sp.diff(w, y, 2) + w**2  # noqa: E731
+    p.add_equation(kg(u) - kg(exact), name="pde")
+    p.add_condition(on="boundary", value="exact", name="walls")
+    p.add_condition(on="t = 0", value=x + y, name="initial")
+    if velocity:
+        p.add_condition(on="t = 0", expr=sp.diff(u, t), value="2*x*y", name="initial_velocity")
+    p.set_reference(u="exact")
+    return p
+
+
+def diffusion() -> seppinn.Problem:
+    u0 = ("0.25*exp(-10*((x - 0.3)**2 + (y - 0.2)**2)) + 0.4*exp(-15*((x + 0.5)**2 + (y + 0.1)**2))"
+          " + 0.3*exp(-20*(x**2 + (y + 0.5)**2))")
+    p = seppinn.Problem("diffusion3d", axes={"t": seppinn.TimeAxis(0.0, 1.0), "x": (-1.0, 1.0), "y": (-1.0, 1.0)},
+                        fields=["u"], parameters={"D": 0.05}, definitions={"u0": u0})
+    p.add_equation(lhs="diff(u, t)", rhs="D*(grad2(u) + u*lap(u))", name="pde")
+    p.add_condition(on="boundary", value=0, name="walls")
+    p.add_condition(on="t = 0", value="u0", name="initial")
+    p.set_reference(u={"solver": "nonlinear_diffusion2d"})
+    return p
+
+
+def advection_diffusion() -> seppinn.Problem:
+    p = seppinn.Problem("advection_diffusion1d", axes={"t": seppinn.TimeAxis(0.0, 1.0), "x": (0.0, 1.0)},
+                        fields=["u"], parameters={"c": 0.5, "nu": 0.01},
+                        definitions={"exact": "exp(-nu*pi**2*t)*sin(pi*(x - c*t))"})
+    t, x, c, nu = p.symbols("t", "x", "c", "nu")
+    u = p.field("u")
+    p.add_equation(sp.diff(u, t) + c * sp.diff(u, x) - nu * sp.diff(u, x, 2), name="pde")
+    p.add_condition(on="t = 0", value="sin(pi*x)", name="initial")
+    p.add_condition(on="boundary", value="exact", name="walls")
+    p.set_reference(u="exact")
+    return p
+
+
+TWINS: dict[str, Callable[[], seppinn.Problem]] = {
+    "helmholtz3d": lambda: helmholtz("helmholtz3d", False),
+    "helmholtz3d_data": lambda: helmholtz("helmholtz3d_data", True),
+    "klein_gordon3d": lambda: klein_gordon("klein_gordon3d", False),
+    "klein_gordon3d_velocity": lambda: klein_gordon("klein_gordon3d_velocity", True),
+    "diffusion3d": diffusion,
+    "advection_diffusion1d": advection_diffusion,
+}
+SMALL = {"train.points": 6, "train.dtype": "float64", "train.test_points": 5, "model.rank": 4, "model.width": 8}
+
+
+def test_every_shipped_problem_has_a_twin():
+    shipped = sorted(p.stem for p in (ROOT / "problems").glob("*.toml"))
+    assert sorted(TWINS) == shipped
+
+
+@pytest.mark.parametrize("name", sorted(TWINS))
+def test_file_and_python_routes_build_identical_problems(name):
+    file_prep = prepare(ROOT / "problems" / f"{name}.toml", "quick", SMALL)
+    code_prep = prepare(TWINS[name](), "quick", SMALL)
+    assert [t.name for t in file_prep.compiled.terms] == [t.name for t in code_prep.compiled.terms]
+    assert file_prep.config == code_prep.config  # [solver] tables of the file = solver_table in code
+    losses = []
+    for prep in (file_prep, code_prep):
+        tr = Trainer(prep.compiled, prep.config, {}, device=torch.device("cpu"), progress=False)
+        losses.append({k: v.item() for k, v in tr.losses().items()})
+    assert losses[0].keys() == losses[1].keys()
+    for k in losses[0]:
+        assert losses[1][k] == pytest.approx(losses[0][k], rel=1e-12, abs=1e-300), k
+        assert losses[0][k] > 0
+
+
+# ------------------------------------------------------------------ user operators
+@pytest.fixture
+def user_ops():
+    """Remove the operators a test registers, so tests stay independent."""
+    before = set(OPERATORS)
+    yield
+    for name in set(OPERATORS) - before:
+        del OPERATORS[name], OPERATOR_DOCS[name]
+
+
+def test_registered_operator_works_from_a_file(tmp_path, user_ops):
+    @seppinn.operator("adv", "adv(f, c, x): c * df/dx")
+    def adv(f, c, axis):
+        return c * sp.diff(f, axis)
+
+    twin = (ROOT / "problems/advection_diffusion1d.toml").read_text()
+    with_op = twin.replace('residual = "diff(u, t) + c*diff(u, x) - nu*diff(u, x, 2)"',
+                           'residual = "diff(u, t) + adv(u, c, x) - nu*diff(u, x, 2)"')
+    assert with_op != twin
+    a = seppinn.load_problem(write(tmp_path / "a.toml", twin))
+    b = seppinn.load_problem(write(tmp_path / "b.toml", with_op))
+    assert sp.simplify(a.equations[0].residual - b.equations[0].residual) == 0
+    assert "adv" in seppinn.catalog()["operators"]
+
+
+def test_operator_failures_are_problem_errors(tmp_path, user_ops):
+    @seppinn.operator("half")
+    def half(f):
+        """half(f): f / 2"""
+        return f / 2
+
+    @seppinn.operator("broken")
+    def broken(f):
+        return "not sympy"
+
+    assert seppinn.catalog()["operators"]["half"] == "half(f): f / 2"
+    text = HELMHOLTZ_SMALL.replace('"lap(u) - lap(exact)"', '"lap(u) - half(x, y)"')
+    with pytest.raises(seppinn.ProblemError, match=r"p.toml: equations\[0\].residual: operator half: .*argument"):
+        seppinn.load_problem(write(tmp_path / "p.toml", text))
+    text = HELMHOLTZ_SMALL.replace('"lap(u) - lap(exact)"', '"lap(u) - broken(x)"')
+    with pytest.raises(seppinn.ProblemError, match="operator broken: returned str, not a sympy expression"):
+        seppinn.load_problem(write(tmp_path / "p.toml", text))
+    for bad in ("lap", "sin", "pi", "2x"):
+        with pytest.raises(ValueError):
+            seppinn.operator(bad)
+
+
+def test_cli_plugin_registers_operators(tmp_path, monkeypatch, capsys, user_ops):
+    write(tmp_path / "my_ops.py", textwrap.dedent("""
+        import sympy as sp
+        import seppinn
+
+        @seppinn.operator("adv", "adv(f, c, x): c * df/dx")
+        def adv(f, c, axis):
+            return c*sp.diff(f, axis)
+    """))
+    text = (ROOT / "problems/advection_diffusion1d.toml").read_text().replace("c*diff(u, x)", "adv(u, c, x)")
+    problem = write(tmp_path / "p.toml", text)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delitem(sys.modules, "my_ops", raising=False)
+    assert main(["check", str(problem)]) == 2
+    assert "unknown function 'adv'" in capsys.readouterr().err
+    assert main(["check", str(problem), "--plugin", "my_ops"]) == 0
+    assert "term pde" in capsys.readouterr().out
+    assert main(["list", "--plugin", "my_ops"]) == 0
+    assert re.search(r"^  adv +adv\(f, c, x\): c \* df/dx$", capsys.readouterr().out, re.M)
+    assert main(["check", str(problem), "--plugin", "no_such_module"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == "--plugin: cannot import 'no_such_module': ModuleNotFoundError: No module named 'no_such_module'"
+
+
+def test_list_reads_the_registries(capsys):
+    from seppinn.activations import ACTIVATIONS
+    from seppinn.export import FORMATS
+    from seppinn.separable import MODEL_KINDS
+    from seppinn.solver_config import PRECONDITIONERS
+
+    assert main(["list"]) == 0
+    out = capsys.readouterr().out
+    listed = {m.group(1) for m in re.finditer(r"^  (\S+)", out, re.M)}
+    for registry in (OPERATORS, ACTIVATIONS, MODEL_KINDS, PRECONDITIONERS, FORMATS):
+        assert set(registry) <= listed
+    assert {"lap", "sin", "tucker", "seppgd", "vtu", "nonlinear_diffusion2d", "spinn"} <= listed
+
+
+# ------------------------------------------------------------------ results and errors
+def test_evaluate_grid_matches_pointwise_evaluation():
+    p = seppinn.Problem("adv", axes={"t": seppinn.TimeAxis(0.0, 1.0), "x": (0.0, 1.0)}, fields=["u"],
+                        definitions={"exact": "exp(-0.01*pi**2*t)*sin(pi*(x - 0.5*t))"})
+    p.add_equation("diff(u, t) + 0.5*diff(u, x) - 0.01*diff(u, x, 2)")
+    p.add_condition(on="t = 0", value="sin(pi*x)", name="initial")
+    p.add_condition(on=["x = min", "x = max"], value="exact", enforce="hard", name="walls")  # a lift
+    result = seppinn.solve(p, "quick", {"train.iterations": 30, "model.rank": 8}, progress=False)
+    t = np.array([0.0, 0.37, 1.0])
+    x = np.linspace(0.0, 1.0, 7) ** 1.5
+    grid = result.evaluate({"t": t, "x": x})["u"]
+    assert grid.shape == (3, 7)
+    T, X = np.meshgrid(t, x, indexing="ij")
+    points = result.evaluate_points({"t": T.ravel(), "x": X.ravel()})["u"]
+    assert points.shape == (21,)
+    np.testing.assert_allclose(points.reshape(3, 7), grid, rtol=1e-5, atol=1e-6)
+    # the hard condition holds exactly at x = 0 through the lift
+    exact = np.exp(-0.01 * np.pi**2 * t) * np.sin(np.pi * (0 - 0.5 * t))
+    np.testing.assert_allclose(grid[:, 0], exact, atol=1e-6)
+    with pytest.raises(ValueError, match="same length"):
+        result.evaluate_points({"t": [0.0, 1.0], "x": [0.5]})
+
+
+@pytest.mark.parametrize("mutate, overrides", [
+    (lambda s: s.replace("lap(u) - lap(exact)", "lap(u) - kk"), None),
+    (lambda s: s.replace('on = "boundary"', 'on = "z = 0"'), None),
+    (lambda s: s, {"train.iteratons": 3}),
+    (lambda s: s, {"model.activation": "relux"}),
+])
+def test_api_errors_are_the_cli_messages(tmp_path, capsys, mutate, overrides):
+    path = write(tmp_path / "p.toml", mutate(HELMHOLTZ_SMALL))
+    with pytest.raises(seppinn.SeppinnError) as info:
+        seppinn.solve(path, overrides=overrides, progress=False)
+    args = [f"--set={k}={v}" for k, v in (overrides or {}).items()]
+    assert main(["solve", str(path), "--out", str(tmp_path / "out"), *args]) == 2
+    assert capsys.readouterr().err.strip() == str(info.value)
+
+
+# ------------------------------------------------------------------ the README example
+def _readme_block(after: str, lang: str) -> str:
+    text = (ROOT / "README.md").read_text()
+    section = text[text.index(after):]
+    start = section.index(f"```{lang}\n") + len(lang) + 4
+    return section[start: section.index("```", start)]
+
+
+def test_readme_adding_an_equation_runs_as_written(tmp_path):
+    code = _readme_block("## Adding an equation", "python")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path, timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    stated = re.search(r"# rel L2 \S+ \(below (\S+)\)", code)
+    assert stated, "the README states the error the example reaches"
+    reached = float(re.search(r"rel L2 (\S+)", proc.stdout).group(1))
+    assert reached < float(stated.group(1))
+    assert (tmp_path / "runs/advection_diffusion1d/solution.h5").exists()
+    # the problem-file twin: the same settings reach the same error
+    twin = seppinn.solve(ROOT / "problems/advection_diffusion1d.toml", "quick", {"train.iterations": 2000},
+                         progress=False)
+    assert twin.metrics["u"]["rel_l2"] == pytest.approx(reached, rel=0.02)
