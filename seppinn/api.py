@@ -3,8 +3,12 @@ layer over these calls."""
 
 from __future__ import annotations
 
+import contextlib
+import json
+import signal
 import time
-from collections.abc import Mapping, Sequence
+import tomllib
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -13,14 +17,15 @@ import numpy as np
 import torch
 
 from . import plots, seppgd
-from .compiler import CompiledProblem, compile_problem, per_axis
+from .compiler import CompiledProblem, compile_problem, part_sizes, per_axis
 from .data_sources import load_all
-from .errors import SolverConfigError
+from .errors import DataError, Interrupted, RunError, SeppinnError, SolverConfigError
 from .output import squeeze_components, write_json, write_solution_h5, write_torch
 from .problem import Problem
 from .problem_file import load_problem
 from .solver_config import SolverConfig, resolve
-from .training import Trainer, TrainState, estimate_memory, history_columns, pick_device
+from .training import (Diverged, Evaluation, Trainer, TrainState, check_memory, estimate_memory, history_columns,
+                       pick_device)
 
 SolverSpec = str | Path | Mapping[str, Any] | None
 Overrides = Mapping[str, Any] | Sequence[str] | None
@@ -50,6 +55,7 @@ def prepare(problem: Problem | str | Path, solver: SolverSpec = None, overrides:
         compiled = compile_problem(problem, config, data_arrays)
         compiled.preconditioned = seppgd.plan(compiled, config)
         device = pick_device(config.train.device)
+        check_memory(compiled, config, device)
     except SolverConfigError as exc:  # settings that do not fit this problem; any layer may have set them
         raise exc.located("solver settings")
     return Prepared(problem, config, compiled, data_arrays, ref_arrays, device)
@@ -71,19 +77,19 @@ def check_report(prep: Prepared) -> str:
         + "; fields " + ", ".join(f if k == 1 else f"{f} ({k} components)" for f, k in c.components.items()),
         f"model: {m.kind} rank {m.rank}, {m.body} depth {m.depth} width {m.width}, {m.activation}; "
         f"{cfg.train.dtype} on {prep.device}",
-        f"training points: {cfg.train.sampling} " + " x ".join(map(str, n_train))
-        + (f", resampled every {cfg.train.resample_every}" if cfg.train.sampling == "random" else ""),
     ]
+    if any(key[0] == "train" for t in c.terms for part in t.parts for key in part.grid):
+        lines.append(f"training points: {cfg.train.sampling} " + " x ".join(map(str, n_train))
+                     + (f", resampled every {cfg.train.resample_every}" if cfg.train.sampling == "random" else ""))
     for t in c.terms:
         red = f", {t.reduction} over {len(t.parts)} faces" if len(t.parts) > 1 else ""
         lines.append(f"term {t.name} ({t.kind}, {t.key}), weight {t.weight:g}{red}")
         for part in t.parts:
-            sizes = []
-            for d, key in enumerate(part.grid):
-                sizes.append(n_train[d] if key[0] == "train" else 1 if key[0] == "face"
-                             else c.file_grids[key[1]][d])
+            sizes = part_sizes(c, part, n_train)
             ders = ", ".join(f"{_derivative_name(f, a, c.axes)} {tuple(a)}" for f, a in part.residual.derivs)
-            lines.append(f"  {part.label}: grid {' x '.join(map(str, sizes))} ({int(np.prod(sizes))} points); {ders}")
+            where = (f"{sizes[0]} scattered points (pointwise)" if part.pointwise
+                     else f"grid {' x '.join(map(str, sizes))} ({int(np.prod(sizes))} points)")
+            lines.append(f"  {part.label}: {where}; {ders}")
     if c.preconditioned:
         pc = cfg.precondition
         lines.append(f"SepPGD ({pc.modulation}, scale {pc.scale}, rebuilt "
@@ -112,7 +118,7 @@ class Result:
         self.model = trainer.model
         self.wall_seconds = wall_seconds
         last = state.history[-1]
-        self.iterations = last.iteration
+        self.iterations = state.iteration
         self.metrics: dict[str, dict[str, float]] = last.metrics
         self.final_loss = {k: v for k, v in last.losses.items() if k != "total"}
         best = state.best
@@ -153,19 +159,12 @@ class Result:
             "final_loss": self.final_loss,
         }
 
-    def _checkpoint(self, model_state: Mapping[str, torch.Tensor], iteration: int) -> dict[str, Any]:
-        import seppinn
-
-        return {
-            "format": "seppinn-checkpoint", "seppinn_version": seppinn.__version__,
-            "iteration": iteration, "model": dict(model_state),
-            "problem": self.problem.text, "problem_file": str(Path(self.problem.source).resolve())
-            if self.problem.source != "<python>" else "", "solver": self.config.to_toml(),
-            "history": self.history,
-        }
+    def _checkpoint(self, model_state: Mapping[str, torch.Tensor], iteration: int,
+                    training: Mapping[str, Any] | None = None) -> dict[str, Any]:
+        return checkpoint_payload(self.prepared, model_state, iteration, self.history, training)
 
     def save(self, out: str | Path) -> Path:
-        """Write solution.h5, summary.json, model.pt and best.pt into ``out``."""
+        """Write solution.h5, summary.json, model.pt, best.pt, the plots and (image fields) <field>.png into ``out``."""
         import seppinn
 
         out = Path(out)
@@ -179,9 +178,12 @@ class Result:
         axes = dict(zip(self.prepared.compiled.axes, tr.test_axes))
         time_axis = next((d for d, a in enumerate(self.problem.axis_list) if a.time), None)
         write_solution_h5(out / "solution.h5", axes, fields, reference, self.history, attrs, time_axis)
-        write_torch(out / "model.pt", self._checkpoint(self.model.state_dict(), self.iterations))
+        write_torch(out / "model.pt", self._checkpoint(self.model.state_dict(), self.iterations, self.state.last_good))
         plots.convergence({self.problem.name: self.history}, out / "convergence.png")
         plots.slices(axes, fields, reference, out / "slices.png", time_axis)
+        for f, spec in tr.metric_specs.items():
+            if spec.psnr and len(axes) == 2:
+                plots.image(fields[f], out / f"{f}.png")
         if self.state.best_state is not None and self.state.best is not None:
             write_torch(out / "best.pt", self._checkpoint(self.state.best_state, self.state.best.iteration))
         write_json(out / "summary.json", self.summary())
@@ -199,12 +201,138 @@ def solve(problem: Problem | str | Path, solver: SolverSpec = None, overrides: O
     return run(prepare(problem, solver, overrides), out, progress=progress)
 
 
-def run(prep: Prepared, out: str | Path | None = None, *, progress: bool = True) -> Result:
-    """Train a prepared problem; write the run's files into ``out`` unless it is None."""
+def checkpoint_payload(prep: Prepared, model_state: Mapping[str, torch.Tensor], iteration: int,
+                       history: Mapping[str, np.ndarray], training: Mapping[str, Any] | None) -> dict[str, Any]:
+    """model.pt / best.pt: weights, settings, problem text and history; ``training`` (a
+    ``Trainer.snapshot``) is what ``--resume`` continues from."""
+    import seppinn
+
+    problem = prep.problem
+    return {
+        "format": "seppinn-checkpoint", "seppinn_version": seppinn.__version__,
+        "iteration": iteration, "model": dict(model_state), "problem_name": problem.name,
+        "problem": problem.text, "problem_file": str(Path(problem.source).resolve())
+        if problem.source != "<python>" else "", "solver": prep.config.to_toml(),
+        "history": dict(history), "training": dict(training) if training is not None else None,
+    }
+
+
+def read_checkpoint(run_dir: str | Path) -> dict[str, Any]:
+    """A run folder's model.pt (DataError when missing or unreadable)."""
+    path = Path(run_dir) / "model.pt"
+    if not path.exists():
+        raise DataError(f"no model.pt in '{run_dir}' (is it a seppinn run folder?)", file=str(run_dir))
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=False)
+        if not isinstance(ckpt, dict) or ckpt.get("format") != "seppinn-checkpoint":
+            raise ValueError("not a seppinn checkpoint")
+    except Exception as exc:  # truncated or foreign files
+        raise DataError(f"cannot read the checkpoint: {exc}", file=str(path)) from None
+    return ckpt
+
+
+def run_owner(run_dir: str | Path) -> str | None:
+    """The problem name of the run stored in ``run_dir`` (None when it holds none)."""
+    path = Path(run_dir) / "summary.json"
+    if path.exists():
+        try:
+            return str(json.loads(path.read_text(encoding="utf-8"))["problem"])
+        except (OSError, ValueError, KeyError):
+            return "<unreadable summary.json>"
+    if (Path(run_dir) / "model.pt").exists():
+        try:
+            return str(read_checkpoint(run_dir).get("problem_name", "<unknown>"))
+        except DataError:
+            return "<unreadable model.pt>"
+    return None
+
+
+def check_run_dir(out: str | Path, problem: Problem, force: bool = False) -> None:
+    """Refuse to overwrite a run folder that holds a different problem's run unless ``force``."""
+    owner = run_owner(out)
+    if owner is not None and owner != problem.name and not force:
+        raise SeppinnError(f"'{out}' holds a run of problem '{owner}', not '{problem.name}'; "
+                           "choose another --out or pass --force to overwrite it", key="--out")
+
+
+def prepare_resume(problem: Problem | str | Path, run_dir: str | Path,
+                   overrides: Overrides = None) -> tuple[Prepared, dict[str, Any]]:
+    """The problem prepared with the run's own settings (plus ``overrides``) and the training
+    snapshot to continue from. The problem must be the one the run was made from."""
+    ckpt = read_checkpoint(run_dir)
+    if not isinstance(problem, Problem):
+        problem = load_problem(problem)
+    where = str(Path(run_dir) / "model.pt")
+    if ckpt.get("problem_name") != problem.name or (problem.text and ckpt.get("problem") != problem.text):
+        raise DataError(f"this run was made from problem '{ckpt.get('problem_name')}' with a different "
+                        f"problem text; resume it with the problem file it was made from", file=where)
+    if ckpt.get("training") is None:
+        raise DataError("the checkpoint holds no training state to resume from", file=where)
+    solver = tomllib.loads(ckpt["solver"])
+    return prepare(problem, solver, overrides), ckpt["training"]
+
+
+def run(prep: Prepared, out: str | Path | None = None, *, progress: bool = True,
+        resume: Mapping[str, Any] | None = None, handle_signals: bool = False) -> Result:
+    """Train a prepared problem; write the run's files into ``out`` unless it is None.
+
+    Every ``train.checkpoint_every`` iterations ``out/model.pt`` is replaced (atomically) by a
+    checkpoint of the whole training state. ``resume``: a snapshot from ``prepare_resume``.
+    ``handle_signals``: SIGINT/SIGTERM finish the current iteration, write the checkpoint and the
+    outputs so far, and raise ``Interrupted``. A non-finite loss raises ``RunError`` after
+    writing the outputs of the last good checkpoint (``train.on_nan = "rollback"`` retries)."""
     start = time.perf_counter()
     trainer = Trainer(prep.compiled, prep.config, prep.ref_arrays, device=prep.device, progress=progress)
-    state = trainer.train()
+
+    def on_checkpoint(snap: dict[str, Any]) -> None:
+        if out is not None:
+            Path(out).mkdir(parents=True, exist_ok=True)
+            history = history_columns([Evaluation(**ev) for ev in snap["history"]])
+            write_torch(Path(out) / "model.pt", checkpoint_payload(prep, snap["model"], snap["iteration"], history, snap))
+
+    with _stop_on_signals(trainer, handle_signals):
+        try:
+            state = trainer.train(on_checkpoint, resume)
+        except Diverged as exc:
+            good = exc.state.last_good
+            where = ""
+            if out is not None and good is not None and good["history"]:
+                trainer.model.load_state_dict(good["model"])
+                kept = TrainState(iteration=good["iteration"], seconds=good["seconds"], last_good=good,
+                                  history=[Evaluation(**ev) for ev in good["history"]],
+                                  best=Evaluation(**good["best"]) if good["best"] else None,
+                                  best_state=good["best_state"])
+                Result(prep, trainer, kept, time.perf_counter() - start).save(out)
+                where = (f"; the last good state (iteration {good['iteration']}) and its outputs are in {out} "
+                         f"(continue with --resume {out}, or set train.on_nan = \"rollback\")")
+            raise RunError(f"{exc}{where}") from None
     result = Result(prep, trainer, state, time.perf_counter() - start)
     if out is not None:
         result.save(out)
+    if state.interrupted:
+        raise Interrupted(f"interrupted at iteration {state.iteration}"
+                          + (f"; checkpoint and outputs so far written to {out}" if out is not None else ""),
+                          state.iteration, result)
     return result
+
+
+@contextlib.contextmanager
+def _stop_on_signals(trainer: Trainer, enabled: bool) -> Iterator[None]:
+    """SIGINT/SIGTERM ask the trainer to stop after the current iteration (a second one stops at once)."""
+    if not enabled:
+        yield
+        return
+    previous = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+
+    def handler(signum: int, frame: object) -> None:
+        if trainer.stop_requested:
+            raise KeyboardInterrupt
+        trainer.stop_requested = True
+
+    for s in previous:
+        signal.signal(s, handler)
+    try:
+        yield
+    finally:
+        for s, h in previous.items():
+            signal.signal(s, h)

@@ -10,7 +10,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from .errors import RunError, SeppinnError
+from .errors import Interrupted, RunError, SeppinnError
 from .export import FORMATS
 
 
@@ -30,6 +30,8 @@ def _parser() -> argparse.ArgumentParser:
                    help="override a solver key, e.g. --set train.iterations=200 (repeatable)")
     s.add_argument("--out", help="output folder (default: runs/<problem name>)")
     s.add_argument("--quiet", action="store_true", help="no progress output")
+    s.add_argument("--resume", metavar="DIR", help="continue the run in DIR (its settings; --set may extend it)")
+    s.add_argument("--force", action="store_true", help="overwrite an output folder that holds another problem's run")
     _plugin_option(s)
 
     c = sub.add_parser("check", help="parse and compile a problem; report terms, grids, memory")
@@ -69,16 +71,28 @@ def _plugin_option(p: argparse.ArgumentParser) -> None:
 
 
 def _solve(args: argparse.Namespace) -> int:
-    from .api import prepare, run
+    from .api import check_run_dir, prepare, prepare_resume, run
 
-    prep = prepare(args.problem, args.solver, args.overrides)
-    out = Path(args.out) if args.out else Path("runs") / prep.problem.name
-    result = run(prep, out, progress=not args.quiet)
+    if args.resume:
+        if args.solver:
+            raise SeppinnError("a resumed run keeps its own settings; change them with --set", key="--solver")
+        prep, snapshot = prepare_resume(args.problem, args.resume, args.overrides)
+        out = Path(args.out) if args.out else Path(args.resume)
+    else:
+        prep, snapshot = prepare(args.problem, args.solver, args.overrides), None
+        out = Path(args.out) if args.out else Path("runs") / prep.problem.name
+    check_run_dir(out, prep.problem, args.force)
+    try:
+        result = run(prep, out, progress=not args.quiet, resume=snapshot, handle_signals=True)
+    except Interrupted as exc:
+        print(f"{exc}\ncontinue with: seppinn solve {args.problem} --resume {out}", file=sys.stderr)
+        return 130
     print(f"{prep.problem.name}: {result.iterations} iterations in {result.wall_seconds:.1f} s -> {out}")
     best = result.metrics_at_min_loss
     for f, m in result.metrics.items():
         print(f"  {f}: rel_l2 {m['rel_l2']:.4e} (final), {best[f]['rel_l2']:.4e} "
-              f"(at min loss, iteration {best['iteration']}); mse {m['mse']:.4e}")
+              f"(at min loss, iteration {best['iteration']}); "
+              + "; ".join(f"{k} {v:.4g}" for k, v in m.items() if k != "rel_l2"))
     return 0
 
 
@@ -148,6 +162,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     except RunError as exc:
         print(f"run failed: {exc}", file=sys.stderr)
+        return 1
+    except OSError as exc:  # a full disk, a read-only folder: earlier outputs stay as they were
+        print(f"run failed: cannot write: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

@@ -67,6 +67,7 @@ class TermPart:
     residual: Residual
     label: str
     mask: np.ndarray | None = None  # bool on the grid: points that count (keep-data)
+    pointwise: bool = False  # scattered points: grid keys ("points", name, d) share one index
 
 
 @dataclass
@@ -88,6 +89,7 @@ class CompiledProblem:
     terms: list[Term]
     orders: dict[str, list[int]]  # highest derivative order per field and axis
     file_grids: dict[str, list[int]]  # data-file grid sizes: name -> n per axis
+    point_sets: dict[str, np.ndarray] = field(default_factory=dict)  # scattered data: name -> (N, D) coordinates
     preconditioned: dict[str, object] = field(default_factory=dict)  # SepPGD: term name -> k
     hard: dict[str, int] = field(default_factory=dict)  # field -> axis with a hard Dirichlet condition
     lifts: dict[str, sp.Expr] = field(default_factory=dict)  # field -> lift g (parameters substituted)
@@ -175,6 +177,7 @@ def compile_problem(problem: Problem, config: SolverConfig,
                           f.label(axes)) for f in c.faces]
         terms.append(Term(c.name, "condition", c.key, parts, reduction=config.train.face_reduction))
     file_grids: dict[str, list[int]] = {}
+    point_sets: dict[str, np.ndarray] = {}
     for fname, src in problem.data.items():
         u = problem.ctx.fields[fname]
         name = problem.data_term_name(fname)
@@ -186,6 +189,14 @@ def compile_problem(problem: Problem, config: SolverConfig,
             grid = interior
             if src.keep is not None:
                 raise ProblemError("'keep' needs a data file (its grid is fixed)", file=problem.source, key=f"{src.key}")
+        elif src.kind == "points":  # (N, D + C): coordinates, then the observed components
+            obs = np.asarray(data_arrays[fname])
+            target = sp.Dummy("observed")
+            res = compile_residual(problem, lifted(u - target), src.key, arrays={target: obs[:, n:]})
+            point_sets[fname] = obs[:, :n]
+            terms.append(Term(name, "data", src.key, [TermPart([("points", fname, d) for d in range(n)], res,
+                                                                "data", pointwise=True)]))
+            continue
         else:
             y = np.asarray(data_arrays[fname])
             target = sp.Dummy("observed")
@@ -238,8 +249,18 @@ def compile_problem(problem: Problem, config: SolverConfig,
                 raise SolverConfigError(f"no value for axis {', '.join(missing)}", key=f"train.{table}")
     params = {problem.ctx.parameters[p]: sp.Float(v, 17) for p, v in problem.parameter_values.items()}
     return CompiledProblem(problem, [a.name for a in axes], [(a.lo, a.hi) for a in axes],
-                           dict(problem.components), terms, orders, file_grids, hard=hard,
+                           dict(problem.components), terms, orders, file_grids, point_sets, hard=hard,
                            lifts={f: g.xreplace(params) for f, g in lifts.items()})
+
+
+def part_sizes(compiled: CompiledProblem, part: TermPart, n_train: Sequence[int]) -> list[int]:
+    """Points per axis of a term part's grid; [N] for N scattered points."""
+    if part.pointwise:
+        return [len(compiled.point_sets[part.grid[0][1]])]
+    sizes = []
+    for d, key in enumerate(part.grid):
+        sizes.append(n_train[d] if key[0] == "train" else 1 if key[0] == "face" else compiled.file_grids[key[1]][d])
+    return sizes
 
 
 def per_axis(value: int | Mapping[str, int], axes: Sequence[str]) -> list[int]:

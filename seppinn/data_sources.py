@@ -98,9 +98,85 @@ def load_array(problem: Problem, src: DataSource) -> np.ndarray:
     return a if comps > 1 else a[..., None]
 
 
+def point_columns(problem: Problem, field_name: str) -> list[str]:
+    """Column names of a scattered-observations file: the axes, then the field (``u``) or its
+    components (``rgb_0``, ``rgb_1``, ...)."""
+    comps = problem.components[field_name]
+    names = [field_name] if comps == 1 else [f"{field_name}_{c}" for c in range(comps)]
+    return [a.name for a in problem.axis_list] + names
+
+
+def load_points(problem: Problem, src: DataSource) -> np.ndarray:
+    """Scattered observations (N, D + C): coordinates in axis order, then the field's components.
+
+    CSV: a header row naming the columns (any order, no others), one observation per row.
+    HDF5: one 1-D dataset per column, in the file's root or in the group ``dataset``."""
+    err = _error_for(problem, src)
+    path = _resolve(problem, src)
+    if not path.exists():
+        raise err(f"data file '{path}' not found")
+    want = point_columns(problem, src.field)
+    suffix = path.suffix.lower()
+    try:
+        if suffix == ".csv":
+            with open(path, encoding="utf-8") as fh:
+                header = [h.strip() for h in fh.readline().split(",")]
+                rows = [line for line in fh if line.strip()]
+            table = np.loadtxt(rows, delimiter=",", ndmin=2, dtype=np.float64) if rows else np.zeros((0, len(header)))
+            columns = dict(zip(header, table.T))
+            if table.shape[1] != len(header):
+                raise err(f"'{path}': the header names {len(header)} columns, the rows have {table.shape[1]}")
+        elif suffix in (".h5", ".hdf5"):
+            import h5py
+
+            with h5py.File(path, "r") as f:
+                group = f[src.dataset] if src.dataset else f
+                if not isinstance(group, h5py.Group):
+                    raise err(f"'{path}': '{src.dataset}' is not a group of 1-D datasets")
+                header = list(group.keys())
+                columns = {}
+                for k in header:
+                    obj = group[k]
+                    if not isinstance(obj, h5py.Dataset) or obj.ndim != 1:
+                        raise err(f"'{path}': '{k}' is not a 1-D dataset (one value per observation)")
+                    if obj.dtype.kind not in "fiu":
+                        raise err(f"'{path}': '{k}': expected numbers, got dtype {obj.dtype}")
+                    columns[k] = np.asarray(obj[()], dtype=np.float64)
+        else:
+            raise err(f"unsupported file type '{suffix}' for scattered observations (use .csv, .h5, .hdf5)")
+    except DataError:
+        raise
+    except Exception as exc:  # malformed CSV rows, truncated HDF5
+        raise err(f"cannot read '{path}': {exc}") from None
+    missing = [c for c in want if c not in columns]
+    extra = [c for c in columns if c not in want]
+    if missing or extra:
+        raise err(f"'{path}' has columns {', '.join(columns) or 'none'}; expected {', '.join(want)}"
+                  + (f" (missing {', '.join(missing)})" if missing else "")
+                  + (f" (unknown {', '.join(extra)})" if extra else ""))
+    lengths = {len(columns[c]) for c in want}
+    if len(lengths) != 1:
+        raise err(f"'{path}': the columns have different lengths {sorted(lengths)}")
+    obs = np.stack([columns[c] for c in want], axis=1)
+    if len(obs) == 0:
+        raise err(f"'{path}' holds no observations")
+    bad = ~np.isfinite(obs).all(axis=1)
+    if bad.any():
+        raise err(f"'{path}': observation {int(np.argmax(bad)) + 1} has a non-finite value (NaN or inf)")
+    for d, a in enumerate(problem.axis_list):
+        x = obs[:, d]
+        out = (x < a.lo) | (x > a.hi)
+        if out.any():
+            i = int(np.argmax(out))
+            raise err(f"'{path}': observation {i + 1} has {a.name} = {x[i]:g}, outside [{a.lo:g}, {a.hi:g}]")
+    return obs
+
+
 def load_all(problem: Problem) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
-    """Every file-based data and reference array (raises DataError before any compute)."""
+    """Every file-based data and reference array (raises DataError before any compute).
+    Scattered observations come as (N, D + C) arrays (``load_points``)."""
     data = {f: load_array(problem, s) for f, s in problem.data.items() if s.kind in ("file", "image")}
+    data.update({f: load_points(problem, s) for f, s in problem.data.items() if s.kind == "points"})
     ref = {f: load_array(problem, s) for f, s in problem.reference.items() if s.kind in ("file", "image")}
     shapes = {tuple(a.shape[:-1]) for a in ref.values()}
     if len(shapes) > 1:

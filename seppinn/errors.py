@@ -48,6 +48,15 @@ class RunError(Exception):
     """A failure during training (not bad input): exit status 1."""
 
 
+class Interrupted(Exception):
+    """A run stopped by SIGINT/SIGTERM after writing its checkpoint: exit status 130.
+    ``result``: the ``Result`` so far (``iteration``: where it stopped)."""
+
+    def __init__(self, message: str, iteration: int, result: object) -> None:
+        super().__init__(message)
+        self.iteration, self.result = iteration, result
+
+
 def did_you_mean(name: str, known: Iterable[str]) -> str:
     """`` (did you mean 'k'?)`` for the closest known names, or an empty string."""
     close = difflib.get_close_matches(name, list(known), n=3, cutoff=0.6)

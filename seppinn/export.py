@@ -1,7 +1,9 @@
 """``seppinn export RUN_DIR --format xdmf|vtu|vti --points N``: evaluate a finished run's model
 on an N-per-axis grid and write it for ParaView. xdmf: ``export_N.h5`` + ``export_N.xdmf`` (a
-time series when there is a time axis); vtu (meshio, hexahedra/quads/lines) and vti (VTK
-ImageData): one file per time step plus a ``.pvd`` collection when there is a time axis."""
+time series when there is a time axis), evaluated and written slab by slab along the first axis
+(SLAB_POINTS points at a time), so memory stays bounded at any N; vtu (meshio,
+hexahedra/quads/lines) and vti (VTK ImageData) hold whole arrays: one file per time step plus a
+``.pvd`` collection when there is a time axis."""
 
 from __future__ import annotations
 
@@ -13,9 +15,10 @@ import numpy as np
 import torch
 
 from .errors import DataError, SeppinnError
-from .output import write_atomic, write_solution_h5
+from .output import Slab, squeeze_components, write_atomic, write_solution_h5
 from .xdmf import scalar_arrays, vtk_order
 
+SLAB_POINTS = 2**22  # grid points evaluated at once by an XDMF export (~32 MiB per float64 array)
 FORMATS = {"xdmf": "XDMF index + HDF5 (ParaView, time series)", "vtu": "VTK unstructured grid (meshio)",
            "vti": "VTK image data"}
 
@@ -60,7 +63,7 @@ def _write_vti(target: Path, coords: list[np.ndarray], arrays: dict[str, np.ndar
 
 def export(run: str | Path, fmt: str = "xdmf", points: int = 64) -> list[Path]:
     """Re-evaluate the model of ``run`` on ``points`` per axis and write ``fmt`` files into it."""
-    from .api import prepare
+    from .api import prepare, read_checkpoint
     from .problem_file import load_problem, load_problem_text
     from .training import Trainer
 
@@ -69,32 +72,41 @@ def export(run: str | Path, fmt: str = "xdmf", points: int = 64) -> list[Path]:
     if points < 2:
         raise SeppinnError("need at least 2 points per axis", key="--points")
     run = Path(run)
-    ckpt_path = run / "model.pt"
-    if not ckpt_path.exists():
-        raise DataError(f"no model.pt in '{run}' (is it a seppinn run folder?)", file=str(run))
-    try:
-        ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=False)
-        solver = tomllib.loads(ckpt["solver"])
-        src = ckpt.get("problem_file") or ""
-    except Exception as exc:  # a truncated or foreign file
-        raise DataError(f"cannot read checkpoint: {exc}", file=str(ckpt_path)) from None
+    ckpt = read_checkpoint(run)
+    solver = tomllib.loads(ckpt["solver"])
+    src = ckpt.get("problem_file") or ""
     if src and Path(src).exists() and Path(src).read_text(encoding="utf-8") == ckpt["problem"]:
         problem = load_problem(src)
     else:
         problem = load_problem_text(ckpt["problem"], src or str(run / "problem.toml"))
-    solver["train"]["test_points"] = points
-    prep = prepare(problem, solver)
+    prep = prepare(problem, solver)  # the run's own settings; the export grid is separate
     tr = Trainer(prep.compiled, prep.config, prep.ref_arrays, device=torch.device("cpu"), progress=False)
     tr.model.load_state_dict(ckpt["model"])
-    fields, reference = tr.test_solution()
-    axes = dict(zip(prep.compiled.axes, tr.test_axes))
+    # a reference file fixes the grid (its values exist there only); otherwise points per axis
+    grid = tr.test_axes if prep.ref_arrays else [np.linspace(lo, hi, points) for lo, hi in prep.compiled.ranges]
+    whole = {f: r for f, r in tr.reference.items() if f in prep.ref_arrays}
+    whole.update(tr.reference_on(grid, kinds=("solver",)))  # solvers: once, on the whole grid
+    comps = prep.compiled.components
+
+    def slab(i0: int, i1: int) -> Slab:
+        """Prediction and references on rows i0:i1 of the first axis, evaluated slab by slab."""
+        sub_grid = [grid[0][i0:i1], *grid[1:]]
+        refs = {f: r[i0:i1] for f, r in whole.items()}
+        refs.update(tr.reference_on(sub_grid, kinds=("expr",)))
+        pred = tr.predict(sub_grid)
+        return ({f: squeeze_components(v.cpu().numpy(), comps[f]) for f, v in pred.items()},
+                {f: squeeze_components(v.cpu().numpy(), comps[f]) for f, v in refs.items()})
+
+    axes = dict(zip(prep.compiled.axes, grid))
     time_axis = next((d for d, a in enumerate(problem.axis_list) if a.time), None)
-    n = len(tr.test_axes[0])
+    n = len(grid[0])
     if fmt == "xdmf":
         target = run / f"export_{n}.h5"
-        write_solution_h5(target, axes, fields, reference, ckpt.get("history", {}), {"problem": ckpt["problem"]},
-                          time_axis)
+        rows = max(1, SLAB_POINTS // int(np.prod([len(x) for x in grid[1:]])))
+        write_solution_h5(target, axes, slab, None, ckpt.get("history", {}), {"problem": ckpt["problem"]},
+                          time_axis, rows_per_slab=rows)
         return [target, target.with_suffix(".xdmf")]
+    fields, reference = slab(0, n)  # meshio writes whole arrays
     errors = {f: fields[f] - r for f, r in reference.items()}
     arrays = {k: vtk_order(v, time_axis) for k, v in
               scalar_arrays({"fields": fields, "reference": reference, "error": errors}, len(axes)).items()}

@@ -347,6 +347,8 @@ def parse_expression(
         expr = _Builder(ctx, extra_names).build(tree)
     except RecursionError:
         raise ProblemError("expression nested too deeply") from None
+    except ArithmeticError as exc:  # sympy's own 1.0/0.0, overflow in constant folding
+        raise ProblemError(f"'{text}' cannot be evaluated: {type(exc).__name__}: {exc}") from None
     if expr.has(sp.zoo, sp.oo, -sp.oo, sp.nan):
         raise ProblemError(f"'{text}' is not finite (division by zero?)")
     return _check_size(expr)

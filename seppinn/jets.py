@@ -21,20 +21,23 @@ def compose(derivatives: Derivatives, jet: torch.Tensor) -> torch.Tensor:
     m = jet.shape[1] - 1
     if m > MAX_ORDER:
         raise ValueError(f"jets carry derivatives up to order {MAX_ORDER}, got {m}")
-    s = derivatives(jet[:, 0], m)
+    # unbind, not jet[:, i]: the backward of one unbind is one stack, while every select's backward
+    # fills a zero tensor the size of the whole jet (measured: half the step time at n = 2000)
+    a = torch.unbind(jet, dim=1)
+    s = derivatives(a[0], m)
     out = [s[0]]
     if m >= 1:
-        a1 = jet[:, 1]
+        a1 = a[1]
         out.append(s[1] * a1)
     if m >= 2:
-        a2 = jet[:, 2]
+        a2 = a[2]
         a1a1 = a1 * a1
         out.append(s[2] * a1a1 + s[1] * a2)
     if m >= 3:
-        a3 = jet[:, 3]
+        a3 = a[3]
         out.append(s[3] * a1a1 * a1 + 3 * s[2] * a1 * a2 + s[1] * a3)
     if m >= 4:
-        a4 = jet[:, 4]
+        a4 = a[4]
         out.append(
             s[4] * a1a1 * a1a1 + 6 * s[3] * a1a1 * a2 + s[2] * (4 * a1 * a3 + 3 * a2 * a2) + s[1] * a4
         )
@@ -44,9 +47,10 @@ def compose(derivatives: Derivatives, jet: torch.Tensor) -> torch.Tensor:
 def product(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """Jet of the elementwise product a * b (Leibniz rule)."""
     m = a.shape[1] - 1
+    aa, bb = torch.unbind(a, dim=1), torch.unbind(b, dim=1)
     out = []
     for k in range(m + 1):
-        terms = [a[:, j] * b[:, k - j] if comb(k, j) == 1 else comb(k, j) * (a[:, j] * b[:, k - j])
+        terms = [aa[j] * bb[k - j] if comb(k, j) == 1 else comb(k, j) * (aa[j] * bb[k - j])
                  for j in range(k + 1)]
         total = terms[0]
         for t in terms[1:]:

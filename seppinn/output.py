@@ -7,8 +7,11 @@ sees arrays and metadata.
 
 from __future__ import annotations
 
+import errno
+import io
 import json
 import os
+import shutil
 import tempfile
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
@@ -43,62 +46,115 @@ def write_atomic(target: Path, writer: Callable[[Path], object]) -> None:
         writer(tmp)
 
 
+Slab = tuple[Mapping[str, np.ndarray], Mapping[str, np.ndarray]]  # (fields, references) on rows i0:i1 of axis 0
+
+
 def write_solution_h5(
     target: Path,
     axes: Mapping[str, np.ndarray],
-    fields: Mapping[str, np.ndarray],
-    reference: Mapping[str, np.ndarray],
+    fields: Mapping[str, np.ndarray] | Callable[[int, int], Slab],
+    reference: Mapping[str, np.ndarray] | None,
     history: Mapping[str, np.ndarray],
     attrs: Mapping[str, Any],
     time_axis: int | None = None,
+    rows_per_slab: int | None = None,
 ) -> None:
     """The self-describing result file of problem-files.md, and ``solution.xdmf`` beside it.
 
     ``fields``/``reference`` arrays have shape (n_1, ..., n_D) or (n_1, ..., n_D, C), axes in
     the problem's order; ``/error`` = prediction - reference; ``/vtk/<name>`` the same arrays
-    in VTK order for the XDMF index (see xdmf.py).
+    in VTK order for the XDMF index (see xdmf.py). For grids too large to hold, ``fields`` may
+    instead be a function (i0, i1) -> (fields, references) on rows i0:i1 of the first axis
+    (``reference`` None), called slab by slab (``rows_per_slab`` rows at a time): memory then
+    scales with one slab, not the grid.
     """
     import h5py
 
-    errors = {name: fields[name] - ref for name, ref in reference.items()}
-    vtk_arrays = scalar_arrays({"fields": fields, "reference": reference, "error": errors}, len(axes))
-    n_spatial = len(axes) - (time_axis is not None)
+    names = list(axes)
+    n_axes = len(names)
+    n0 = len(axes[names[0]])
+    if callable(fields):
+        evaluate = fields
+        step = rows_per_slab or n0
+    else:
+        full_f, full_r = fields, reference or {}
+
+        def evaluate(i0: int, i1: int) -> Slab:
+            return {k: a[i0:i1] for k, a in full_f.items()}, {k: a[i0:i1] for k, a in full_r.items()}
+        step = n0
+    n_spatial = n_axes - (time_axis is not None)
+    vtk_names: list[str] = []
 
     def write(tmp: Path) -> None:
-        with h5py.File(tmp, "w") as f:
+        # HDF5 does not survive a failed write (a full disk ends in a segfault while it closes the
+        # file), so the file is built in memory and written with Python's I/O, which raises OSError.
+        # A slab-by-slab export is too large for that: it checks the free space first instead.
+        if not callable(fields):
+            image = io.BytesIO()
+            fill(image)
+            tmp.write_bytes(image.getbuffer())
+            return
+        need = 8 * n0 * int(np.prod([len(x) for x in list(axes.values())[1:]])) * 6
+        free = shutil.disk_usage(tmp.parent).free
+        if free < need:
+            raise OSError(errno.ENOSPC, f"about {need / 2**30:.1f} GiB needed, {free / 2**30:.1f} GiB free", str(target))
+        fill(tmp)
+
+    def fill(dest: Path | io.BytesIO) -> None:
+        nonlocal vtk_names
+        with h5py.File(dest, "w") as f:
             for k, v in attrs.items():
                 f.attrs[k] = str(v) if isinstance(v, str) else v
             g = f.create_group("axes")
             for name, x in axes.items():
                 g.create_dataset(name, data=np.asarray(x, dtype=np.float64))
-            for group, arrays in (("fields", fields), ("reference", reference)):
-                if arrays:
-                    g = f.create_group(group)
-                    for name, a in arrays.items():
-                        ds = g.create_dataset(name, data=a, compression="gzip", compression_opts=4)
-                        ds.attrs["axes"] = ",".join(axes)
-            if reference:
-                g = f.create_group("error")
-                for name, err in errors.items():
-                    g.create_dataset(name, data=err, compression="gzip", compression_opts=4)
             g = f.create_group("history")
             for name, col in history.items():
                 g.create_dataset(name, data=col)
-            if 1 <= n_spatial <= 3:
-                g = f.create_group("vtk")
-                for name, a in vtk_arrays.items():
-                    v = vtk_order(np.asarray(a, dtype=np.float64), time_axis)
-                    if time_axis is None:
-                        g.create_dataset(name, data=v)
-                    else:
-                        steps = g.create_group(name)
-                        for i in range(v.shape[0]):
-                            steps.create_dataset(step_name(i), data=v[i])
+            for i0 in range(0, n0, step):
+                i1 = min(i0 + step, n0)
+                fs, rs = evaluate(i0, i1)
+                groups = {"fields": fs, "reference": rs, "error": {k: fs[k] - r for k, r in rs.items()}}
+                for group, arrays in groups.items():
+                    for name, a in arrays.items():
+                        path = f"{group}/{name}"
+                        if path not in f:
+                            ds = f.create_dataset(path, shape=(n0, *a.shape[1:]), dtype=np.float64,
+                                                  compression="gzip", compression_opts=4)
+                            if group != "error":
+                                ds.attrs["axes"] = ",".join(names)
+                        f[path][i0:i1] = a
+                if not 1 <= n_spatial <= 3:
+                    continue
+                slabs = scalar_arrays(groups, n_axes)
+                vtk_names = list(slabs)
+                for name, a in slabs.items():
+                    _write_vtk_slab(f, name, np.asarray(a, dtype=np.float64), i0, n0, time_axis)
 
     write_atomic(target, write)
     if 1 <= n_spatial <= 3:
-        text = write_xdmf(target.name, axes, time_axis, list(vtk_arrays))
+        text = write_xdmf(target.name, axes, time_axis, vtk_names)
         write_atomic(target.with_suffix(".xdmf"), lambda tmp: tmp.write_text(text, encoding="utf-8"))
+
+
+def _write_vtk_slab(f: Any, name: str, a: np.ndarray, i0: int, n0: int, time_axis: int | None) -> None:
+    """Rows i0:i0+len(a) of problem axis 0 into /vtk/<name> (VTK order, see xdmf.vtk_order):
+    axis 0 is the last index of a spatial array, or the step index when it is the time axis."""
+    v = vtk_order(a, time_axis)
+    i1 = i0 + a.shape[0]
+    if time_axis is None:
+        if i0 == 0:
+            f.create_dataset(f"vtk/{name}", shape=(*v.shape[:-1], n0), dtype=np.float64)
+        f[f"vtk/{name}"][..., i0:i1] = v
+    elif time_axis == 0:
+        for i in range(i0, i1):
+            f.create_dataset(f"vtk/{name}/{step_name(i)}", data=v[i - i0])
+    else:
+        for t in range(v.shape[0]):
+            path = f"vtk/{name}/{step_name(t)}"
+            if i0 == 0:
+                f.create_dataset(path, shape=(*v.shape[1:-1], n0), dtype=np.float64)
+            f[path][..., i0:i1] = v[t]
 
 
 def write_json(target: Path, payload: Mapping[str, Any]) -> None:
@@ -111,7 +167,12 @@ def write_json(target: Path, payload: Mapping[str, Any]) -> None:
 def write_torch(target: Path, payload: Mapping[str, Any]) -> None:
     import torch
 
-    write_atomic(target, lambda tmp: torch.save(dict(payload), tmp))
+    def write(tmp: Path) -> None:  # serialised in memory: a failed write then raises OSError
+        image = io.BytesIO()
+        torch.save(dict(payload), image)
+        tmp.write_bytes(image.getbuffer())
+
+    write_atomic(target, write)
 
 
 def squeeze_components(a: np.ndarray, components: int) -> np.ndarray:

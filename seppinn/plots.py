@@ -111,3 +111,13 @@ def compare_runs(runs: Sequence[str | Path], target: Path) -> Path:
             raise DataError(f"cannot read the history: {exc}", file=str(path)) from None
     convergence(histories, target)
     return target
+
+
+def image(values: np.ndarray, target: Path) -> None:
+    """A fitted image as PNG: values (rows, cols) or (rows, cols, 3|4) in [0, 1] (clipped), row 0
+    at the top, as the data file was read."""
+    plt = _pyplot()
+    a = np.rint(np.clip(values, 0.0, 1.0) * 255).astype(np.uint8)  # rounded, not truncated
+    if a.ndim == 2:
+        a = np.repeat(a[..., None], 3, axis=2)
+    write_atomic(target, lambda tmp: plt.imsave(tmp, np.ascontiguousarray(a), format="png"))

@@ -432,8 +432,8 @@ class Problem:
             raise self.error(f"{key}.{kind}", "expected a file path string")
         if kind == "file" and path is not None and path.lower().endswith((".png", ".jpg", ".jpeg")):
             kind = "image"
-        if kind == "points":
-            raise self.error(f"{key}.points", "scattered observations are not supported yet; use a gridded file")
+        if kind == "points" and spec.get("keep") is not None:
+            raise self.error(f"{key}.keep", "'keep' selects points of a gridded file; thin a points file instead")
         if kind == "solver":
             from .reference_solvers import REFERENCE_SOLVERS
 

@@ -49,6 +49,11 @@ class Progress:
             self.stream.write(f"it {it}/{self.total} ({self._rate(it):.1f} it/s): {self.status}\n")
             self.stream.flush()
 
+    def note(self, message: str) -> None:
+        """A warning line (e.g. a rollback), written even when progress output is off."""
+        self.stream.write(("\n" if self.tty else "") + message + "\n")
+        self.stream.flush()
+
     def close(self) -> None:
         if self.tty:
             self.stream.write("\n")

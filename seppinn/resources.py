@@ -32,4 +32,11 @@ def copy_examples(dest: Path) -> list[str]:
         for f in sorted(shipped_dir(kind).glob("*.toml")):
             shutil.copy(f, dest / kind / f.name)
             copied.append(f"{kind}/{f.name}")
+    data = shipped_dir("problems") / "data"
+    if data.is_dir():  # the image, volume and sensor files the INR problems read
+        (dest / "problems" / "data").mkdir(exist_ok=True)
+        for f in sorted(data.iterdir()):
+            if f.is_file() and f.suffix in (".png", ".h5", ".csv"):
+                shutil.copy(f, dest / "problems" / "data" / f.name)
+                copied.append(f"problems/data/{f.name}")
     return copied

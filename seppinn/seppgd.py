@@ -81,11 +81,15 @@ def factor_preconditioner(K: torch.Tensor, k: int, modulation: str) -> FactorPre
     return FactorPreconditioner(V[:, :k].contiguous(), 1 - g / lam[:k], lam, modulated)
 
 
-def precondition(r: torch.Tensor, factors: Mapping[int, FactorPreconditioner], c: float) -> torch.Tensor:
-    """P = c * sum over the free axes d of r x_d S_d = c * (|A| r - sum_d r x_d (I - S_d))."""
+def precondition(r: torch.Tensor, factors: Mapping[int, FactorPreconditioner], c: float,
+                 pointwise: bool = False) -> torch.Tensor:
+    """P = c * sum over the free axes d of r x_d S_d = c * (|A| r - sum_d r x_d (I - S_d)).
+
+    ``pointwise``: r (N, C) at N scattered points and S_d (N, N) from the factor NTK at the
+    points' d-th coordinates, so every S_d acts on the point index (the paper's Appendix A.2)."""
     corr = None
     for d, S in factors.items():
-        cd = S.correction(r, d)
+        cd = S.correction(r, 0 if pointwise else d)
         if cd is not None:
             corr = cd if corr is None else corr + cd
     base = r if c * len(factors) == 1.0 else r * (c * len(factors))
@@ -99,6 +103,9 @@ def term_field(term: Term) -> tuple[str | None, bool]:
     fields = {f for part in term.parts for f, _ in part.residual.derivs}
     derivs = any(any(alpha) for part in term.parts for _, alpha in part.residual.derivs)
     return (next(iter(fields)) if len(fields) == 1 else None), derivs
+
+
+MAX_SCATTERED = 4096  # scattered points per preconditioned term: S_d is N x N (eigh O(N^3))
 
 
 def plan(compiled: CompiledProblem, config: SolverConfig) -> dict[str, Any]:
@@ -125,6 +132,14 @@ def plan(compiled: CompiledProblem, config: SolverConfig) -> dict[str, Any]:
             if field is None:
                 raise SolverConfigError(f"term '{name}' depends on several fields; SepPGD needs one",
                                         key="precondition.terms")
+    for name in chosen:
+        part = compiled.terms[names.index(name)].parts[0]
+        if part.pointwise and len(compiled.point_sets[part.grid[0][1]]) > MAX_SCATTERED:
+            n = len(compiled.point_sets[part.grid[0][1]])
+            raise SolverConfigError(
+                f"term '{name}' has {n} scattered points; SepPGD's non-grid form (Appendix A.2) builds "
+                f"N x N matrices per axis and is limited to {MAX_SCATTERED} points: thin the observations, "
+                "or leave the term out with precondition.terms", key="precondition.terms")
     ks: dict[str, Any] = {}
     for name in chosen:
         k = pc.k.get(name, "auto") if isinstance(pc.k, dict) else pc.k

@@ -72,6 +72,8 @@ class TrainConfig:
     test_points: Any = 30
     face_reduction: str = "mean"
     checkpoint_every: int = 1000
+    on_nan: str = "stop"
+    memory_limit: Any = "auto"  # GiB, or "auto": 80 % of the device's (GPU) or the machine's available memory
     dtype: str = "float32"
     seed: int = 0
     device: str = "auto"
@@ -129,6 +131,10 @@ def _float(positive: bool = True) -> Callable[[Any], Any]:
     return check
 
 
+def _auto_or_float(v: Any) -> Any:
+    return v if v == "auto" else _float()(v)
+
+
 def _int_or_table(lo: int) -> Callable[[Any], Any]:
     one = _int(lo)
 
@@ -184,6 +190,7 @@ CHECKS: dict[str, dict[str, Callable[[Any], Any]]] = {
         "lbfgs_iterations": _int(0), "points": _int_or_table(2), "sampling": _choice(*SAMPLINGS),
         "resample_every": _int(1), "eval_every": _int(1), "test_points": _int_or_table(2),
         "face_reduction": _choice(*FACE_REDUCTIONS), "checkpoint_every": _int(0),
+        "on_nan": _choice("stop", "rollback"), "memory_limit": _auto_or_float,
         "dtype": _choice(*DTYPES), "seed": _int(0), "device": _device, "weights": _weights,
     },
     "precondition": {

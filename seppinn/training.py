@@ -10,6 +10,7 @@ Inside an iteration nothing synchronises with the host; values are gathered ever
 from __future__ import annotations
 
 import copy
+import dataclasses
 import math
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -20,9 +21,10 @@ import numpy as np
 import sympy as sp
 import torch
 
-from .compiler import CompiledProblem, PointSetKey, per_axis
+from .compiler import CompiledProblem, PointSetKey, TermPart, part_sizes, per_axis
 from .errors import ProblemError, RunError, SolverConfigError
 from .lowering import lower
+from .metrics import MetricSpec, field_metrics
 from .output import squeeze_components
 from .progress import Progress
 from .reference_solvers import REFERENCE_SOLVERS
@@ -52,6 +54,39 @@ def pick_device(name: str) -> torch.device:
     return torch.device(name)
 
 
+def memory_limit(config: SolverConfig, device: torch.device) -> tuple[float, str]:
+    """(bytes, where the number comes from) that one training run may use."""
+    lim = config.train.memory_limit
+    if lim != "auto":
+        return float(lim) * 2**30, "train.memory_limit"
+    if device.type == "cuda":
+        total = torch.cuda.get_device_properties(device).total_memory
+        return 0.8 * total, f"80 % of {device}'s {total / 2**30:.1f} GiB"
+    avail = None
+    try:
+        with open("/proc/meminfo", encoding="ascii") as f:
+            info = dict(line.split(":", 1) for line in f)
+        avail = int(info["MemAvailable"].split()[0]) * 1024
+    except (OSError, KeyError, ValueError):
+        pass
+    if avail is None:
+        import os
+
+        avail = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    return 0.8 * avail, f"80 % of the {avail / 2**30:.1f} GiB available"
+
+
+def check_memory(compiled: CompiledProblem, config: SolverConfig, device: torch.device) -> None:
+    """Refuse a run whose estimated peak memory (``estimate_memory``) exceeds the limit."""
+    need = estimate_memory(compiled, config)["total"]
+    limit, source = memory_limit(config, device)
+    if need > limit:
+        raise SolverConfigError(
+            f"estimated peak memory {need / 2**30:.2f} GiB exceeds the limit {limit / 2**30:.2f} GiB ({source}); "
+            "use fewer points per axis, a smaller rank or width, float32, or raise train.memory_limit (GiB)",
+            key="train.memory_limit")
+
+
 def make_model(ranges: Sequence[tuple[float, float]], components: dict[str, int],
                config: SolverConfig, periodic: Sequence[bool] | None = None) -> SeparableModel:
     m = config.model
@@ -69,11 +104,21 @@ class Evaluation:
     metrics: dict[str, dict[str, float]]  # field -> {"rel_l2": .., "mse": ..}
 
 
+RUNTIME_BYTES = 96 * 2**20  # estimate_memory: what a run takes beyond its tensors (measured ~65 MiB)
+MAX_ROLLBACKS = 4  # train.on_nan = "rollback": at most this many rollbacks per run
+
+
 @dataclass
 class TrainState:
     history: list[Evaluation] = field(default_factory=list)
     best: Evaluation | None = None
     best_state: dict[str, torch.Tensor] | None = None
+    iteration: int = 0
+    seconds: float = 0.0  # training time (evaluations excluded)
+    lr_scale: float = 1.0  # halved at every rollback
+    rollbacks: int = 0
+    interrupted: bool = False
+    last_good: dict[str, Any] | None = None  # the latest snapshot with finite values (Trainer.snapshot)
 
 
 class Trainer:
@@ -100,14 +145,23 @@ class Trainer:
         for name, sizes in compiled.file_grids.items():
             for d, ((lo, hi), n) in enumerate(zip(compiled.ranges, sizes)):
                 self.points[("file", name, d)] = self._t(np.linspace(lo, hi, n))
+        for name, coords in compiled.point_sets.items():
+            for d in range(coords.shape[1]):
+                self.points[("points", name, d)] = self._t(coords[:, d])
         self._sample_train(random=config.train.sampling == "random")
-        # per (field, axis): the point-set keys used on that axis, in a fixed order
-        self.axis_sets: dict[int, list[PointSetKey]] = {d: [] for d in range(len(compiled.axes))}
+        # Jets: per field, one factor pass per derivative order needed, over the point sets that
+        # need that order on each axis (scattered data need order 0 even when the PDE needs 2).
+        need: dict[tuple[str, int, PointSetKey], int] = {}
         for t in compiled.terms:
             for part in t.parts:
-                for d, key in enumerate(part.grid):
-                    if key not in self.axis_sets[d]:
-                        self.axis_sets[d].append(key)
+                for f, alpha in part.residual.derivs:
+                    for d, key in enumerate(part.grid):
+                        need[(f, d, key)] = max(need.get((f, d, key), 0), alpha[d])
+        self.jet_plan: dict[str, list[tuple[int, list[list[PointSetKey]]]]] = {}
+        for f in compiled.components:
+            orders = sorted({o for (g, _, _), o in need.items() if g == f})
+            self.jet_plan[f] = [(o, [[key for (g, e, key), m in need.items() if g == f and e == d and m == o]
+                                     for d in range(len(compiled.axes))]) for o in orders]
         self.masks = {id(p): torch.as_tensor(p.mask, device=self.device) for t in compiled.terms
                       for p in t.parts if p.mask is not None}
         self._prepare_all()
@@ -117,6 +171,7 @@ class Trainer:
         self.factors: dict[int, dict[int, FactorPreconditioner]] = {}
         self.use_preconditioner = bool(compiled.preconditioned)
         self.precondition_seconds = 0.0
+        self.stop_requested = False  # set by a signal handler: stop after the current iteration
 
     # ---------------------------------------------------------------- points and grids
     def _t(self, values: Any) -> torch.Tensor:
@@ -134,6 +189,12 @@ class Trainer:
         """Float64 coordinates of a grid, each shaped to broadcast as (n_1, ..., n_D, 1)."""
         return broadcast_axes([self.points[key].to(torch.float64) for key in grid])
 
+    def part_coords(self, part: TermPart) -> list[torch.Tensor]:
+        """Float64 coordinates of a term part: its grid's, or (N, 1) per axis at scattered points."""
+        if part.pointwise:
+            return [self.points[key].to(torch.float64)[:, None] for key in part.grid]
+        return self.grid_coords(part.grid)
+
     def exact_coords(self, axes_points: Sequence[Any]) -> list[torch.Tensor]:
         """Broadcast float64 coordinates straight from the given points (not rounded to the
         model's dtype): for references and lifts."""
@@ -141,7 +202,7 @@ class Trainer:
                                for x in axes_points])
 
     def _prepare_all(self) -> None:
-        self.consts = {id(p): p.residual.prepare(self.grid_coords(p.grid), self.dtype)
+        self.consts = {id(p): p.residual.prepare(self.part_coords(p), self.dtype)
                        for t in self.c.terms for p in t.parts}
 
     def resample(self) -> None:
@@ -183,13 +244,16 @@ class Trainer:
 
     # ---------------------------------------------------------------- the loss
     def _jets(self) -> dict[tuple[str, int], dict[PointSetKey, torch.Tensor]]:
+        """(field, axis) -> point-set key -> jet (order+1, n, *factor shape)."""
         out: dict[tuple[str, int], dict[PointSetKey, torch.Tensor]] = {}
-        sets = [[self.points[k] for k in self.axis_sets[d]] for d in range(len(self.c.axes))]
-        xs = [torch.cat(s) for s in sets]
         for f, model in self.model.items():
-            for d, jet in enumerate(model.all_jets(xs, max(self.c.orders[f]))):
-                split = torch.split(jet, [len(x) for x in sets[d]], dim=1)
-                out[(f, d)] = dict(zip(self.axis_sets[d], split))
+            for order, keys in self.jet_plan[f]:
+                # an axis with no set at this order gets one placeholder point, cut off again
+                sets = [[self.points[k] for k in ks] or [self.points[("face", d, "min")]] for d, ks in enumerate(keys)]
+                jets = model.all_jets([torch.cat(s) for s in sets], order)
+                for d, (ks, jet) in enumerate(zip(keys, jets)):
+                    split = torch.split(jet, [len(x) for x in sets[d]], dim=1)
+                    out.setdefault((f, d), {}).update(zip(ks, split))
         return out
 
     def losses(self) -> dict[str, torch.Tensor]:
@@ -207,7 +271,8 @@ class Trainer:
                     ck = (f, alpha, tuple(part.grid))
                     if ck not in cache:
                         mats = [jets[(f, d)][k][a] for d, (k, a) in enumerate(zip(part.grid, alpha))]
-                        cache[ck] = self.model[f].contract(mats)
+                        model = self.model[f]
+                        cache[ck] = model.contract_points(mats) if part.pointwise else model.contract(mats)
                     values.append(cache[ck])
                 r = part.residual(values, self.consts[id(part)])
                 mask = self.masks.get(id(part))
@@ -219,7 +284,7 @@ class Trainer:
                 s = (r * r).sum()
                 if self.use_preconditioner and id(part) in self.factors:
                     # value: the true sum of squares; gradient: that of 2 <r, stopgrad(P)>
-                    P = precondition(r.detach(), self.factors[id(part)], self._part_scale(id(part)))
+                    P = precondition(r.detach(), self.factors[id(part)], self._part_scale(id(part)), part.pointwise)
                     if mask is not None:
                         P = P * mask
                     surrogate = 2 * (r * P).sum()
@@ -239,26 +304,49 @@ class Trainer:
         self.test_axes = [np.linspace(lo, hi, n) for (lo, hi), n in zip(self.c.ranges, sizes)]
         for d, x in enumerate(self.test_axes):
             self.points[("test", d)] = self._t(x)
+        self.reference: dict[str, torch.Tensor] = {
+            f: torch.as_tensor(a, device=self.device) for f, a in ref_arrays.items()}
+        self.reference.update(self.reference_on(self.test_axes))
+        self.metric_specs = {f: self._metric_spec(f, ref) for f, ref in self.reference.items()}
+
+    def reference_on(self, axes_points: Sequence[Any], kinds: Sequence[str] = ("expr", "solver")
+                     ) -> dict[str, torch.Tensor]:
+        """Expression and reference-solver references on the tensor grid of ``axes_points``:
+        field -> (n_1, ..., n_D, C) float64 (file references exist on their own grid only)."""
         problem = self.c.problem
-        self.reference: dict[str, torch.Tensor] = {}
-        env = dict(zip(problem.ctx.axes.values(), self.exact_coords(self.test_axes)))
+        out: dict[str, torch.Tensor] = {}
+        env = dict(zip(problem.ctx.axes.values(), self.exact_coords(axes_points)))
         params = {problem.ctx.parameters[p]: sp.Float(v, 17) for p, v in problem.parameter_values.items()}
         for f, src in problem.reference.items():
-            if f in ref_arrays:
-                self.reference[f] = torch.as_tensor(ref_arrays[f], device=self.device)
-            elif src.kind == "solver":
+            if src.kind not in kinds:
+                continue
+            if src.kind == "solver":
                 fn = REFERENCE_SOLVERS[str(src.solver)][0]
                 try:
-                    arr = fn(problem, self.test_axes)
+                    arr = fn(problem, [np.asarray(x, dtype=np.float64) for x in axes_points])
                 except ValueError as exc:
                     raise ProblemError(f"reference solver {src.solver!r}: {exc}", file=problem.source,
                                        key=f"{src.key}.solver") from None
-                self.reference[f] = torch.as_tensor(arr, device=self.device)[..., None]
-            else:
+                out[f] = torch.as_tensor(arr, device=self.device)[..., None]
+            elif src.kind == "expr":
                 assert src.expr is not None
                 v = lower(src.expr.xreplace(params))(env)
-                shape = [len(x) for x in self.test_axes] + [self.c.components[f]]
-                self.reference[f] = torch.broadcast_to(torch.as_tensor(v, dtype=torch.float64, device=self.device), shape)
+                shape = [len(x) for x in axes_points] + [self.c.components[f]]
+                out[f] = torch.broadcast_to(torch.as_tensor(v, dtype=torch.float64, device=self.device), shape)
+        return out
+
+    def _metric_spec(self, f: str, ref: torch.Tensor) -> MetricSpec:
+        """psnr for image fields, iou for occupancy (a 0/1 reference file), held-out points of keep-data."""
+        problem = self.c.problem
+        sources = [s for s in (problem.data.get(f), problem.reference.get(f)) if s is not None]
+        spec = MetricSpec(psnr=any(s.kind == "image" for s in sources),
+                          iou=problem.reference[f].kind == "file" and bool(((ref == 0) | (ref == 1)).all()))
+        for t in self.c.terms:
+            part = t.parts[0]
+            if t.kind == "data" and part.mask is not None and part.residual.derivs[0][0] == f \
+                    and list(part.mask.shape[:-1]) == list(ref.shape[:-1]):
+                spec.heldout = ~torch.as_tensor(part.mask, device=self.device)
+        return spec
 
     @torch.no_grad()
     def predict(self, axes_points: Sequence[Any]) -> dict[str, torch.Tensor]:
@@ -301,29 +389,21 @@ class Trainer:
         if not self.reference:
             return {}
         pred = self.predict(self.test_axes)
-        out = {}
-        for f, ref in self.reference.items():
-            err = pred[f] - ref
-            rel = (err.norm() / ref.norm()).item() if ref.norm() > 0 else float("nan")
-            out[f] = {"rel_l2": rel, "mse": (err * err).mean().item()}
-        return out
+        return {f: field_metrics(pred[f], ref, self.metric_specs[f]) for f, ref in self.reference.items()}
 
     # ---------------------------------------------------------------- the loop
-    def _record(self, state: TrainState, it: int, seconds: float, losses: Mapping[str, torch.Tensor],
-                progress: Progress) -> None:
+    def _record(self, state: TrainState, it: int, losses: Mapping[str, torch.Tensor], progress: Progress) -> None:
         names = list(losses)
         vals = torch.stack([losses[n].detach() for n in names]).to(torch.float64).cpu().tolist()
         lv = dict(zip(names, vals))
         lv["total"] = float(sum(vals))
-        if not math.isfinite(lv["total"]):
-            bad = [n for n in names if not math.isfinite(lv[n])]
-            raise RunError(f"loss of term '{bad[0] if bad else 'total'}' is not finite at iteration {it}")
-        ev = Evaluation(it, seconds, lv, self.metrics())
+        ev = Evaluation(it, state.seconds, lv, self.metrics())
         state.history.append(ev)
         if state.best is None or lv["total"] < state.best.losses["total"]:
             state.best = ev
             state.best_state = copy.deepcopy(self.model.state_dict())
-        shown = {f"rel_l2/{f}": m["rel_l2"] for f, m in ev.metrics.items()}
+        shown = {f"{k}/{f}": v for f, m in ev.metrics.items() for k, v in m.items()
+                 if k in ("rel_l2", "psnr", "iou", "psnr_heldout")}
         progress.record(it, {n: lv[n] for n in names}, shown)
 
     def _schedule(self) -> Callable[[int], float]:
@@ -334,68 +414,182 @@ class Trainer:
             return lambda i: 0.5 * (1 + math.cos(math.pi * min(i, t.iterations) / max(t.iterations, 1)))
         return lambda i: 1.0
 
-    def train(self, on_checkpoint: Callable[[TrainState, int], None] | None = None) -> TrainState:
+    def snapshot(self, state: TrainState, opts: Optimizers) -> dict[str, Any]:
+        """Everything the loop needs to continue exactly from ``state.iteration``: model, optimizer
+        and schedule states, the sampler's RNG, the current training points, the SepPGD factors,
+        the history and the best state (copies; CPU tensors stay where they are)."""
+        parts = self._part_index()
+        return {
+            "iteration": state.iteration, "seconds": state.seconds, "lr_scale": state.lr_scale,
+            "model": {k: v.detach().clone() for k, v in self.model.state_dict().items()},
+            "adam": copy.deepcopy(opts.adam.state_dict()), "schedule": copy.deepcopy(opts.schedule.state_dict()),
+            "lbfgs": copy.deepcopy(opts.lbfgs.state_dict()), "sampler": self.sampler.get_state(),
+            "points": {k: v.clone() for k, v in self.points.items() if k[0] == "train"},
+            "factors": {parts[pid]: {d: (S.V.clone(), S.coef.clone(), S.eigvals.clone(), S.modulated.clone())
+                                     for d, S in fs.items()} for pid, fs in self.factors.items()},
+            "use_preconditioner": self.use_preconditioner,
+            "history": [dataclasses.asdict(ev) for ev in state.history],
+            "best": dataclasses.asdict(state.best) if state.best else None,
+            "best_state": copy.deepcopy(state.best_state),
+        }
+
+    def restore(self, snap: Mapping[str, Any], state: TrainState, opts: Optimizers) -> None:
+        """Put the trainer and ``state`` back to a snapshot (``rollbacks`` and ``lr_scale`` stay)."""
+        self.model.load_state_dict(snap["model"])
+        opts.adam.load_state_dict(snap["adam"])
+        opts.schedule.load_state_dict(snap["schedule"])
+        opts.lbfgs.load_state_dict(snap["lbfgs"])
+        self.sampler.set_state(snap["sampler"])
+        for key, x in snap["points"].items():
+            self.points[key] = x.to(self.device)
+        self._prepare_all()
+        by_index = {v: k for k, v in self._part_index().items()}
+        self.factors = {by_index[idx]: {d: FactorPreconditioner(*(x.to(self.device) for x in tensors))
+                                        for d, tensors in fs.items()} for idx, fs in snap["factors"].items()}
+        self.use_preconditioner = snap["use_preconditioner"]
+        state.iteration, state.seconds = snap["iteration"], snap["seconds"]
+        state.history = [Evaluation(**ev) for ev in snap["history"]]
+        state.best = Evaluation(**snap["best"]) if snap["best"] else None
+        state.best_state = copy.deepcopy(snap["best_state"])
+
+    def _part_index(self) -> dict[int, tuple[int, int]]:
+        return {id(p): (ti, pi) for ti, t in enumerate(self.c.terms) for pi, p in enumerate(t.parts)}
+
+    def _set_lr_scale(self, state: TrainState, opts: Optimizers) -> None:
+        opts.schedule.base_lrs = [self.cfg.train.lr * state.lr_scale for _ in opts.schedule.base_lrs]
+        factor = self._schedule()(opts.schedule.last_epoch)
+        for group, base in zip(opts.adam.param_groups, opts.schedule.base_lrs):
+            group["lr"] = base * factor
+
+    def _check_finite(self, first_bad: torch.Tensor, state: TrainState, opts: Optimizers,
+                      progress: Progress) -> bool:
+        """Divergence check (a host sync: only at evaluations and checkpoints). False: all finite.
+        True: rolled back to the last good snapshot with the learning rate halved. Raises
+        ``Diverged`` otherwise."""
+        bad = first_bad.tolist()
+        hits = sorted((i, name) for i, name in zip(bad, (t.name for t in self.c.terms)) if i >= 0)
+        if not hits and all(bool(torch.isfinite(p).all()) for p in self.model.parameters()):
+            return False
+        it, what = hits[0] if hits else (state.iteration, "")
+        message = (f"loss of term '{what}' is not finite at iteration {it}" if what
+                   else f"a model parameter is not finite at iteration {it}")
         t = self.cfg.train
-        total_its = t.iterations + t.lbfgs_iterations
-        progress = Progress(total_its, enabled=self.progress_enabled)
-        state = TrainState()
+        good = state.last_good
+        if t.on_nan == "rollback" and good is not None and state.rollbacks < MAX_ROLLBACKS:
+            state.rollbacks += 1
+            state.lr_scale *= 0.5
+            self.restore(good, state, opts)
+            self._set_lr_scale(state, opts)
+            first_bad.fill_(-1)
+            progress.note(f"{message}: rolled back to iteration {good['iteration']}, learning rate x {state.lr_scale:g} "
+                          f"(rollback {state.rollbacks} of {MAX_ROLLBACKS})")
+            return True
+        raise Diverged(message, state)
+
+    def train(self, on_checkpoint: Callable[[dict[str, Any]], None] | None = None,
+              resume: Mapping[str, Any] | None = None) -> TrainState:
+        """Adam for ``train.iterations`` steps, then ``train.lbfgs_iterations`` L-BFGS steps.
+
+        ``on_checkpoint(snapshot)`` is called every ``train.checkpoint_every`` iterations, with
+        finite values only. ``resume``: a snapshot to continue from exactly. Setting
+        ``stop_requested`` (a signal handler does) ends the loop after the current iteration with
+        ``state.interrupted``. Non-finite losses raise ``Diverged`` (or roll back, ``on_nan``)."""
+        t = self.cfg.train
+        end = t.iterations + t.lbfgs_iterations
         params = list(self.model.parameters())
-        opt = torch.optim.Adam(params, lr=t.lr)
-        sched = torch.optim.lr_scheduler.LambdaLR(opt, self._schedule())
-        seconds, it = 0.0, 0
-        tick = time.perf_counter()
+        adam = torch.optim.Adam(params, lr=t.lr)
+        # One L-BFGS iteration per step() so the history keeps its cadence; max_eval must allow the
+        # line search its evaluations (torch defaults it to max_iter * 5 // 4 = 1).
+        opts = Optimizers(adam, torch.optim.lr_scheduler.LambdaLR(adam, self._schedule()),
+                          torch.optim.LBFGS(params, lr=1.0, max_iter=1, max_eval=26, history_size=50,
+                                            line_search_fn="strong_wolfe"))
+        state = TrainState()
+        if resume is not None:
+            self.restore(resume, state, opts)
+        state.last_good = dict(resume) if resume is not None else self.snapshot(state, opts)
+        progress = Progress(end, enabled=self.progress_enabled)
+        first_bad = torch.full((len(self.c.terms),), -1, dtype=torch.long, device=self.device)
         update_every = self.cfg.precondition.update_every
+
+        def closure() -> torch.Tensor:
+            opts.lbfgs.zero_grad(set_to_none=True)
+            loss = torch.stack(list(self.losses().values())).sum()
+            loss.backward()  # type: ignore[no-untyped-call]
+            return loss
+
+        tick = time.perf_counter()
         while True:
-            resampled = t.sampling == "random" and it > 0 and it % t.resample_every == 0 and it < t.iterations
-            if resampled:
-                self.resample()
-            if self.use_preconditioner and (it == 0 or resampled or (update_every and it % update_every == 0)):
-                self.rebuild_preconditioners()
-            losses = self.losses()
-            total = torch.stack(list(losses.values())).sum()
-            if it % t.eval_every == 0 or it == t.iterations:
-                seconds += time.perf_counter() - tick
-                self._record(state, it, seconds, losses, progress)
-                tick = time.perf_counter()
-            if it == t.iterations:
-                break
-            opt.zero_grad(set_to_none=True)
-            total.backward()  # type: ignore[no-untyped-call]
-            opt.step()
-            sched.step()
-            it += 1
-            progress.tick(it)
-            if on_checkpoint and t.checkpoint_every and it % t.checkpoint_every == 0:
-                on_checkpoint(state, it)
-        if t.lbfgs_iterations:
-            # L-BFGS needs gradients of the loss it line-searches: no preconditioning in this phase
-            self.use_preconditioner = False
-            # One L-BFGS iteration per step() so the history keeps its cadence; max_eval must allow
-            # the line search its evaluations (torch defaults it to max_iter * 5 // 4 = 1).
-            lbfgs = torch.optim.LBFGS(params, lr=1.0, max_iter=1, max_eval=26, history_size=50,
-                                      line_search_fn="strong_wolfe")
-
-            def closure() -> torch.Tensor:
-                lbfgs.zero_grad(set_to_none=True)
-                loss = torch.stack(list(self.losses().values())).sum()
-                loss.backward()  # type: ignore[no-untyped-call]
-                return loss
-
-            for k in range(t.lbfgs_iterations):
-                lbfgs.step(closure)  # type: ignore[no-untyped-call]
-                it += 1
-                progress.tick(it)
-                if it % t.eval_every == 0 or k == t.lbfgs_iterations - 1:
-                    seconds += time.perf_counter() - tick
-                    with torch.no_grad():
-                        self._record(state, it, seconds, self.losses(), progress)
+            it = state.iteration
+            adam_phase = it < t.iterations
+            evaluate = it % t.eval_every == 0 or it == t.iterations or it == end
+            if adam_phase:
+                resampled = t.sampling == "random" and it > 0 and it % t.resample_every == 0
+                if resampled:
+                    self.resample()
+                if self.use_preconditioner and (it == 0 or resampled or (update_every and it % update_every == 0)):
+                    self.rebuild_preconditioners()
+            else:  # L-BFGS line-searches the loss it measures: plain gradients in this phase
+                self.use_preconditioner = False
+            if adam_phase or evaluate:
+                with torch.set_grad_enabled(adam_phase):
+                    losses = self.losses()
+                stacked = torch.stack(list(losses.values()))
+                # the first iteration at which each term went non-finite, kept on the device (no sync)
+                first_bad = torch.where(~torch.isfinite(stacked.detach()) & (first_bad < 0), it, first_bad)
+            if evaluate:
+                state.seconds += time.perf_counter() - tick
+                if self._check_finite(first_bad, state, opts, progress):
                     tick = time.perf_counter()
+                    continue
+                self._record(state, it, losses, progress)
+                tick = time.perf_counter()
+            if it == end:
+                break
+            if adam_phase:
+                opts.adam.zero_grad(set_to_none=True)
+                stacked.sum().backward()  # type: ignore[no-untyped-call]
+                opts.adam.step()
+                opts.schedule.step()
+            else:
+                opts.lbfgs.step(closure)  # type: ignore[no-untyped-call]
+            state.iteration = it + 1
+            progress.tick(state.iteration)
+            checkpoint = bool(t.checkpoint_every) and state.iteration % t.checkpoint_every == 0
+            if checkpoint or self.stop_requested:
+                state.seconds += time.perf_counter() - tick  # the snapshot carries the time so far
+                if self._check_finite(first_bad, state, opts, progress):
+                    tick = time.perf_counter()
+                    continue
+                state.last_good = self.snapshot(state, opts)
+                if on_checkpoint is not None and checkpoint:
+                    on_checkpoint(state.last_good)
+                tick = time.perf_counter()
+                if self.stop_requested:
+                    state.interrupted = True
+                    break
+        if not state.interrupted:
+            state.last_good = self.snapshot(state, opts)
         progress.close()
         return state
 
 
+@dataclass
+class Optimizers:
+    adam: torch.optim.Adam
+    schedule: torch.optim.lr_scheduler.LambdaLR
+    lbfgs: torch.optim.LBFGS
+
+
+class Diverged(RunError):
+    """A non-finite loss or parameter; ``state`` holds the last good snapshot (``last_good``)."""
+
+    def __init__(self, message: str, state: TrainState) -> None:
+        super().__init__(message)
+        self.state = state
+
+
 def history_columns(history: Sequence[Evaluation]) -> dict[str, np.ndarray]:
-    """Equal-length columns: iteration, seconds, loss/<term>, rel_l2/<field>, mse/<field>."""
+    """Equal-length columns: iteration, seconds, loss/<term>, <metric>/<field> (rel_l2, mse, psnr, ...)."""
     cols: dict[str, list[float]] = {"iteration": [], "seconds": []}
     for ev in history:
         cols["iteration"].append(ev.iteration)
@@ -419,14 +613,7 @@ def estimate_memory(compiled: CompiledProblem, config: SolverConfig) -> dict[str
     grid_elems, inter = 0.0, 0.0
     for t in compiled.terms:
         for part in t.parts:
-            sizes = []
-            for d, key in enumerate(part.grid):
-                if key[0] == "train":
-                    sizes.append(n_train[d])
-                elif key[0] == "face":
-                    sizes.append(1)
-                else:
-                    sizes.append(compiled.file_grids[key[1]][d])
+            sizes = part_sizes(compiled, part, n_train)
             N = float(np.prod(sizes))
             C = max(compiled.components.values())
             k = len(part.residual.derivs)
@@ -434,6 +621,9 @@ def estimate_memory(compiled: CompiledProblem, config: SolverConfig) -> dict[str
             inter = max(inter, float(np.prod(sizes[:-1])) * R * C * k) if len(sizes) > 1 else inter
     nets = sum((max(o) + 1) * (sum(n_train) + 2 * len(n_train)) * width * depth * 6
                for o in compiled.orders.values())
-    total = (grid_elems + inter + nets) * bytes_per
+    # the allocator's slack and autograd's temporaries on top of what is counted, and the runtime's
+    # own working memory: calibrated so the estimate stays above the peak growth bench/reliability.py
+    # measures (helmholtz3d, 32^3-128^3: measured 65-237 MiB against 4-129 MiB counted)
+    total = 1.5 * (grid_elems + inter + nets) * bytes_per + RUNTIME_BYTES
     return {"grid_tensors": grid_elems * bytes_per, "contractions": inter * bytes_per,
             "factor_networks": nets * bytes_per, "total": total}

@@ -80,6 +80,36 @@ def advection_diffusion() -> seppinn.Problem:
     return p
 
 
+DATA = ROOT / "problems" / "data"
+
+
+def image(name: str, keep: float | None) -> seppinn.Problem:
+    p = seppinn.Problem(name, axes={"row": (0.0, 1.0), "col": (0.0, 1.0)}, fields={"rgb": 3}, kind="data")
+    photo = str(DATA / "photo_256.png")
+    p.add_data("rgb", {"file": photo} if keep is None else {"file": photo, "keep": keep, "seed": 0})
+    p.set_reference(rgb={"file": photo})
+    return p
+
+
+def occupancy() -> seppinn.Problem:
+    p = seppinn.Problem("occupancy", axes={a: (-1.0, 1.0) for a in "xyz"}, fields=["occupancy"], kind="data")
+    volume = {"file": str(DATA / "occupancy_128.h5"), "dataset": "occupancy"}
+    p.add_data("occupancy", volume)
+    p.set_reference(occupancy=volume)
+    return p
+
+
+def sensors() -> seppinn.Problem:
+    p = seppinn.Problem("sensors", axes={"x": (-1.0, 1.0), "y": (-1.0, 1.0)}, fields=["u"],
+                        definitions={"exact": "sin(pi*x)*cosh(y) + x*y/2"})
+    x, y = p.symbols("x", "y")
+    u, exact = p.field("u"), p.expr("exact")
+    p.add_equation(sp.diff(u, x, 2) + sp.diff(u, y, 2) - (sp.diff(exact, x, 2) + sp.diff(exact, y, 2)), name="pde")
+    p.add_data("u", {"points": str(DATA / "sensors.csv")})
+    p.set_reference(u="exact")
+    return p
+
+
 TWINS: dict[str, Callable[[], seppinn.Problem]] = {
     "helmholtz3d": lambda: helmholtz("helmholtz3d", False),
     "helmholtz3d_data": lambda: helmholtz("helmholtz3d_data", True),
@@ -87,6 +117,10 @@ TWINS: dict[str, Callable[[], seppinn.Problem]] = {
     "klein_gordon3d_velocity": lambda: klein_gordon("klein_gordon3d_velocity", True),
     "diffusion3d": diffusion,
     "advection_diffusion1d": advection_diffusion,
+    "image": lambda: image("image", None),
+    "inpainting": lambda: image("inpainting", 0.7),
+    "occupancy": occupancy,
+    "sensors": sensors,
 }
 SMALL = {"train.points": 6, "train.dtype": "float64", "train.test_points": 5, "model.rank": 4, "model.width": 8}
 
@@ -104,7 +138,7 @@ def test_file_and_python_routes_build_identical_problems(name):
     assert file_prep.config == code_prep.config  # [solver] tables of the file = solver_table in code
     losses = []
     for prep in (file_prep, code_prep):
-        tr = Trainer(prep.compiled, prep.config, {}, device=torch.device("cpu"), progress=False)
+        tr = Trainer(prep.compiled, prep.config, prep.ref_arrays, device=torch.device("cpu"), progress=False)
         losses.append({k: v.item() for k, v in tr.losses().items()})
     assert losses[0].keys() == losses[1].keys()
     for k in losses[0]:

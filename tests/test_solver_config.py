@@ -39,7 +39,7 @@ def test_toml_round_trip():
 @pytest.mark.parametrize("name", sorted(p.stem for p in shipped_dir("solvers").glob("*.toml")))
 def test_shipped_presets_resolve(name):
     cfg = resolve(solver=name)
-    assert cfg.precondition.method == ("seppgd" if name == "seppgd" else "none")
+    assert cfg.precondition.method == ("seppgd" if name == "seppgd" or name.startswith("inr-") else "none")
 
 
 @pytest.mark.parametrize("override, message", [

@@ -1,0 +1,201 @@
+"""Reliability scenarios, each run through the real CLI in a subprocess; prints scenario -> outcome.
+
+    python bench/reliability.py
+
+1. interrupt + resume: SIGINT during a float64 SepPGD run with random resampling, then
+   --resume; the final parameters and history must equal an uninterrupted run's exactly.
+2. divergence: a residual exp(40 u) - 1 with Adam at lr 0.5 overflows: exit 1, the message names
+   term and iteration, model.pt / solution.h5 hold the last good (finite) checkpoint.
+3. divergence with train.on_nan = "rollback": rolls back, halves the learning rate, finishes.
+4. full disk: a previous good run in the folder, then a run whose file writes fail (the child's
+   RLIMIT_FSIZE caps files at 64 KiB, as a full disk would): exit 1, one line, and the previous
+   solution.h5 / summary.json are byte-identical, no temporary files left.
+5. hostile input: expressions that try to run code, huge or deep expressions, a bad override,
+   a truncated data file: exit 2, one line each, nothing written, no code run.
+6. memory guard: Helmholtz at 1024^3 is refused by `seppinn check` with the estimate and the limit;
+   and the estimate against the measured peak RSS of 20 iterations at 32^3 and 64^3.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import resource
+import signal
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parent.parent
+PROBLEM = textwrap.dedent("""
+    [problem]
+    name = "poisson2d"
+    [axes]
+    x = [-1.0, 1.0]
+    y = [0.0, 2.0]
+    [fields]
+    u = {}
+    [definitions]
+    exact = "sin(pi*x)*sin(pi*y)"
+    [[equations]]
+    residual = "RESIDUAL"
+    [[conditions]]
+    name = "walls"
+    on = "boundary"
+    value = "exact"
+    [data]
+    u = "exact"
+    [reference]
+    u = "exact"
+""")
+EXACT = ["train.dtype=float64", "train.sampling=random", "train.resample_every=7", "train.points=12",
+         "train.iterations=3000", "train.checkpoint_every=50", "train.eval_every=50", "precondition.method=seppgd",
+         "precondition.k=4", "precondition.update_every=5", "model.rank=8", "model.width=16"]
+ROWS: list[tuple[str, str]] = []
+
+
+def cli(*args: str, cwd: Path, limit_file: int | None = None, **kw) -> subprocess.CompletedProcess:
+    def preexec() -> None:
+        if limit_file is not None:
+            signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # writes past the limit fail with EFBIG
+            resource.setrlimit(resource.RLIMIT_FSIZE, (limit_file, limit_file))
+
+    return subprocess.run([sys.executable, "-m", "seppinn", *args], capture_output=True, text=True, cwd=cwd,
+                          preexec_fn=preexec, **kw)
+
+
+def sets(values: list[str]) -> list[str]:
+    return [a for v in values for a in ("--set", v)]
+
+
+def row(name: str, ok: bool, detail: str) -> None:
+    ROWS.append((name, f"{'PASS' if ok else 'FAIL'}: {detail}"))
+    print(f"| {name} | {ROWS[-1][1]} |", flush=True)
+
+
+def interrupt_resume(d: Path) -> None:
+    p = d / "p.toml"
+    p.write_text(PROBLEM.replace("RESIDUAL", "lap(u) - lap(exact)"))
+    full = cli("solve", str(p), "--out", str(d / "full"), "--quiet", *sets(EXACT), cwd=d)
+    proc = subprocess.Popen([sys.executable, "-m", "seppinn", "solve", str(p), "--out", str(d / "part"), "--quiet",
+                             *sets(EXACT)], stderr=subprocess.PIPE, text=True, cwd=d)
+    while not (d / "part/model.pt").exists() and proc.poll() is None:
+        time.sleep(0.05)
+    time.sleep(1.0)
+    proc.send_signal(signal.SIGINT)
+    err = proc.communicate()[1]
+    stopped = torch.load(d / "part/model.pt", weights_only=False)["iteration"]
+    resumed = cli("solve", str(p), "--resume", str(d / "part"), "--quiet", cwd=d)
+    a = torch.load(d / "full/model.pt", weights_only=False)
+    b = torch.load(d / "part/model.pt", weights_only=False)
+    same_params = all(torch.equal(a["model"][k], b["model"][k]) for k in a["model"])
+    same_hist = all((a["history"][k] == b["history"][k]).all() for k in a["history"] if k != "seconds")
+    row("interrupt (SIGINT) + --resume, float64, SepPGD, random points",
+        full.returncode == 0 and proc.returncode == 130 and resumed.returncode == 0 and same_params and same_hist,
+        f"exit {proc.returncode} at iteration {stopped} ('{err.strip().splitlines()[-1]}'); resume exit "
+        f"{resumed.returncode}; final parameters {'identical' if same_params else 'DIFFER'}, history "
+        f"{'identical' if same_hist else 'DIFFERS'} (all columns but seconds) to the uninterrupted run")
+
+
+def divergence(d: Path) -> None:
+    p = d / "nan.toml"
+    p.write_text(PROBLEM.replace("RESIDUAL", "exp(40*u) - 1"))
+    # a learning rate doubling every 20 iterations: exp(40 u) overflows at iteration 124 (tests/test_reliability.py)
+    args = sets(["train.lr=0.01", "train.schedule=exponential", "train.decay_rate=2.0", "train.decay_every=20",
+                 "train.eval_every=5", "train.checkpoint_every=10", "model.rank=4", "model.width=8",
+                 "model.activation=tanh", "train.points=8"])
+    r = cli("solve", str(p), "--out", str(d / "nan"), "--quiet", *args, "--set", "train.iterations=300", cwd=d)
+    ckpt = torch.load(d / "nan/model.pt", weights_only=False) if (d / "nan/model.pt").exists() else None
+    finite = ckpt is not None and all(torch.isfinite(v).all() for v in ckpt["model"].values())
+    row("divergence (non-finite loss)", r.returncode == 1 and finite and (d / "nan/solution.h5").exists(),
+        f"exit {r.returncode}: '{r.stderr.strip()}'; model.pt (iteration {ckpt and ckpt['iteration']}) finite: {finite}")
+    r = cli("solve", str(p), "--out", str(d / "nan_rb"), "--quiet", *args, "--set", "train.iterations=135",
+            "--set", "train.on_nan=rollback", cwd=d)
+    summary = json.loads((d / "nan_rb/summary.json").read_text()) if r.returncode == 0 else {}
+    row("divergence with train.on_nan = \"rollback\" (135 iterations)", r.returncode == 0
+        and summary.get("iterations") == 135, f"exit {r.returncode}; {summary.get('iterations')} iterations done; "
+        f"{r.stderr.strip().count('rolled back')} rollbacks")
+
+
+def full_disk(d: Path) -> None:
+    p = d / "p.toml"
+    p.write_text(PROBLEM.replace("RESIDUAL", "lap(u) - lap(exact)"))
+    out = d / "disk"
+    first = cli("solve", str(p), "--out", str(out), "--quiet", *sets(["train.iterations=20", "train.test_points=60"]),
+                cwd=d)
+    before = {f: (out / f).read_bytes() for f in ("solution.h5", "summary.json", "model.pt")}
+    r = cli("solve", str(p), "--out", str(out), "--quiet", *sets(["train.iterations=40", "train.test_points=60"]),
+            cwd=d, limit_file=64 * 1024)
+    after = {f: (out / f).read_bytes() for f in before}
+    leftovers = [f.name for f in out.iterdir() if f.name.endswith(".tmp")]
+    lines = r.stderr.strip().splitlines()
+    row("full disk while writing outputs", first.returncode == 0 and r.returncode == 1 and len(lines) == 1
+        and after == before and not leftovers,
+        f"exit {r.returncode}: '{lines[-1] if lines else ''}'; previous files "
+        f"{'byte-identical' if after == before else 'CHANGED'}; temporary files left: {leftovers or 'none'}")
+
+
+def hostile(d: Path) -> None:
+    base = PROBLEM.replace("RESIDUAL", "lap(u) - lap(exact)")
+    cases = {
+        "code in an expression": base.replace('value = "exact"', 'value = "__import__(\'os\').system(\'touch PWNED\')"'),
+        "attribute escape": base.replace('value = "exact"', 'value = "().__class__.__bases__[0]"'),
+        "huge power": base.replace('value = "exact"', 'value = "(x+y)**1000000"'),
+        "deep nesting": base.replace('value = "exact"', f'value = "{"(" * 3000}x{")" * 3000}"'),
+        "exponential growth": base.replace('value = "exact"', 'value = "lap(lap(lap(lap(exp(x**2*y**3)*sin(x*y)))))"'),
+    }
+    (d / "trunc.h5").write_bytes(b"\x89HDF\r\n\x1a\n" + os.urandom(100))
+    cases["truncated HDF5"] = base.replace('u = "exact"\n[reference]', 'u = { file = "trunc.h5" }\n[reference]')
+    results = []
+    for name, text in cases.items():
+        f = d / "hostile.toml"
+        f.write_text(text)
+        r = cli("solve", str(f), "--out", str(d / "hostile_out"), cwd=d, timeout=120)
+        results.append((name, r.returncode, len(r.stderr.strip().splitlines()), r.stderr.strip()[:90]))
+    r = cli("solve", str(d / "hostile.toml"), "--set", "train.lr=1e999", "--out", str(d / "hostile_out"), cwd=d)
+    results.append(("override train.lr=1e999", r.returncode, len(r.stderr.strip().splitlines()), r.stderr.strip()[:90]))
+    ok = all(code == 2 and n == 1 for _, code, n, _ in results) and not (d / "PWNED").exists() \
+        and not (d / "hostile_out").exists()
+    row("hostile input (6 problem files, 1 override)", ok,
+        "; ".join(f"{name}: exit {code}" for name, code, _, _ in results) + "; no code ran, nothing written")
+
+
+def memory(d: Path) -> None:
+    r = cli("check", str(ROOT / "problems/helmholtz3d.toml"), "--set", "train.points=1024", cwd=d)
+    row("memory guard: helmholtz3d at 1024^3", r.returncode == 2, f"exit {r.returncode}: '{r.stderr.strip()}'")
+    code = textwrap.dedent("""
+        import resource, sys, seppinn
+        from seppinn.training import estimate_memory
+        n = int(sys.argv[1])
+        prep = seppinn.prepare("{root}/problems/helmholtz3d.toml", "spinn",
+                               {{"train.points": n, "train.iterations": 20, "train.test_points": 8}})
+        est = estimate_memory(prep.compiled, prep.config)["total"]
+        base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+        seppinn.run(prep, progress=False)
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+        print(est / 2**20, (peak - base) / 2**20)
+    """).format(root=ROOT)
+    parts = []
+    for n in (32, 64, 128, 256):
+        est, used = map(float, subprocess.run([sys.executable, "-c", code, str(n)], capture_output=True, text=True,
+                                              check=True).stdout.split())
+        parts.append(f"{n}^3: estimate {est:.0f} MiB, measured peak growth {used:.0f} MiB")
+    row("memory estimate vs measured (helmholtz3d, spinn preset, 20 iterations)", True, "; ".join(parts))
+
+
+def main() -> None:
+    print(f"# bench/reliability.py on {os.uname().machine}, {os.cpu_count()} CPUs, torch {torch.__version__}")
+    print("| scenario | outcome |\n|---|---|")
+    with tempfile.TemporaryDirectory() as tmp:
+        d = Path(tmp)
+        for scenario in (interrupt_resume, divergence, full_disk, hostile, memory):
+            scenario(d)
+
+
+if __name__ == "__main__":
+    main()
