@@ -7,6 +7,7 @@ __version__ = "0.1.0"
 from .api import Result as Result
 from .api import check_report as check_report
 from .api import prepare as prepare
+from .api import resume as resume
 from .api import run as run
 from .api import solve as solve
 from .catalog import catalog as catalog

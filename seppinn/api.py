@@ -191,14 +191,24 @@ class Result:
 
 
 def solve(problem: Problem | str | Path, solver: SolverSpec = None, overrides: Overrides = None,
-          out: str | Path | None = None, *, progress: bool = True) -> Result:
+          out: str | Path | None = None, *, progress: bool = True, force: bool = False) -> Result:
     """Solve a problem (a ``Problem`` or a problem file path).
 
     ``solver``: a preset name, a solver-file path, a dict of tables, or None (defaults).
     ``overrides``: the ``--set`` keys, as {"train.iterations": 200} or ["train.iterations=200"].
-    ``out``: a folder to write the run's files into, or None to keep everything in memory.
+    ``out``: a folder to write the run's files into, or None to keep everything in memory;
+    a folder holding another problem's run is refused unless ``force``.
     """
-    return run(prepare(problem, solver, overrides), out, progress=progress)
+    return run(prepare(problem, solver, overrides), out, progress=progress, force=force)
+
+
+def resume(problem: Problem | str | Path, run_dir: str | Path, overrides: Overrides = None,
+           out: str | Path | None = None, *, progress: bool = True) -> Result:
+    """Continue the run in ``run_dir`` (``seppinn solve PROBLEM --resume DIR``) with its own
+    settings plus ``overrides`` (e.g. a larger ``train.iterations``); writes into ``out`` or
+    back into ``run_dir``."""
+    prep, snapshot = prepare_resume(problem, run_dir, overrides)
+    return run(prep, run_dir if out is None else out, progress=progress, resume=snapshot)
 
 
 def checkpoint_payload(prep: Prepared, model_state: Mapping[str, torch.Tensor], iteration: int,
@@ -273,7 +283,7 @@ def prepare_resume(problem: Problem | str | Path, run_dir: str | Path,
 
 
 def run(prep: Prepared, out: str | Path | None = None, *, progress: bool = True,
-        resume: Mapping[str, Any] | None = None, handle_signals: bool = False) -> Result:
+        resume: Mapping[str, Any] | None = None, handle_signals: bool = False, force: bool = False) -> Result:
     """Train a prepared problem; write the run's files into ``out`` unless it is None.
 
     Every ``train.checkpoint_every`` iterations ``out/model.pt`` is replaced (atomically) by a
@@ -281,6 +291,8 @@ def run(prep: Prepared, out: str | Path | None = None, *, progress: bool = True,
     ``handle_signals``: SIGINT/SIGTERM finish the current iteration, write the checkpoint and the
     outputs so far, and raise ``Interrupted``. A non-finite loss raises ``RunError`` after
     writing the outputs of the last good checkpoint (``train.on_nan = "rollback"`` retries)."""
+    if out is not None:
+        check_run_dir(out, prep.problem, force)
     start = time.perf_counter()
     trainer = Trainer(prep.compiled, prep.config, prep.ref_arrays, device=prep.device, progress=progress)
 
@@ -298,11 +310,7 @@ def run(prep: Prepared, out: str | Path | None = None, *, progress: bool = True,
             where = ""
             if out is not None and good is not None and good["history"]:
                 trainer.model.load_state_dict(good["model"])
-                kept = TrainState(iteration=good["iteration"], seconds=good["seconds"], last_good=good,
-                                  history=[Evaluation(**ev) for ev in good["history"]],
-                                  best=Evaluation(**good["best"]) if good["best"] else None,
-                                  best_state=good["best_state"])
-                Result(prep, trainer, kept, time.perf_counter() - start).save(out)
+                Result(prep, trainer, TrainState.from_snapshot(good), time.perf_counter() - start).save(out)
                 where = (f"; the last good state (iteration {good['iteration']}) and its outputs are in {out} "
                          f"(continue with --resume {out}, or set train.on_nan = \"rollback\")")
             raise RunError(f"{exc}{where}") from None

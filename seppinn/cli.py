@@ -71,7 +71,7 @@ def _plugin_option(p: argparse.ArgumentParser) -> None:
 
 
 def _solve(args: argparse.Namespace) -> int:
-    from .api import check_run_dir, prepare, prepare_resume, run
+    from .api import prepare, prepare_resume, run
 
     if args.resume:
         if args.solver:
@@ -81,9 +81,8 @@ def _solve(args: argparse.Namespace) -> int:
     else:
         prep, snapshot = prepare(args.problem, args.solver, args.overrides), None
         out = Path(args.out) if args.out else Path("runs") / prep.problem.name
-    check_run_dir(out, prep.problem, args.force)
     try:
-        result = run(prep, out, progress=not args.quiet, resume=snapshot, handle_signals=True)
+        result = run(prep, out, progress=not args.quiet, resume=snapshot, handle_signals=True, force=args.force)
     except Interrupted as exc:
         print(f"{exc}\ncontinue with: seppinn solve {args.problem} --resume {out}", file=sys.stderr)
         return 130

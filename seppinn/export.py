@@ -18,7 +18,7 @@ from .errors import DataError, SeppinnError
 from .output import Slab, squeeze_components, write_atomic, write_solution_h5
 from .xdmf import scalar_arrays, vtk_order
 
-SLAB_POINTS = 2**22  # grid points evaluated at once by an XDMF export (~32 MiB per float64 array)
+SLAB_POINTS = 2**21  # grid points evaluated at once by an XDMF export (16 MiB per float64 array)
 FORMATS = {"xdmf": "XDMF index + HDF5 (ParaView, time series)", "vtu": "VTK unstructured grid (meshio)",
            "vti": "VTK image data"}
 

@@ -119,7 +119,10 @@ def write_solution_h5(
                     for name, a in arrays.items():
                         path = f"{group}/{name}"
                         if path not in f:
-                            ds = f.create_dataset(path, shape=(n0, *a.shape[1:]), dtype=np.float64,
+                            # one chunk per row of axis 0 (whole chunks per slab: HDF5 never re-reads
+                            # a half-written compressed chunk, which grew the memory with the grid)
+                            row = (1, *a.shape[1:]) if 0 < int(np.prod(a.shape[1:])) <= 2**20 else True
+                            ds = f.create_dataset(path, shape=(n0, *a.shape[1:]), dtype=np.float64, chunks=row,
                                                   compression="gzip", compression_opts=4)
                             if group != "error":
                                 ds.attrs["axes"] = ",".join(names)

@@ -120,6 +120,13 @@ class TrainState:
     interrupted: bool = False
     last_good: dict[str, Any] | None = None  # the latest snapshot with finite values (Trainer.snapshot)
 
+    @classmethod
+    def from_snapshot(cls, snap: Mapping[str, Any]) -> TrainState:
+        """The loop state a ``Trainer.snapshot`` holds (its ``last_good`` is the snapshot)."""
+        return cls(history=[Evaluation(**ev) for ev in snap["history"]],
+                   best=Evaluation(**snap["best"]) if snap["best"] else None, best_state=snap["best_state"],
+                   iteration=snap["iteration"], seconds=snap["seconds"], last_good=dict(snap))
+
 
 class Trainer:
     """Owns the model, the point sets, the prepared coordinate terms and the optimizer."""
@@ -447,10 +454,9 @@ class Trainer:
         self.factors = {by_index[idx]: {d: FactorPreconditioner(*(x.to(self.device) for x in tensors))
                                         for d, tensors in fs.items()} for idx, fs in snap["factors"].items()}
         self.use_preconditioner = snap["use_preconditioner"]
-        state.iteration, state.seconds = snap["iteration"], snap["seconds"]
-        state.history = [Evaluation(**ev) for ev in snap["history"]]
-        state.best = Evaluation(**snap["best"]) if snap["best"] else None
-        state.best_state = copy.deepcopy(snap["best_state"])
+        saved = TrainState.from_snapshot(snap)
+        state.iteration, state.seconds, state.history = saved.iteration, saved.seconds, saved.history
+        state.best, state.best_state = saved.best, copy.deepcopy(saved.best_state)
 
     def _part_index(self) -> dict[int, tuple[int, int]]:
         return {id(p): (ti, pi) for ti, t in enumerate(self.c.terms) for pi, p in enumerate(t.parts)}
