@@ -21,6 +21,7 @@ from pathlib import Path
 import torch
 
 from seppinn.api import prepare
+from seppinn.progress import Progress
 from seppinn.training import Trainer
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -38,13 +39,17 @@ def time_steps(step, repeats: int, warmup: int = 5) -> float:
     return statistics.median(times) * 1000
 
 
-def seppinn_step(n: int):
-    prep = prepare(ROOT / "problems/helmholtz3d.toml", "spinn", [f"train.points={n}", "train.device=\"cpu\""])
+def seppinn_step(n: int, compiled: bool = False):
+    """One Adam step; ``compiled``: the loss and its backward through train.compile (the warm-up
+    steps compile it, outside the timing)."""
+    prep = prepare(ROOT / "problems/helmholtz3d.toml", "spinn",
+                   [f"train.points={n}", "train.device=\"cpu\"", f"train.compile={str(compiled).lower()}"])
     tr = Trainer(prep.compiled, prep.config, prep.ref_arrays, device=prep.device, progress=False)
     opt = torch.optim.Adam(tr.model.parameters(), lr=1e-3)
+    progress = Progress(0, enabled=False)
 
     def step() -> None:
-        total = torch.stack(list(tr.losses().values())).sum()
+        total = tr._loss_vector(progress).sum()
         opt.zero_grad(set_to_none=True)
         total.backward()
         opt.step()
@@ -89,17 +94,20 @@ def main() -> None:
     ap.add_argument("--dense-max", type=int, default=64, help="largest n for the dense PINN (memory, time)")
     ap.add_argument("--repeats", type=int, default=20)
     ap.add_argument("--threads", type=int, default=torch.get_num_threads())
+    ap.add_argument("--compile", action="store_true", help="also time the train.compile step (compiles once per size)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
-    print(f"# {platform.processor() or platform.machine()}, {args.threads} threads, torch {torch.__version__}, float32, eager")
-    print("| points/axis | seppinn ms/it | SPINN-JAX ms/it (issue) | dense PINN ms/it | dense / seppinn |")
-    print("|---|---|---|---|---|")
+    print(f"# {platform.processor() or platform.machine()}, {args.threads} threads, torch {torch.__version__}, float32")
+    print("| points/axis | seppinn eager ms/it | seppinn compiled ms/it | SPINN-JAX ms/it (issue) | dense PINN ms/it | dense / seppinn eager |")
+    print("|---|---|---|---|---|---|")
     for n in args.sizes:
         ours = time_steps(seppinn_step(n), args.repeats)
+        comp = time_steps(seppinn_step(n, compiled=True), args.repeats) if args.compile else float("nan")
         dense = time_steps(dense_step(n), max(3, args.repeats // 5), warmup=1) if n <= args.dense_max else float("nan")
         ratio = f"{dense / ours:.0f}x" if math.isfinite(dense) else "-"
         dense_s = f"{dense:.1f}" if math.isfinite(dense) else "skipped"
-        print(f"| {n}^3 | {ours:.2f} | {SPINN_JAX_MS.get(n, float('nan')):.2f} | {dense_s} | {ratio} |", flush=True)
+        comp_s = f"{comp:.2f}" if math.isfinite(comp) else "-"
+        print(f"| {n}^3 | {ours:.2f} | {comp_s} | {SPINN_JAX_MS.get(n, float('nan')):.2f} | {dense_s} | {ratio} |", flush=True)
 
 
 if __name__ == "__main__":

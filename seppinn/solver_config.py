@@ -73,6 +73,7 @@ class TrainConfig:
     face_reduction: str = "mean"
     checkpoint_every: int = 1000
     on_nan: str = "stop"
+    compile: Any = "auto"  # torch.compile the loss and its backward: true, false, or "auto" (long runs)
     memory_limit: Any = "auto"  # GiB, or "auto": 80 % of the device's (GPU) or the machine's available memory
     dtype: str = "float32"
     seed: int = 0
@@ -129,6 +130,12 @@ def _float(positive: bool = True) -> Callable[[Any], Any]:
             raise ValueError(f"expected a {'positive ' if positive else ''}finite number, got {v!r}")
         return float(v)
     return check
+
+
+def _auto_or_bool(v: Any) -> Any:
+    if v == "auto" or isinstance(v, bool):
+        return v
+    raise ValueError(f"expected true, false or \"auto\", got {v!r}")
 
 
 def _auto_or_float(v: Any) -> Any:
@@ -191,6 +198,7 @@ CHECKS: dict[str, dict[str, Callable[[Any], Any]]] = {
         "resample_every": _int(1), "eval_every": _int(1), "test_points": _int_or_table(2),
         "face_reduction": _choice(*FACE_REDUCTIONS), "checkpoint_every": _int(0),
         "on_nan": _choice("stop", "rollback"), "memory_limit": _auto_or_float,
+        "compile": _auto_or_bool,
         "dtype": _choice(*DTYPES), "seed": _int(0), "device": _device, "weights": _weights,
     },
     "precondition": {

@@ -105,6 +105,7 @@ class Evaluation:
 
 
 RUNTIME_BYTES = 96 * 2**20  # estimate_memory: what a run takes beyond its tensors (measured ~65 MiB)
+COMPILE_AUTO_ITERATIONS = 5000  # train.compile = "auto": compile runs at least this long (compiling takes ~30 s on 2 cores)
 MAX_ROLLBACKS = 4  # train.on_nan = "rollback": at most this many rollbacks per run
 
 
@@ -179,6 +180,12 @@ class Trainer:
         self.use_preconditioner = bool(compiled.preconditioned)
         self.precondition_seconds = 0.0
         self.stop_requested = False  # set by a signal handler: stop after the current iteration
+        tc = config.train
+        compile_ = tc.compile if tc.compile != "auto" else tc.iterations + tc.lbfgs_iterations >= COMPILE_AUTO_ITERATIONS
+        # one graph for jets, contractions, residuals and losses (backward compiled with it); the
+        # points, constants and SepPGD factors are inputs, so resampling and rebuilds reuse it
+        self._compiled: Callable[[], torch.Tensor] | None = (
+            torch.compile(lambda: torch.stack(list(self.losses().values()))) if compile_ else None)
 
     # ---------------------------------------------------------------- points and grids
     def _t(self, values: Any) -> torch.Tensor:
@@ -399,9 +406,10 @@ class Trainer:
         return {f: field_metrics(pred[f], ref, self.metric_specs[f]) for f, ref in self.reference.items()}
 
     # ---------------------------------------------------------------- the loop
-    def _record(self, state: TrainState, it: int, losses: Mapping[str, torch.Tensor], progress: Progress) -> None:
-        names = list(losses)
-        vals = torch.stack([losses[n].detach() for n in names]).to(torch.float64).cpu().tolist()
+    def _record(self, state: TrainState, it: int, stacked: torch.Tensor, progress: Progress) -> None:
+        """Append the evaluation at ``it``: ``stacked`` holds the weighted term losses in term order."""
+        names = [t.name for t in self.c.terms]
+        vals = stacked.detach().to(torch.float64).cpu().tolist()
         lv = dict(zip(names, vals))
         lv["total"] = float(sum(vals))
         ev = Evaluation(it, state.seconds, lv, self.metrics())
@@ -492,6 +500,19 @@ class Trainer:
             return True
         raise Diverged(message, state)
 
+    def _loss_vector(self, progress: Progress) -> torch.Tensor:
+        """The weighted term losses in term order, (T,): through ``torch.compile`` when
+        ``train.compile`` asks for it (falling back to eager, with a note, if compiling fails)."""
+        if self._compiled is None:
+            return torch.stack(list(self.losses().values()))
+        try:
+            return self._compiled()
+        except Exception as exc:  # a backend that cannot compile this graph: eager is always right
+            progress.note(f"torch.compile failed ({type(exc).__name__}: {str(exc).splitlines()[0][:200]}); "
+                          "continuing eager")
+            self._compiled = None
+            return torch.stack(list(self.losses().values()))
+
     def train(self, on_checkpoint: Callable[[dict[str, Any]], None] | None = None,
               resume: Mapping[str, Any] | None = None) -> TrainState:
         """Adam for ``train.iterations`` steps, then ``train.lbfgs_iterations`` L-BFGS steps.
@@ -536,10 +557,12 @@ class Trainer:
                     self.rebuild_preconditioners()
             else:  # L-BFGS line-searches the loss it measures: plain gradients in this phase
                 self.use_preconditioner = False
+            if adam_phase:
+                stacked = self._loss_vector(progress)
+            elif evaluate:  # eager: a graph without gradients would be a second compilation
+                with torch.no_grad():
+                    stacked = torch.stack(list(self.losses().values()))
             if adam_phase or evaluate:
-                with torch.set_grad_enabled(adam_phase):
-                    losses = self.losses()
-                stacked = torch.stack(list(losses.values()))
                 # the first iteration at which each term went non-finite, kept on the device (no sync)
                 first_bad = torch.where(~torch.isfinite(stacked.detach()) & (first_bad < 0), it, first_bad)
             if evaluate:
@@ -547,7 +570,7 @@ class Trainer:
                 if self._check_finite(first_bad, state, opts, progress):
                     tick = time.perf_counter()
                     continue
-                self._record(state, it, losses, progress)
+                self._record(state, it, stacked, progress)
                 tick = time.perf_counter()
             if it == end:
                 break
