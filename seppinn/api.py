@@ -24,8 +24,8 @@ from .output import squeeze_components, write_json, write_solution_h5, write_tor
 from .problem import Problem
 from .problem_file import load_problem
 from .solver_config import SolverConfig, resolve
-from .training import (Diverged, Evaluation, Trainer, TrainState, check_memory, estimate_memory, history_columns,
-                       pick_device)
+from .training import (Diverged, Evaluation, Trainer, TrainState, check_memory, compiles, estimate_memory,
+                       history_columns, pick_device)
 
 SolverSpec = str | Path | Mapping[str, Any] | None
 Overrides = Mapping[str, Any] | Sequence[str] | None
@@ -76,7 +76,7 @@ def check_report(prep: Prepared) -> str:
             f"{a.name} in [{a.lo:g}, {a.hi:g}]" + (" (time)" if a.time else "") for a in p.axis_list)
         + "; fields " + ", ".join(f if k == 1 else f"{f} ({k} components)" for f, k in c.components.items()),
         f"model: {m.kind} rank {m.rank}, {m.body} depth {m.depth} width {m.width}, {m.activation}; "
-        f"{cfg.train.dtype} on {prep.device}",
+        f"{cfg.train.dtype} on {prep.device}; " + ("torch.compile" if compiles(cfg) else "eager"),
     ]
     if any(key[0] == "train" for t in c.terms for part in t.parts for key in part.grid):
         lines.append(f"training points: {cfg.train.sampling} " + " x ".join(map(str, n_train))

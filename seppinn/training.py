@@ -54,6 +54,12 @@ def pick_device(name: str) -> torch.device:
     return torch.device(name)
 
 
+def compiles(config: SolverConfig) -> bool:
+    """Whether ``train.compile`` ("auto": runs of at least COMPILE_AUTO_ITERATIONS) compiles the loss."""
+    t = config.train
+    return bool(t.compile) if t.compile != "auto" else t.iterations + t.lbfgs_iterations >= COMPILE_AUTO_ITERATIONS
+
+
 def memory_limit(config: SolverConfig, device: torch.device) -> tuple[float, str]:
     """(bytes, where the number comes from) that one training run may use."""
     lim = config.train.memory_limit
@@ -180,12 +186,10 @@ class Trainer:
         self.use_preconditioner = bool(compiled.preconditioned)
         self.precondition_seconds = 0.0
         self.stop_requested = False  # set by a signal handler: stop after the current iteration
-        tc = config.train
-        compile_ = tc.compile if tc.compile != "auto" else tc.iterations + tc.lbfgs_iterations >= COMPILE_AUTO_ITERATIONS
         # one graph for jets, contractions, residuals and losses (backward compiled with it); the
         # points, constants and SepPGD factors are inputs, so resampling and rebuilds reuse it
         self._compiled: Callable[[], torch.Tensor] | None = (
-            torch.compile(lambda: torch.stack(list(self.losses().values()))) if compile_ else None)
+            torch.compile(lambda: torch.stack(list(self.losses().values()))) if compiles(config) else None)
 
     # ---------------------------------------------------------------- points and grids
     def _t(self, values: Any) -> torch.Tensor:
