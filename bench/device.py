@@ -6,7 +6,8 @@ issue 8 (measured on the 2-core CPU machine). A short check to run when a GPU ma
                            [--repeats 20] [--no-compile]
 
 One step = the loss and its backward (compiled or eager) plus an eager Adam step, on the `spinn`
-preset's network with n points per axis; median of ``repeats`` after warm-up (which compiles).
+preset's network with n points per axis (bench/iteration.py's step); median of ``repeats`` after
+warm-up; the first compiled step's seconds are the compilation.
 Sizes whose estimated memory exceeds the device's limit are skipped with the estimate.
 """
 
@@ -15,15 +16,13 @@ from __future__ import annotations
 import argparse
 import statistics
 import time
-from pathlib import Path
 
 import torch
 
-import seppinn
-from seppinn.progress import Progress
-from seppinn.training import Trainer
+from iteration import seppinn_step  # bench/ is on sys.path when this script runs
 
-ROOT = Path(__file__).resolve().parent.parent
+import seppinn
+
 SPINN_JAX_MS = {  # issue 8, 2-core CPU, compiled JAX
     "helmholtz3d": {16: 1.32, 32: 3.51, 64: 4.41, 128: 32.4, 256: 250},
     "klein_gordon3d": {16: 2.21, 32: 2.69, 64: 5.43, 128: 48.3, 256: 489},
@@ -31,34 +30,29 @@ SPINN_JAX_MS = {  # issue 8, 2-core CPU, compiled JAX
 }
 
 
-def sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
+def sync() -> None:
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
 
 
-def time_step(problem: str, n: int, compiled: bool, repeats: int) -> float:
-    prep = seppinn.prepare(ROOT / "problems" / f"{problem}.toml", "spinn",
-                           {"train.points": n, "train.test_points": 8, "train.compile": compiled})
-    tr = Trainer(prep.compiled, prep.config, prep.ref_arrays, device=prep.device, progress=False)
-    opt = torch.optim.Adam(tr.model.parameters(), lr=1e-3)
-    progress = Progress(0, enabled=False)
-
-    def step() -> None:
-        total = tr._loss_vector(progress).sum()
-        opt.zero_grad(set_to_none=True)
-        total.backward()
-        opt.step()
-
-    for _ in range(3):
+def time_step(problem: str, n: int, compiled: bool, repeats: int) -> tuple[float, float]:
+    """(seconds of the first step, which compiles when ``compiled``; median ms of the later steps)."""
+    step = seppinn_step(n, compiled, problem, device="auto")
+    sync()
+    t = time.perf_counter()
+    step()
+    sync()
+    first = time.perf_counter() - t
+    for _ in range(2):
         step()
     times = []
     for _ in range(repeats):
-        sync(prep.device)
+        sync()
         t = time.perf_counter()
         step()
-        sync(prep.device)
+        sync()
         times.append(time.perf_counter() - t)
-    return 1000 * statistics.median(times)
+    return first, 1000 * statistics.median(times)
 
 
 def main() -> None:
@@ -71,18 +65,19 @@ def main() -> None:
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU, {torch.get_num_threads()} threads"
     print(f"# bench/device.py on {name}, torch {torch.__version__}, float32")
-    print("| problem | points/axis | eager ms/step | compiled ms/step | SPINN-JAX ms (2-core CPU, issue 8) |")
-    print("|---|---|---|---|---|")
+    print("| problem | points/axis | eager ms/step | compiled ms/step | first compiled step s | SPINN-JAX ms (2-core CPU, issue 8) |")
+    print("|---|---|---|---|---|---|")
     for problem in args.problems:
         for n in args.sizes:
             jax = SPINN_JAX_MS.get(problem, {}).get(n)
             try:
-                eager = time_step(problem, n, False, args.repeats)
-                comp = float("nan") if args.no_compile else time_step(problem, n, True, args.repeats)
+                eager = time_step(problem, n, False, args.repeats)[1]
+                first, comp = (float("nan"),) * 2 if args.no_compile else time_step(problem, n, True, args.repeats)
             except seppinn.SolverConfigError as exc:  # the memory guard
-                print(f"| {problem} | {n}^3 | skipped: {exc.message.split(';')[0]} | | |", flush=True)
+                print(f"| {problem} | {n}^3 | skipped: {exc.message.split(';')[0]} | | | |", flush=True)
                 continue
-            print(f"| {problem} | {n}^3 | {eager:.2f} | {comp:.2f} | {jax if jax is not None else '-'} |", flush=True)
+            print(f"| {problem} | {n}^3 | {eager:.2f} | {comp:.2f} | {first:.1f} | {jax if jax is not None else '-'} |",
+                  flush=True)
 
 
 if __name__ == "__main__":

@@ -39,11 +39,12 @@ def time_steps(step, repeats: int, warmup: int = 5) -> float:
     return statistics.median(times) * 1000
 
 
-def seppinn_step(n: int, compiled: bool = False):
-    """One Adam step; ``compiled``: the loss and its backward through train.compile (the warm-up
-    steps compile it, outside the timing)."""
-    prep = prepare(ROOT / "problems/helmholtz3d.toml", "spinn",
-                   [f"train.points={n}", "train.device=\"cpu\"", f"train.compile={str(compiled).lower()}"])
+def seppinn_step(n: int, compiled: bool = False, problem: str = "helmholtz3d", device: str = "cpu"):
+    """One Adam step of ``problem`` with the spinn preset; ``compiled``: the loss and its backward
+    through train.compile (the first call compiles it; time it separately)."""
+    prep = prepare(ROOT / "problems" / f"{problem}.toml", "spinn",
+                   [f"train.points={n}", f"train.device=\"{device}\"", f"train.compile={str(compiled).lower()}",
+                    "train.test_points=8"])
     tr = Trainer(prep.compiled, prep.config, prep.ref_arrays, device=prep.device, progress=False)
     opt = torch.optim.Adam(tr.model.parameters(), lr=1e-3)
     progress = Progress(0, enabled=False)

@@ -111,7 +111,7 @@ class Evaluation:
 
 
 RUNTIME_BYTES = 96 * 2**20  # estimate_memory: what a run takes beyond its tensors (measured ~65 MiB)
-COMPILE_AUTO_ITERATIONS = 5000  # train.compile = "auto": compile runs at least this long (compiling takes ~30 s on 2 cores)
+COMPILE_AUTO_ITERATIONS = 5000  # train.compile = "auto": compile runs at least this long (compiling takes 26-42 s on 2 cores)
 MAX_ROLLBACKS = 4  # train.on_nan = "rollback": at most this many rollbacks per run
 
 

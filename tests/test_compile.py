@@ -1,5 +1,5 @@
 """train.compile: the compiled loss and backward give the eager run's numbers (one compilation
-costs ~30 s on 2 cores, so there is one such test)."""
+costs tens of seconds on 2 cores, so there is one such test)."""
 
 from __future__ import annotations
 
