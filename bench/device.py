@@ -7,7 +7,8 @@ issue 8 (measured on the 2-core CPU machine). A short check to run when a GPU ma
 
 One step = the loss and its backward (compiled or eager) plus an eager Adam step, on the `spinn`
 preset's network with n points per axis (bench/iteration.py's step); median of ``repeats`` after
-warm-up; the first compiled step's seconds are the compilation.
+warm-up; the first compiled step's seconds are the compilation. Eager and compiled evaluate every
+term on its grid (train.grid_free = false); the grid-free column uses train.grid_free = "auto".
 Sizes whose estimated memory exceeds the device's limit are skipped with the estimate.
 """
 
@@ -35,9 +36,9 @@ def sync() -> None:
         torch.cuda.synchronize()
 
 
-def time_step(problem: str, n: int, compiled: bool, repeats: int) -> tuple[float, float]:
+def time_step(problem: str, n: int, compiled: bool, repeats: int, grid_free: bool | str = False) -> tuple[float, float]:
     """(seconds of the first step, which compiles when ``compiled``; median ms of the later steps)."""
-    step = seppinn_step(n, compiled, problem, device="auto")
+    step = seppinn_step(n, compiled, problem, device="auto", grid_free=grid_free)
     sync()
     t = time.perf_counter()
     step()
@@ -65,18 +66,21 @@ def main() -> None:
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU, {torch.get_num_threads()} threads"
     print(f"# bench/device.py on {name}, torch {torch.__version__}, float32")
-    print("| problem | points/axis | eager ms/step | compiled ms/step | first compiled step s | SPINN-JAX ms (2-core CPU, issue 8) |")
-    print("|---|---|---|---|---|---|")
+    print("| problem | points/axis | eager ms/step | compiled ms/step | first compiled step s "
+          "| compiled, grid-free where it applies | SPINN-JAX ms (2-core CPU, issue 8) |")
+    print("|---|---|---|---|---|---|---|")
     for problem in args.problems:
         for n in args.sizes:
             jax = SPINN_JAX_MS.get(problem, {}).get(n)
             try:
                 eager = time_step(problem, n, False, args.repeats)[1]
                 first, comp = (float("nan"),) * 2 if args.no_compile else time_step(problem, n, True, args.repeats)
+                free = float("nan") if args.no_compile else time_step(problem, n, True, args.repeats, "auto")[1]
             except seppinn.SolverConfigError as exc:  # the memory guard
                 print(f"| {problem} | {n}^3 | skipped: {exc.message.split(';')[0]} | | | |", flush=True)
                 continue
-            print(f"| {problem} | {n}^3 | {eager:.2f} | {comp:.2f} | {first:.1f} | {jax if jax is not None else '-'} |",
+            print(f"| {problem} | {n}^3 | {eager:.2f} | {comp:.2f} | {first:.1f} | {free:.2f} "
+                  f"| {jax if jax is not None else '-'} |",
                   flush=True)
 
 

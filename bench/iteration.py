@@ -1,20 +1,31 @@
-"""Milliseconds per training iteration: seppinn (SPINN preset) on Helmholtz 3-D at 16-128
-points per axis, against a dense (non-separable) PINN of the same width on the same points.
+"""Milliseconds per training step and peak memory: the three shipped PDEs at 16^3-256^3, eager on
+the grid, compiled on the grid, and compiled with grid-free losses where a term qualifies
+(Helmholtz: every term; Klein-Gordon and diffusion: their faces), beside SPINN-JAX's figures
+from issue 8 (its own JAX code on this 2-core machine type, copied, not re-measured); then
+Helmholtz grid-free up to 4096 points per axis.
 
-    python bench/iteration.py [--sizes 16 32 64 128] [--dense-max 64] [--repeats 20]
+    python bench/iteration.py [--problems helmholtz3d klein_gordon3d diffusion3d]
+                              [--sizes 16 32 64 128 256] [--gridfree-sizes 512 1024 2048 4096]
+                              [--repeats 20] [--dense-max 0]
 
-The dense PINN is an MLP 3 -> 64 x 3 -> 1 (tanh, SPINN's PINN baseline) whose Laplacian comes
-from nested autograd; its loss has the same terms (interior residual on all n^3 points, the six
-faces with n^2 points each, boundary weight 100). Prints a table and the ratio; times are the
-median of ``--repeats`` iterations after warm-up, on this machine (``--threads`` torch threads).
+One step = loss, backward and Adam step on the `spinn` preset's network (modified MLP 4 x 64,
+rank 32, float32), n random points per axis; median of ``--repeats`` steps after warm-up (the
+warm-up compiles). Every (problem, n, mode) runs in a fresh process so that its peak memory
+(growth of the peak resident set over the process before the first step) is its own.
+``--dense-max N``: also a dense PINN (3 -> 64 x 3 -> 1 tanh, nested-autograd Laplacian, same points)
+up to N points per axis.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import platform
+import resource
 import statistics
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -22,10 +33,19 @@ import torch
 
 from seppinn.api import prepare
 from seppinn.progress import Progress
-from seppinn.training import Trainer
+from seppinn.training import Trainer, make_adam
 
 ROOT = Path(__file__).resolve().parent.parent
-SPINN_JAX_MS = {16: 1.32, 32: 3.51, 64: 4.41, 128: 32.4}  # from the issue: SPINN's JAX code, this machine type
+SPINN_JAX_MS = {  # issue 8: SPINN's JAX code, compiled, on this 2-core machine type
+    "helmholtz3d": {16: 1.32, 32: 3.51, 64: 4.41, 128: 32.4, 256: 250},
+    "klein_gordon3d": {16: 2.21, 32: 2.69, 64: 5.43, 128: 48.3, 256: 489},
+    "diffusion3d": {16: 1.23, 32: 2.55, 64: 7.22},
+}
+MODES = {  # column -> (train.compile, train.grid_free)
+    "eager": (False, False),
+    "compiled": (True, False),
+    "grid-free": (True, "auto"),
+}
 
 
 def time_steps(step, repeats: int, warmup: int = 5) -> float:
@@ -39,14 +59,15 @@ def time_steps(step, repeats: int, warmup: int = 5) -> float:
     return statistics.median(times) * 1000
 
 
-def seppinn_step(n: int, compiled: bool = False, problem: str = "helmholtz3d", device: str = "cpu"):
-    """One Adam step of ``problem`` with the spinn preset; ``compiled``: the loss and its backward
-    through train.compile (the first call compiles it; time it separately)."""
+def seppinn_step(n: int, compiled: bool = False, problem: str = "helmholtz3d", device: str = "cpu",
+                 grid_free: bool | str = False):
+    """One training step (loss, backward, Adam) of ``problem`` with the spinn preset; ``compiled``:
+    the loss and its backward through train.compile (the first call compiles it)."""
     prep = prepare(ROOT / "problems" / f"{problem}.toml", "spinn",
-                   [f"train.points={n}", f"train.device=\"{device}\"", f"train.compile={str(compiled).lower()}",
-                    "train.test_points=8"])
+                   {"train.points": n, "train.device": device, "train.compile": compiled,
+                    "train.grid_free": grid_free, "train.test_points": 8})
     tr = Trainer(prep.compiled, prep.config, prep.ref_arrays, device=prep.device, progress=False)
-    opt = torch.optim.Adam(tr.model.parameters(), lr=1e-3)
+    opt = make_adam(list(tr.model.parameters()), 1e-3)
     progress = Progress(0, enabled=False)
 
     def step() -> None:
@@ -89,26 +110,75 @@ def dense_step(n: int, width: int = 64):
     return step
 
 
+def peak_mib() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def measure_one(problem: str, n: int, mode: str, repeats: int) -> dict[str, float]:
+    """In this process: ms per step and peak memory growth (MiB) of one configuration."""
+    if mode == "dense":
+        step = dense_step(n)
+        before = peak_mib()
+        ms = time_steps(step, max(3, repeats // 5), warmup=1)
+    else:
+        compiled, grid_free = MODES[mode]
+        step = seppinn_step(n, compiled, problem, grid_free=grid_free)
+        before = peak_mib()
+        t = time.perf_counter()
+        step()
+        first = time.perf_counter() - t
+        ms = time_steps(step, repeats, warmup=2)
+        return {"ms": ms, "mib": peak_mib() - before, "first_s": first}
+    return {"ms": ms, "mib": peak_mib() - before, "first_s": float("nan")}
+
+
+def measure(problem: str, n: int, mode: str, repeats: int) -> dict[str, float] | str:
+    """``measure_one`` in a fresh process; a string says why it did not run."""
+    out = subprocess.run([sys.executable, __file__, "--one", problem, str(n), mode, str(repeats)],
+                         capture_output=True, text=True)
+    lines = [line for line in out.stdout.splitlines() if line.startswith("{")]
+    if out.returncode != 0 or not lines:
+        err = (out.stderr.strip().splitlines() or ["failed"])[-1]
+        return err[:120]
+    return json.loads(lines[-1])
+
+
+def cell(r: dict[str, float] | str) -> str:
+    return f"{r['ms']:.2f} ({r['mib']:.0f} MiB)" if isinstance(r, dict) else f"- ({r})"
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--sizes", type=int, nargs="+", default=[16, 32, 64, 128])
-    ap.add_argument("--dense-max", type=int, default=64, help="largest n for the dense PINN (memory, time)")
+    ap.add_argument("--problems", nargs="+", default=list(SPINN_JAX_MS))
+    ap.add_argument("--sizes", type=int, nargs="+", default=[16, 32, 64, 128, 256])
+    ap.add_argument("--gridfree-sizes", type=int, nargs="*", default=[512, 1024, 2048, 4096])
     ap.add_argument("--repeats", type=int, default=20)
-    ap.add_argument("--threads", type=int, default=torch.get_num_threads())
-    ap.add_argument("--compile", action="store_true", help="also time the train.compile step (compiles once per size)")
+    ap.add_argument("--dense-max", type=int, default=0, help="largest n for the dense PINN (0: none)")
+    ap.add_argument("--one", nargs=4, help=argparse.SUPPRESS)
     args = ap.parse_args()
-    torch.set_num_threads(args.threads)
-    print(f"# {platform.processor() or platform.machine()}, {args.threads} threads, torch {torch.__version__}, float32")
-    print("| points/axis | seppinn eager ms/it | seppinn compiled ms/it | SPINN-JAX ms/it (issue) | dense PINN ms/it | dense / seppinn eager |")
-    print("|---|---|---|---|---|---|")
-    for n in args.sizes:
-        ours = time_steps(seppinn_step(n), args.repeats)
-        comp = time_steps(seppinn_step(n, compiled=True), args.repeats) if args.compile else float("nan")
-        dense = time_steps(dense_step(n), max(3, args.repeats // 5), warmup=1) if n <= args.dense_max else float("nan")
-        ratio = f"{dense / ours:.0f}x" if math.isfinite(dense) else "-"
-        dense_s = f"{dense:.1f}" if math.isfinite(dense) else "skipped"
-        comp_s = f"{comp:.2f}" if math.isfinite(comp) else "-"
-        print(f"| {n}^3 | {ours:.2f} | {comp_s} | {SPINN_JAX_MS.get(n, float('nan')):.2f} | {dense_s} | {ratio} |", flush=True)
+    if args.one:
+        problem, n, mode, repeats = args.one
+        print(json.dumps(measure_one(problem, int(n), mode, int(repeats))))
+        return
+    print(f"# {platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, "
+          f"torch {torch.__version__}, float32; ms per step (peak memory growth)")
+    print("| problem | points/axis | eager | compiled | compiled, grid-free where it applies | SPINN-JAX (issue) "
+          "| best / SPINN-JAX | dense PINN |")
+    print("|---|---|---|---|---|---|---|---|")
+    for problem in args.problems:
+        for n in args.sizes:
+            res = {mode: measure(problem, n, mode, args.repeats) for mode in MODES}
+            dense = measure(problem, n, "dense", args.repeats) if n <= args.dense_max else "skipped"
+            jax = SPINN_JAX_MS.get(problem, {}).get(n)
+            best = min((r["ms"] for r in res.values() if isinstance(r, dict)), default=float("nan"))
+            ratio = f"{best / jax:.2f}" if jax else "-"
+            print(f"| {problem} | {n}^3 | " + " | ".join(cell(res[m]) for m in MODES)
+                  + f" | {jax if jax else '-'} | {ratio} | {cell(dense) if isinstance(dense, dict) else dense} |",
+                  flush=True)
+    if "helmholtz3d" in args.problems:
+        for n in args.gridfree_sizes:
+            r = measure("helmholtz3d", n, "grid-free", args.repeats)
+            print(f"| helmholtz3d | {n}^3 | - | - | {cell(r)} | - | - | - |", flush=True)
 
 
 if __name__ == "__main__":

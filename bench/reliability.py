@@ -12,12 +12,16 @@
    solution.h5 / summary.json are byte-identical, no temporary files left.
 5. hostile input: expressions that try to run code, huge or deep expressions, a bad override,
    a truncated data file: exit 2, one line each, nothing written, no code run.
-6. memory guard: Helmholtz at 1024^3 is refused by `seppinn check` with the estimate and the limit;
-   and the estimate against the measured peak RSS of 20 iterations at 32^3 and 64^3.
+6. memory guard: Klein-Gordon at 1024^3 (nonlinear: on the grid) is refused by `seppinn check` with
+   the estimate and the limit; the estimate against the measured peak RSS of 20 iterations of
+   Helmholtz on the grid at 32^3-256^3 and grid-free at 256^3-2048^3.
+
+    python bench/reliability.py [--only interrupt_resume divergence full_disk hostile memory]
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import resource
@@ -167,14 +171,15 @@ def hostile(d: Path) -> None:
 
 
 def memory(d: Path) -> None:
-    r = cli("check", str(ROOT / "problems/helmholtz3d.toml"), "--set", "train.points=1024", cwd=d)
-    row("memory guard: helmholtz3d at 1024^3", r.returncode == 2, f"exit {r.returncode}: '{r.stderr.strip()}'")
+    r = cli("check", str(ROOT / "problems/klein_gordon3d.toml"), "--set", "train.points=1024", cwd=d)
+    row("memory guard: klein_gordon3d at 1024^3", r.returncode == 2, f"exit {r.returncode}: '{r.stderr.strip()}'")
     code = textwrap.dedent("""
         import resource, sys, seppinn
         from seppinn.training import estimate_memory
-        n = int(sys.argv[1])
+        n, grid_free = int(sys.argv[1]), sys.argv[2] == "free"
         prep = seppinn.prepare("{root}/problems/helmholtz3d.toml", "spinn",
-                               {{"train.points": n, "train.iterations": 20, "train.test_points": 8}})
+                               {{"train.points": n, "train.iterations": 20, "train.test_points": 8,
+                                 "train.grid_free": grid_free}})
         est = estimate_memory(prep.compiled, prep.config)["total"]
         base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
         seppinn.run(prep, progress=False)
@@ -182,10 +187,12 @@ def memory(d: Path) -> None:
         print(est / 2**20, (peak - base) / 2**20)
     """).format(root=ROOT)
     parts = []
-    for n in (32, 64, 128, 256):
-        est, used = map(float, subprocess.run([sys.executable, "-c", code, str(n)], capture_output=True, text=True,
-                                              check=True).stdout.split())
-        parts.append(f"{n}^3: estimate {est:.0f} MiB, measured peak growth {used:.0f} MiB")
+    for n, how in ((32, "grid"), (64, "grid"), (128, "grid"), (256, "grid"), (256, "free"), (1024, "free"),
+                   (2048, "free")):
+        est, used = map(float, subprocess.run([sys.executable, "-c", code, str(n), how], capture_output=True,
+                                              text=True, check=True).stdout.split())
+        parts.append(f"{n}^3 {'grid-free' if how == 'free' else 'grid'}: estimate {est:.0f} MiB, "
+                     f"measured peak growth {used:.0f} MiB")
     row("memory estimate vs measured (helmholtz3d, spinn preset, 20 iterations)",
         all(float(p.split("estimate ")[1].split(" MiB")[0]) >= float(p.split("growth ")[1].split(" MiB")[0])
             for p in parts), "; ".join(parts))
@@ -208,12 +215,16 @@ def memory(d: Path) -> None:
 
 
 def main() -> None:
+    scenarios = {f.__name__: f for f in (interrupt_resume, divergence, full_disk, hostile, memory)}
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--only", nargs="+", choices=list(scenarios), default=list(scenarios))
+    args = ap.parse_args()
     print(f"# bench/reliability.py on {os.uname().machine}, {os.cpu_count()} CPUs, torch {torch.__version__}")
     print("| scenario | outcome |\n|---|---|")
     with tempfile.TemporaryDirectory() as tmp:
         d = Path(tmp)
-        for scenario in (interrupt_resume, divergence, full_disk, hostile, memory):
-            scenario(d)
+        for name in args.only:
+            scenarios[name](d)
 
 
 if __name__ == "__main__":

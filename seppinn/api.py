@@ -25,7 +25,7 @@ from .problem import Problem
 from .problem_file import load_problem
 from .solver_config import SolverConfig, resolve
 from .training import (Diverged, Evaluation, Trainer, TrainState, check_memory, compiles, estimate_memory,
-                       history_columns, pick_device)
+                       history_columns, part_mode, pick_device)
 
 SolverSpec = str | Path | Mapping[str, Any] | None
 Overrides = Mapping[str, Any] | Sequence[str] | None
@@ -89,7 +89,9 @@ def check_report(prep: Prepared) -> str:
             ders = ", ".join(f"{_derivative_name(f, a, c.axes)} {tuple(a)}" for f, a in part.residual.derivs)
             where = (f"{sizes[0]} scattered points (pointwise)" if part.pointwise
                      else f"grid {' x '.join(map(str, sizes))} ({int(np.prod(sizes))} points)")
-            lines.append(f"  {part.label}: {where}; {ders}")
+            mode, rho = part_mode(c, cfg, part)
+            how = f"; {mode} (CP residual, rank {rho}" + (", the rest per derivative)" if part.residual.rest else ")")
+            lines.append(f"  {part.label}: {where}; {ders}" + (how if mode != "grid" else ""))
     if c.preconditioned:
         pc = cfg.precondition
         lines.append(f"SepPGD ({pc.modulation}, scale {pc.scale}, rebuilt "

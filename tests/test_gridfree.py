@@ -1,0 +1,169 @@
+"""Residuals as CP tensors (issue 8): the separability analysis, the fused contraction and the
+grid-free Gram-product losses against the grid path, with and without SepPGD, and Gauss points."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import sympy as sp
+import torch
+
+import seppinn
+from seppinn.separability import linear_part, separate
+from seppinn.training import Trainer
+
+from .conftest import ROOT, eps_tol
+
+x, y, z = sp.symbols("x y z")
+AXES = [x, y, z]
+
+
+@pytest.mark.parametrize("expr, products", [
+    ("sin(x)*cos(y)", 1), ("exp(x + y)*z", 1), ("x*y + sin(z)", 2), ("(x + y)**2", 3), ("7", 1),
+    ("exp(-10*((x - 0.3)**2 + (y - 0.2)**2))", 1), ("sin(x + y)", None), ("exp(x*y)", None),
+    ("sin(x)*sin(x + z) + y", None),
+])
+def test_separate(expr, products):
+    e = sp.sympify(expr)
+    out = separate(e, AXES)
+    if products is None:
+        assert out is None
+        return
+    assert out is not None and len(out) == products
+    for _, per in out:  # each factor depends on its own axis only
+        assert all(g.free_symbols <= {AXES[d]} for d, g in enumerate(per))
+    rebuilt = sum(c * sp.Mul(*per) for c, per in out)
+    pts = {x: 0.31, y: -0.7, z: 1.3}
+    assert float(rebuilt.subs(pts)) == pytest.approx(float(e.subs(pts)), rel=1e-12)
+
+
+def _linear(expr: str):
+    u, ux, uxx, uyy, uzz = sp.symbols("u ux uxx uyy uzz")
+    ph = [u, ux, uxx, uyy, uzz]
+    alphas = [(0, 0, 0), (1, 0, 0), (2, 0, 0), (0, 2, 0), (0, 0, 2)]
+    return linear_part(sp.sympify(expr, locals={s.name: s for s in ph}), ph, ["u"] * 5, alphas, AXES)
+
+
+def test_linear_part_merges_blocks_and_keeps_the_rest():
+    helm = _linear("uxx + uyy + uzz + 2*u - sin(x)*sin(y)*sin(z)")
+    assert helm.exact and len(helm.blocks) == 4  # [F'' + 2F, F, F], [F, F'', F], [F, F, F''], source
+    merged = [b for b in helm.blocks if b.field == "u" and any(len(s) == 2 for s in b.axes)]
+    assert len(merged) == 1 and sorted(s.order for s in merged[0].axes[0]) == [0, 2]
+    kg = _linear("uxx - uyy + u**3 - x*y")
+    assert not kg.exact and sp.simplify(kg.remainder - sp.Symbol("u") ** 3) == 0
+    assert _linear("u*ux + uxx**2") is None  # nothing affine
+    coef = _linear("sin(x*y)*uxx + uyy")  # a non-separable coefficient stays on the grid
+    assert len(coef.blocks) == 1 and coef.remainder != 0
+
+
+def _trainer(problem, **ov) -> Trainer:
+    base = {"train.dtype": "float64", "model.rank": 5, "model.width": 12, "model.depth": 3,
+            "train.sampling": "random", "train.points": 7}
+    prep = seppinn.prepare(problem, "spinn", {**base, **ov})
+    tr = Trainer(prep.compiled, prep.config, device=torch.device("cpu"), progress=False)
+    if tr.use_preconditioner:
+        tr.rebuild_preconditioners()
+    return tr
+
+
+def _loss_and_grad(tr: Trainer, mode: str | None = None):
+    """Losses and gradient as the trainer chose (None) or with every part on the grid path ("grid")."""
+    if mode == "grid":
+        tr.modes = {k: "grid" for k in tr.modes}
+        tr._prepare_all()
+    losses = tr.losses()
+    total = torch.stack(list(losses.values())).sum()
+    grads = torch.autograd.grad(total, list(tr.model.parameters()))
+    return torch.stack(list(losses.values())), torch.cat([g.flatten() for g in grads])
+
+
+@pytest.mark.parametrize("problem", ["helmholtz3d", "klein_gordon3d", "diffusion3d", "advection_diffusion1d"])
+def test_fused_contraction_equals_per_term(problem):
+    tr = _trainer(ROOT / "problems" / f"{problem}.toml", **{"train.grid_free": False})
+    assert "fused" in tr.modes.values()
+    fused = _loss_and_grad(tr, None)
+    grid = _loss_and_grad(tr, "grid")
+    tol = eps_tol(torch.float64, 1e4)
+    torch.testing.assert_close(fused[0], grid[0], rtol=tol, atol=0)
+    torch.testing.assert_close(fused[1], grid[1], rtol=tol, atol=tol * grid[1].abs().max().item())
+
+
+@pytest.mark.parametrize("extra", [
+    {},
+    {"train.sampling": "gauss"},
+    {"precondition.method": "seppgd", "precondition.k": 3},
+    {"precondition.method": "seppgd", "precondition.k": 3, "precondition.scale": "paper", "train.sampling": "gauss"},
+    {"precondition.method": "seppgd", "precondition.k": 3, "precondition.modulation": "sqrt"},
+])
+def test_grid_free_equals_grid(extra):
+    """helmholtz3d_data: the PDE, the data term and the six walls are all CP residuals."""
+    tr = _trainer(ROOT / "problems" / "helmholtz3d_data.toml", **{"train.grid_free": True, **extra})
+    assert set(tr.modes.values()) == {"grid-free"}
+    free = _loss_and_grad(tr, None)
+    grid = _loss_and_grad(tr, "grid")
+    tol = eps_tol(torch.float64, 1e4)
+    torch.testing.assert_close(free[0], grid[0], rtol=tol, atol=0)
+    torch.testing.assert_close(free[1], grid[1], rtol=tol, atol=tol * grid[1].abs().max().item())
+
+
+def test_grid_free_seppgd_is_not_the_plain_gradient():
+    """The Gram-product surrogate really preconditions (k = 3 against k = 0)."""
+    g3 = _loss_and_grad(_trainer(ROOT / "problems" / "helmholtz3d_data.toml", **{
+        "train.grid_free": True, "precondition.method": "seppgd", "precondition.k": 3}), None)[1]
+    g0 = _loss_and_grad(_trainer(ROOT / "problems" / "helmholtz3d_data.toml", **{
+        "train.grid_free": True, "precondition.method": "seppgd", "precondition.k": 0}), None)[1]
+    plain = _loss_and_grad(_trainer(ROOT / "problems" / "helmholtz3d_data.toml", **{"train.grid_free": True}), None)[1]
+    torch.testing.assert_close(g0, plain, rtol=1e-12, atol=1e-12 * plain.abs().max().item())
+    assert (g3 - plain).norm() > 1e-3 * plain.norm()
+
+
+def test_float32_grid_free_matches_float64():
+    """The Gram products run in float64: a float32 model's grid-free loss is the float64 value of
+    its own residual, to float32 rounding of the factors."""
+    tr = _trainer(ROOT / "problems" / "helmholtz3d.toml", **{"train.grid_free": True, "train.dtype": "float32",
+                                                              "train.points": 40})
+    free = _loss_and_grad(tr, None)[0]
+    tr.model.double()
+    tr.dtype = torch.float64
+    tr.points = {k: v.double() for k, v in tr.points.items()}
+    tr._prepare_all()
+    ref = _loss_and_grad(tr, "grid")[0]
+    torch.testing.assert_close(free.double(), ref, rtol=1e-5, atol=0)
+
+
+def test_gauss_points_integrate_spectrally():
+    """With Gauss-Legendre points the loss is the domain mean of r^2 by quadrature: 10 points per
+    axis agree with 40 to 1e-8 for a smooth residual; uniform grids of those sizes differ by ~1e-2."""
+    p = seppinn.Problem("smooth", {"x": (0.0, 1.0), "y": (-1.0, 2.0)}, ["u"], kind="data")
+    p.add_data("u", "sin(2*x)*exp(y/2)")
+
+    def loss(sampling: str, n: int) -> float:
+        tr = _trainer(p, **{"train.sampling": sampling, "train.points": n, "train.grid_free": True,
+                            "model.activation": "tanh", "model.body": "mlp"})
+        assert set(tr.modes.values()) == {"grid-free"}
+        return float(tr.losses()["data"].detach())
+    g10, g40 = loss("gauss", 10), loss("gauss", 40)
+    u10, u40 = loss("grid", 10), loss("grid", 40)
+    assert abs(g10 - g40) < 1e-8 * g40
+    assert abs(u10 - u40) > 1e-3 * u40
+
+
+def test_check_reports_the_choice():
+    prep = seppinn.prepare(ROOT / "problems" / "helmholtz3d.toml", "spinn", {"train.points": 256})
+    report = seppinn.api.check_report(prep)
+    assert "pde" in report and "grid-free (CP residual, rank 97)" in report
+    prep = seppinn.prepare(ROOT / "problems" / "helmholtz3d.toml", "spinn", {"train.grid_free": False})
+    assert "fused (CP residual, rank 97)" in seppinn.api.check_report(prep)
+    prep = seppinn.prepare(ROOT / "problems" / "klein_gordon3d.toml", "spinn", {"model.kind": "tucker"})
+    assert "grid-free" not in seppinn.api.check_report(prep) and "fused" not in seppinn.api.check_report(prep)
+
+
+def test_grid_free_memory_estimate_allows_huge_grids():
+    """2048^3 on the grid would need tens of GiB per tensor; grid-free Helmholtz needs megabytes."""
+    prep = seppinn.prepare(ROOT / "problems" / "helmholtz3d.toml", "spinn", {"train.points": 2048})
+    est = seppinn.training.estimate_memory(prep.compiled, prep.config)["total"]
+    assert est < 2 * 2**30
+    with pytest.raises(seppinn.SolverConfigError, match="estimated peak memory"):
+        seppinn.prepare(ROOT / "problems" / "helmholtz3d.toml", "spinn",
+                        {"train.points": 2048, "train.grid_free": False})
+    np.testing.assert_array_less(0, est)
