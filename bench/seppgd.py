@@ -8,16 +8,18 @@ preconditioner's share of wall time, and writes bench/seppgd_<settings>.png.
     python bench/seppgd.py [--seeds 0 1 2] [--iterations-a 5000] [--iterations-b 1500] [--k-b 40]
     python bench/seppgd.py --cost [--points 64] [--compile]   # SepPGD's share of a training run's wall time
 
-``--cost`` trains helmholtz3d_data with the spinn preset (the project's fastest training step:
-eager, SPINN's network) at 64 points per axis for 300 iterations, without and with SepPGD
-(update_every = 10, k = 5 data / 2 walls), and prints the rebuild time and the total overhead
-(rebuilds plus applying P every iteration) as shares of the SepPGD run's training time.
+``--cost`` trains helmholtz3d_data with the spinn preset (SPINN's network, fused Adam; with
+``--compile`` the project's fastest step: compiled, grid-free where a term allows) at 64 points per
+axis, without and with SepPGD (update_every = 10, k = 5 data / 2 walls), the two runs alternating
+in blocks of 10 iterations in one process, and prints the rebuild time and the total overhead
+(rebuilds plus applying P every iteration) as shares of SepPGD's time per iteration.
 """
 
 from __future__ import annotations
 
 import argparse
 import platform
+import time
 from pathlib import Path
 
 import numpy as np
@@ -57,21 +59,50 @@ def at_seconds(result: seppinn.Result, seconds: float) -> float:
     return float(h["rel_l2/u"][max(i, 0)])
 
 
-def cost(points: int, iterations: int = 300, compiled: bool = False) -> None:
-    """Training seconds from iteration 50 on (after any compilation) per iteration, and the
-    rebuilds' share of them (rebuild time per iteration over the whole run)."""
-    ov = {"train.points": points, "train.iterations": iterations, "train.eval_every": 50,
-          "train.test_points": 16, "precondition.k": {"data": 5, "walls": 2}, "precondition.update_every": 10,
-          "train.compile": compiled}
-    secs = {}
+def cost(points: int, blocks: int = 30, compiled: bool = False) -> None:
+    """Adam and SepPGD trainers on helmholtz3d_data side by side in one process, timed in
+    alternating blocks of 10 iterations (one rebuild per SepPGD block: update_every = 10), so that
+    the shared machine's drift hits both alike; medians over the blocks."""
+    from seppinn.progress import Progress
+    from seppinn.training import Trainer, make_adam
+
+    ov = {"train.points": points, "train.test_points": 8, "precondition.k": {"data": 5, "walls": 2},
+          "precondition.update_every": 10, "train.compile": compiled}
+    runs = {}
     for method in ("none", "seppgd"):
-        r = seppinn.solve(ROOT / "problems/helmholtz3d_data.toml", solver="spinn", progress=False,
-                          overrides={**ov, "precondition.method": method})
-        per_it = (r.history["seconds"][-1] - r.history["seconds"][1]) / (iterations - 50)
-        secs[method] = (per_it, r.trainer.precondition_seconds / iterations)
-    (t0, _), (t1, build) = secs["none"], secs["seppgd"]
-    print(f"| {points}^3, {iterations} it, {'compiled' if compiled else 'eager'} | Adam {1000 * t0:.1f} ms/it "
-          f"| SepPGD {1000 * t1:.1f} ms/it | rebuilds {100 * build / t1:.1f} % | total overhead {100 * (t1 - t0) / t1:.1f} % |")
+        prep = seppinn.prepare(ROOT / "problems/helmholtz3d_data.toml", "spinn", {**ov, "precondition.method": method})
+        tr = Trainer(prep.compiled, prep.config, device=prep.device, progress=False)
+        runs[method] = (tr, make_adam(list(tr.model.parameters()), 1e-3))
+    progress = Progress(0, enabled=False)
+    modes = sorted({m for tr, _ in runs.values() for m in tr.modes.values()})
+
+    def block(method: str) -> tuple[float, float]:
+        tr, opt = runs[method]
+        t0 = time.perf_counter()
+        if tr.use_preconditioner:
+            tr.rebuild_preconditioners()
+        t1 = time.perf_counter()
+        for _ in range(10):
+            total = tr._loss_vector(progress).sum()
+            opt.zero_grad(set_to_none=True)
+            total.backward()
+            opt.step()
+        return (time.perf_counter() - t0) / 10, t1 - t0
+
+    for _ in range(3):  # warm-up (compiles)
+        block("none"), block("seppgd")
+    times: dict[str, list[float]] = {"none": [], "seppgd": []}
+    rebuild: list[float] = []
+    for b in range(blocks):
+        for method in (("none", "seppgd") if b % 2 == 0 else ("seppgd", "none")):
+            per_it, build = block(method)
+            times[method].append(per_it)
+            if method == "seppgd":
+                rebuild.append(build)
+    t0, t1 = (float(np.median(times[m])) for m in ("none", "seppgd"))
+    share = float(np.median(rebuild)) / 10 / t1
+    print(f"| {points}^3, {'compiled' if compiled else 'eager'} ({', '.join(modes)}) | Adam {1000 * t0:.2f} ms/it "
+          f"| SepPGD {1000 * t1:.2f} ms/it | rebuilds {100 * share:.1f} % | total overhead {100 * (t1 - t0) / t1:.1f} % |")
 
 
 def main() -> None:

@@ -82,7 +82,8 @@ def check_report(prep: Prepared) -> str:
         lines.append(f"training points: {cfg.train.sampling} " + " x ".join(map(str, n_train))
                      + (f", resampled every {cfg.train.resample_every}" if cfg.train.sampling == "random" else ""))
     for t in c.terms:
-        red = f", {t.reduction} over {len(t.parts)} faces" if len(t.parts) > 1 else ""
+        faces = sum(p.faces for p in t.parts)
+        red = f", {t.reduction} over {faces} faces" if faces > 1 else ""
         lines.append(f"term {t.name} ({t.kind}, {t.key}), weight {t.weight:g}{red}")
         for part in t.parts:
             sizes = part_sizes(c, part, n_train)

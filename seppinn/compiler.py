@@ -28,7 +28,8 @@ from .separability import LinearPart, linear_part
 from .separable import rank_list
 from .solver_config import SolverConfig
 
-# A point set on one axis: ("train", d), ("face", d, side), ("file", name, d), ("test", d).
+# A point set on one axis: ("train", d), ("face", d, side) with side "min", "max" or "both" (the two
+# faces of axis d as one grid with 2 points on it), ("file", name, d), ("test", d).
 PointSetKey = tuple[Any, ...]
 Deriv = tuple[str, tuple[int, ...]]  # (field, multi-index)
 
@@ -73,6 +74,7 @@ class TermPart:
     label: str
     mask: np.ndarray | None = None  # bool on the grid: points that count (keep-data)
     pointwise: bool = False  # scattered points: grid keys ("points", name, d) share one index
+    faces: int = 1  # faces this part covers: both faces of an axis share one part (2 points on it)
 
 
 @dataclass
@@ -161,8 +163,21 @@ def _lower_residual(problem: Problem, body: sp.Expr, derivs: list[Deriv], placeh
     return res
 
 
-def _face_grid(n_axes: int, face: Face) -> list[PointSetKey]:
-    return [("face", d, face.side) if d == face.axis else ("train", d) for d in range(n_axes)]
+def _face_grid(n_axes: int, axis: int, side: str) -> list[PointSetKey]:
+    return [("face", d, side) if d == axis else ("train", d) for d in range(n_axes)]
+
+
+def _face_groups(faces: Sequence[Face], axes: Sequence[Any]) -> list[tuple[int, str, str, int]]:
+    """(axis, side, label, faces) per part: both faces of an axis become one part (side "both"),
+    which halves the operations per face for the same sums."""
+    out = []
+    for f in faces:
+        both = {g.side for g in faces if g.axis == f.axis} == {"min", "max"}
+        if not both:
+            out.append((f.axis, f.side, f.label(axes), 1))
+        elif f.side == "min":
+            out.append((f.axis, "both", f"{axes[f.axis].name} = min, max", 2))
+    return out
 
 
 def compile_problem(problem: Problem, config: SolverConfig,
@@ -190,8 +205,8 @@ def compile_problem(problem: Problem, config: SolverConfig,
     for c in problem.conditions:
         if c.hard:
             continue
-        parts = [TermPart(_face_grid(n, f), compile_residual(problem, lifted(c.residual), f"{c.key}.expr"),
-                          f.label(axes)) for f in c.faces]
+        parts = [TermPart(_face_grid(n, axis, side), compile_residual(problem, lifted(c.residual), f"{c.key}.expr"),
+                          label, faces=count) for axis, side, label, count in _face_groups(c.faces, axes)]
         terms.append(Term(c.name, "condition", c.key, parts, reduction=config.train.face_reduction))
     file_grids: dict[str, list[int]] = {}
     point_sets: dict[str, np.ndarray] = {}
@@ -276,7 +291,8 @@ def part_sizes(compiled: CompiledProblem, part: TermPart, n_train: Sequence[int]
         return [len(compiled.point_sets[part.grid[0][1]])]
     sizes = []
     for d, key in enumerate(part.grid):
-        sizes.append(n_train[d] if key[0] == "train" else 1 if key[0] == "face" else compiled.file_grids[key[1]][d])
+        sizes.append(n_train[d] if key[0] == "train" else (2 if key[2] == "both" else 1) if key[0] == "face"
+                     else compiled.file_grids[key[1]][d])
     return sizes
 
 

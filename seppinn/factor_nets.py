@@ -24,7 +24,14 @@ BODIES = {
     "modified_mlp": "SPINN's gated body: encoders U, V, H, then H = U + Z * (V - U) in (depth - 1) gated layers",
 }
 
-Tape = list[tuple[torch.Tensor, torch.Tensor]]  # (layer input, pre-activation) pairs
+class Tape:
+    """For the layer-wise pseudo-NTK: every linear layer's input values (in call order), and a zero
+    probe added to each layer's output, so that d(sum of outputs)/d(probe) is that layer's
+    backprop signal at every point (order-0 passes only)."""
+
+    def __init__(self, probes: Sequence[torch.Tensor]) -> None:
+        self.probes = probes
+        self.inputs: list[torch.Tensor] = []
 
 
 class StackedLinear(nn.Module):
@@ -39,11 +46,12 @@ class StackedLinear(nn.Module):
     def jet(self, h: torch.Tensor, tape: Tape | None = None) -> torch.Tensor:
         """h: (D, m+1, n, in) -> (D, m+1, n, out); the bias shifts the value entry only.
 
-        ``tape`` (order-0 passes only) collects (input, output) pairs for the layer-wise NTK."""
+        ``tape`` (order-0 passes only): records the input, adds the layer's probe (see ``Tape``)."""
         out = h @ self.weight.transpose(1, 2).unsqueeze(1)
         out = torch.cat([out[:, :1] + self.bias[:, None, None], out[:, 1:]], dim=1)
         if tape is not None:
-            tape.append((h[:, 0], out))
+            out = out + tape.probes[len(tape.inputs)][:, None]
+            tape.inputs.append(h[:, 0])
         return out
 
 
@@ -120,23 +128,42 @@ class FactorBank(nn.Module):
         self.out = StackedLinear(D, width, out_features)
         self._initialise()
 
+    def layers(self) -> list[StackedLinear]:
+        """The linear layers in the order a forward pass calls them."""
+        body = [cast(StackedLinear, layer) for layer in self.hidden]
+        first = [] if self.body == "mlp" else [self.enc_u, self.enc_v, self.enc_h]
+        return first + body + [self.out]
+
     def pseudo_ntk(self, x: torch.Tensor, out_mask: torch.Tensor | None = None) -> torch.Tensor:
         """Factor pseudo-NTK by sum of logits, per axis: x (D, n) -> K (D, n, n) with
         K[d, i, j] = <grad_{theta_d} sum_o f_d(x_i)_o, grad_{theta_d} sum_o f_d(x_j)_o>.
 
         Layer-wise Gram form: for a linear layer z = W a + b, d s_i/dW = delta_i a_i^T and
-        d s_i/db = delta_i, so its share is (delta delta^T) * (a a^T + 1). One backward pass of
-        sum_i s_i gives every delta_i, because point i only reaches s_i. ``out_mask`` (D, out):
-        outputs that take part in the sum (the others are unused by the model)."""
-        tape: Tape = []
-        with torch.enable_grad():
+        d s_i/db = delta_i, so its share is (delta delta^T) * (a a^T + 1). The gradient of
+        sum_i s_i with respect to a zero probe added to z gives every delta_i at once (point i
+        only reaches s_i); under torch.compile through torch.func.grad, which it can trace. ``out_mask``
+        (D, out): outputs that take part in the sum (the others are unused by the model)."""
+        D, n = x.shape
+        zeros = [torch.zeros(D, n, layer.out_features, dtype=x.dtype, device=x.device) for layer in self.layers()]
+
+        def total(probes: list[torch.Tensor]) -> tuple[torch.Tensor, list[torch.Tensor]]:
+            tape = Tape(probes)
             out = self.jets(x, 0, tape)
             if out_mask is not None:
                 out = out * out_mask.to(out.dtype)[:, None, None, :]
-            deltas = torch.autograd.grad(out.sum(), [z for _, z in tape])
-        K = torch.zeros(x.shape[0], x.shape[1], x.shape[1], dtype=out.dtype, device=out.device)
-        for (a, _), delta in zip(tape, deltas):
-            a, delta = a.detach(), delta[:, 0]
+            return out.sum(), tape.inputs
+
+        if torch.compiler.is_compiling():
+            with torch.no_grad():
+                deltas, inputs = torch.func.grad(total, has_aux=True)(zeros)
+        else:  # eager: plain autograd is twice as fast as torch.func here
+            probes = [z.requires_grad_() for z in zeros]
+            with torch.enable_grad():
+                s, inputs = total(probes)
+                deltas = list(torch.autograd.grad(s, probes))
+            inputs = [a.detach() for a in inputs]
+        K = torch.zeros(D, n, n, dtype=x.dtype, device=x.device)
+        for a, delta in zip(inputs, deltas):
             K = K + (delta @ delta.transpose(1, 2)) * (a @ a.transpose(1, 2) + 1)
         return K
 

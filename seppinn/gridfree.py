@@ -49,17 +49,27 @@ def preconditioned_sum(factors: Sequence[torch.Tensor], weights: Sequence[torch.
     (the grid path's surrogate, ``training``), float64 scalar."""
     g64 = [g.to(torch.float64) for g in factors]
     fixed = [g.detach() for g in g64]
-    grams = [_gram(g, h, w) for g, h, w in zip(g64, fixed, weights)]  # value: G^T W G
+    grams, corrs = [], {}
+    for d, (g, h, w) in enumerate(zip(g64, fixed, weights)):
+        S = precond.get(d)
+        if S is None or S.V.shape[1] == 0:
+            grams.append(_gram(g, h, w))  # value: G^T W G
+            continue
+        # r x_d S_d = r - r x_d V diag(coef) V^T: the fixed factor d -> V diag(coef) V^T G_d; one Gram
+        # product for both the factor and its correction
+        n, rho, C = h.shape
+        if S.M is not None:
+            corr = (S.M.to(torch.float64) @ h.reshape(n, -1)).reshape(n, rho, C)
+        else:
+            V, Vc = S.V.to(torch.float64), S.V_coef.to(torch.float64)
+            corr = (V @ (Vc.T @ h.reshape(n, -1))).reshape(n, rho, C)
+        both = _gram(g, torch.cat([h, corr], dim=1), w)
+        grams.append(both[..., :rho])
+        corrs[d] = both[..., rho:]
     inner = _hadamard_sum(grams)  # <W r, r^> (gradient through the first argument only)
     surrogate = c * len(precond) * inner
-    for d, S in precond.items():  # r x_d S_d = r - r x_d V diag(coef) V^T: fixed factor d -> V diag(coef) V^T G_d
-        if S.V.shape[1] == 0:
-            continue
-        n, rho, C = fixed[d].shape
-        V, Vc = S.V.to(torch.float64), S.V_coef.to(torch.float64)
-        corr = (V @ (Vc.T @ fixed[d].reshape(n, -1))).reshape(n, rho, C)
-        surrogate = surrogate - c * _hadamard_sum([_gram(g64[d], corr, weights[d]) if e == d else grams[e]
-                                                       for e in range(len(grams))])
+    for d, B in corrs.items():
+        surrogate = surrogate - c * _hadamard_sum([B if e == d else grams[e] for e in range(len(grams))])
     surrogate = 2 * surrogate
     value = inner.detach()
     return value + (surrogate - surrogate.detach())

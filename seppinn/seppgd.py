@@ -27,6 +27,9 @@ from .solver_config import SolverConfig
 AUTO_FRACTION = 0.25
 
 
+DENSE_MAX = 1024  # points per axis up to which I - S_d is kept as a dense matrix
+
+
 @dataclass
 class FactorPreconditioner:
     """S = I - V diag(coef) V^T on one axis (V: (n, k), coef: (k,)); eigenvalues of K kept
@@ -38,7 +41,11 @@ class FactorPreconditioner:
     modulated: torch.Tensor
 
     def __post_init__(self) -> None:
-        self.V_coef = self.V * self.coef  # V diag(coef), (n, k): built once, used every iteration
+        # I - S = V diag(coef) V^T, built once per rebuild and used every iteration: dense (n, n) up
+        # to DENSE_MAX points (one matrix product per application), else the factors V diag(coef), V
+        self.V_coef = self.V * self.coef
+        n = self.V.shape[0]
+        self.M = self.V_coef @ self.V.T if n <= DENSE_MAX and self.V.shape[1] else None
 
     def correction(self, r: torch.Tensor, axis: int) -> torch.Tensor | None:
         """r x_axis (I - S) = V diag(coef) V^T applied to every fibre of r along ``axis``
@@ -48,12 +55,13 @@ class FactorPreconditioner:
         # r viewed as (before, n, after): contracting the middle index needs no copy of r
         shape = r.shape
         before, n = math.prod(shape[:axis]), shape[axis]
-        Vc = self.V_coef
         if math.prod(shape[axis + 1:]) == 1:
             flat = r.reshape(before, n)
-            return ((flat @ Vc) @ self.V.T).reshape(shape)
+            out = flat @ self.M if self.M is not None else (flat @ self.V_coef) @ self.V.T  # M is symmetric
+            return out.reshape(shape)
         r3 = r.reshape(before, n, -1)
-        return (self.V @ (Vc.T @ r3)).reshape(shape)
+        out = self.M @ r3 if self.M is not None else self.V @ (self.V_coef.T @ r3)
+        return out.reshape(shape)
 
     def dense(self) -> torch.Tensor:
         n = self.V.shape[0]

@@ -185,6 +185,7 @@ class Trainer:
         for d, (lo, hi) in enumerate(compiled.ranges):
             self.points[("face", d, "min")] = self._t([lo])
             self.points[("face", d, "max")] = self._t([hi])
+            self.points[("face", d, "both")] = self._t([lo, hi])
         for name, sizes in compiled.file_grids.items():
             for d, ((lo, hi), n) in enumerate(zip(compiled.ranges, sizes)):
                 self.points[("file", name, d)] = self._t(np.linspace(lo, hi, n))
@@ -226,6 +227,10 @@ class Trainer:
         # points, constants and SepPGD factors are inputs, so resampling and rebuilds reuse it
         self._compiled: Callable[[], torch.Tensor] | None = (
             torch.compile(lambda: torch.stack(list(self.losses().values()))) if compiles(config) else None)
+        # SepPGD rebuilds: the factor pseudo-NTKs as a graph of their own (1.2 ms instead of 2-4 eager at 64^3)
+        self._compiled_ntks: Callable[[str, list[torch.Tensor]], list[torch.Tensor]] | None = (
+            torch.compile(lambda f, xs: self.model[f].pseudo_ntks(xs)) if compiles(config) and self.use_preconditioner
+            else None)
 
     # ---------------------------------------------------------------- points and grids
     def _t(self, values: Any) -> torch.Tensor:
@@ -303,7 +308,17 @@ class Trainer:
         self._prepare_all()
 
     # ---------------------------------------------------------------- SepPGD
-    def rebuild_preconditioners(self) -> None:
+    def _pseudo_ntks(self, field: str, xs: list[torch.Tensor], progress: Progress | None) -> list[torch.Tensor]:
+        if self._compiled_ntks is not None:
+            try:
+                return self._compiled_ntks(field, xs)
+            except Exception as exc:  # a backend that cannot compile it: eager is always right
+                if progress is not None:
+                    progress.note(f"torch.compile of the pseudo-NTK failed ({type(exc).__name__}); continuing eager")
+                self._compiled_ntks = None
+        return self.model[field].pseudo_ntks(xs)
+
+    def rebuild_preconditioners(self, progress: Progress | None = None) -> None:
         """S_d for every preconditioned term part from the current factor networks and points."""
         start = time.perf_counter()
         pc = self.cfg.precondition
@@ -321,7 +336,7 @@ class Trainer:
         for field, per in wanted.items():
             for i in range(max(len(keys) for keys in per)):  # one pseudo-NTK pass per point set and axis
                 keys = [ks[i] if i < len(ks) else ("face", d, "min") for d, ks in enumerate(per)]
-                Ks = self.model[field].pseudo_ntks([self.points[k] for k in keys])
+                Ks = self._pseudo_ntks(field, [self.points[k] for k in keys], progress)
                 axes = [d for d, ks in enumerate(per) if i < len(ks)]
                 for n in {len(Ks[d]) for d in axes}:  # one batched eigh per size
                     same = [d for d in axes if len(Ks[d]) == n]
@@ -373,7 +388,7 @@ class Trainer:
                 s, n = self._part_sum(part, jets, cache)
                 sums.append(s)
                 counts.append(n)
-                means.append(s / n)
+                means.append(s / n * part.faces)  # a part of two faces: the sum of their means
             loss = torch.stack(means).sum() if t.reduction == "sum" else torch.stack(sums).sum() / sum(counts)
             out[t.name] = t.weight * loss
         return out
@@ -707,7 +722,7 @@ class Trainer:
                 if resampled:
                     self.resample()
                 if self.use_preconditioner and (it == 0 or resampled or (update_every and it % update_every == 0)):
-                    self.rebuild_preconditioners()
+                    self.rebuild_preconditioners(progress)
             else:  # L-BFGS line-searches the loss it measures: plain gradients in this phase
                 self.use_preconditioner = False
             if adam_phase:

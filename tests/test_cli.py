@@ -50,7 +50,7 @@ def test_check_reports_terms_grids_derivatives_memory(capsys):
     assert "term pde (equation, equations[0]), weight 1" in out
     assert "interior: grid 64 x 64 x 64 (262144 points); u (0, 0, 0), u_zz (0, 0, 2), u_yy (0, 2, 0), u_xx (2, 0, 0)" in out
     assert "term walls (condition, conditions[0]), weight 100, sum over 6 faces" in out
-    assert "x = min: grid 1 x 64 x 64 (4096 points)" in out
+    assert "x = min, max: grid 2 x 64 x 64 (8192 points)" in out
     assert "memory per iteration (estimate):" in out
 
 

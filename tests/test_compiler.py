@@ -34,7 +34,7 @@ def test_helmholtz_residual_of_exact_rank1_solution_vanishes(f64):
     pts = [torch.rand(11) * 2 - 1, torch.rand(9) * 2 - 1, torch.rand(7) * 2 - 1]
     for term in prep.compiled.terms:
         for part in term.parts:
-            axis_pts = [torch.tensor([-1.0 if key[2] == "min" else 1.0]) if key[0] == "face" else pts[d]
+            axis_pts = [torch.tensor({"min": [-1.0], "max": [1.0], "both": [-1.0, 1.0]}[key[2]]) if key[0] == "face" else pts[d]
                         for d, key in enumerate(part.grid)]
             consts = part.residual.prepare(grid_coords(axis_pts), torch.float64)
             values = [torch.einsum("arz,brz,crz->abcz", *[sine_factor(c, x, a) for c, x, a in zip(freqs, axis_pts, alpha)])

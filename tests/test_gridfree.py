@@ -167,3 +167,25 @@ def test_grid_free_memory_estimate_allows_huge_grids():
         seppinn.prepare(ROOT / "problems" / "helmholtz3d.toml", "spinn",
                         {"train.points": 2048, "train.grid_free": False})
     np.testing.assert_array_less(0, est)
+
+
+@pytest.mark.parametrize("reduction", ["sum", "mean"])
+@pytest.mark.parametrize("grid_free", [False, True])
+def test_face_pairs_give_per_face_sums(reduction, grid_free):
+    """Both faces of an axis are one part (2 points on that axis); the walls loss still is the sum
+    (or the mean over all points) of the six faces' mean squares, each face evaluated on its own."""
+    tr = _trainer(ROOT / "problems" / "helmholtz3d.toml", **{"train.face_reduction": reduction,
+                                                              "train.grid_free": grid_free})
+    walls = next(t for t in tr.c.terms if t.name == "walls")
+    assert [p.faces for p in walls.parts] == [2, 2, 2]
+    pts = [tr.points[("train", d)].numpy() for d in range(3)]
+    means = []
+    for d in range(3):
+        for v in (-1.0, 1.0):
+            axes = [np.array([v]) if e == d else pts[e] for e in range(3)]
+            u = tr.predict(axes)["u"][..., 0].numpy()
+            X = np.meshgrid(*axes, indexing="ij")
+            exact = np.sin(4 * np.pi * X[0]) * np.sin(4 * np.pi * X[1]) * np.sin(3 * np.pi * X[2])
+            means.append(np.mean((u - exact) ** 2))
+    want = walls.weight * (sum(means) if reduction == "sum" else np.mean(means))
+    assert float(tr.losses()["walls"].detach()) == pytest.approx(want, rel=1e-12)
