@@ -27,6 +27,8 @@ def _gram(a: torch.Tensor, b: torch.Tensor, w: torch.Tensor | None) -> torch.Ten
     """(C, rho, rho) = a^T diag(w) b per component; a, b: (n, rho, C) float64."""
     if w is not None:
         a = a * w[:, None, None]
+    if a.shape[-1] == 1:  # one component: a plain matrix product (the batched einsum copies)
+        return (a[..., 0].T @ b[..., 0])[None]
     return torch.einsum("nac,nbc->cab", a, b)
 
 
@@ -61,6 +63,7 @@ def preconditioned_sum(factors: Sequence[torch.Tensor], weights: Sequence[torch.
         if S.M is not None:
             corr = (S.M.to(torch.float64) @ h.reshape(n, -1)).reshape(n, rho, C)
         else:
+            assert S.V_coef is not None
             V, Vc = S.V.to(torch.float64), S.V_coef.to(torch.float64)
             corr = (V @ (Vc.T @ h.reshape(n, -1))).reshape(n, rho, C)
         both = _gram(g, torch.cat([h, corr], dim=1), w)

@@ -5,7 +5,9 @@ separable products (sum_m c_m prod_d g_{m,d}(x_d)) is, for a CP model u = s sum_
 a CP tensor: r = sum_rho prod_d G_d[:, rho] with per-axis factors G_d built from the factor jets
 (one rank block of R columns per separable product of each a_j, one column per product of b).
 Blocks that agree on every axis but one are merged into one block by summing on that axis,
-e.g. u_xx + k^2 u -> [F_x'' + k^2 F_x, F_y, F_z] (issue 8's fused contraction).
+e.g. u_xx + k^2 u -> [F_x'' + k^2 F_x, F_y, F_z] (issue 8's fused contraction). When other terms
+remain (u^3, u u_xx), the residual is evaluated on the grid anyway, and the source b stays with them
+(one precomputed addition there, where rank columns would cost a contraction each).
 
 Everything here is sympy; the trainer turns the blocks into tensors (``training``).
 """
@@ -93,6 +95,7 @@ def linear_part(body: sp.Expr, placeholders: Sequence[sp.Symbol], fields: Sequen
     terms as rank blocks, and the rest. None when no term qualifies."""
     raw: list[tuple[str | None, tuple[int, ...], sp.Expr, list[sp.Expr]]] = []  # field, alpha, const, per-axis g
     rest: list[sp.Expr] = []
+    sources: list[sp.Expr] = []
     pset = set(placeholders)
     D = len(axes)
     for term in sp.Add.make_args(sp.expand(body)):
@@ -114,7 +117,12 @@ def linear_part(body: sp.Expr, placeholders: Sequence[sp.Symbol], fields: Sequen
         if products is None:
             rest.append(term)
             continue
+        if field is None:
+            sources.append(term)
         raw.extend((field, alpha, c, g) for c, g in products)
+    if rest:  # on the grid anyway: a source is one precomputed addition there, not rank columns
+        raw = [r for r in raw if r[0] is not None]
+        rest.extend(sources)
     if not raw:
         return None
     return LinearPart(_merge(raw, D), sp.Add(*rest))

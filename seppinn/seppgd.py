@@ -12,7 +12,7 @@ plain gradient) or 1 ("paper", eq. 8 as printed).
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -39,13 +39,14 @@ class FactorPreconditioner:
     coef: torch.Tensor
     eigvals: torch.Tensor
     modulated: torch.Tensor
+    # I - S = V diag(coef) V^T, built once per rebuild and used every iteration: V diag(coef), and the
+    # dense (n, n) matrix up to DENSE_MAX points (one matrix product per application); computed when None
+    V_coef: torch.Tensor | None = None
+    M: torch.Tensor | None = None
 
     def __post_init__(self) -> None:
-        # I - S = V diag(coef) V^T, built once per rebuild and used every iteration: dense (n, n) up
-        # to DENSE_MAX points (one matrix product per application), else the factors V diag(coef), V
-        self.V_coef = self.V * self.coef
-        n = self.V.shape[0]
-        self.M = self.V_coef @ self.V.T if n <= DENSE_MAX and self.V.shape[1] else None
+        if self.V_coef is None:
+            self.V_coef, self.M = applied(self.V, self.coef)
 
     def correction(self, r: torch.Tensor, axis: int) -> torch.Tensor | None:
         """r x_axis (I - S) = V diag(coef) V^T applied to every fibre of r along ``axis``
@@ -57,10 +58,10 @@ class FactorPreconditioner:
         before, n = math.prod(shape[:axis]), shape[axis]
         if math.prod(shape[axis + 1:]) == 1:
             flat = r.reshape(before, n)
-            out = flat @ self.M if self.M is not None else (flat @ self.V_coef) @ self.V.T  # M is symmetric
+            out = flat @ self.M if self.M is not None else (flat @ self.V_coef) @ self.V.T  # type: ignore[operator]
             return out.reshape(shape)
         r3 = r.reshape(before, n, -1)
-        out = self.M @ r3 if self.M is not None else self.V @ (self.V_coef.T @ r3)
+        out = self.M @ r3 if self.M is not None else self.V @ (self.V_coef.T @ r3)  # type: ignore[union-attr]
         return out.reshape(shape)
 
     def dense(self) -> torch.Tensor:
@@ -80,16 +81,45 @@ def eigen(K: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return torch.maximum(lam, floor), V
 
 
-def from_eigen(lam: torch.Tensor, V: torch.Tensor, k: int, modulation: str) -> FactorPreconditioner:
-    """S = I - sum_{i<=k} (1 - g_i/lambda_i) v_i v_i^T. clamp: g_i = lambda_k for i <= k (the paper's
-    g_1); sqrt: g_i = sqrt(lambda_i lambda_k), a scale-free form of the paper's g_2 = sqrt(lambda_i)."""
+def modulate(lam: torch.Tensor, V: torch.Tensor, k: int, modulation: str
+             ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(V_k, coef, eigvals, modulated) of S = I - sum_{i<=k} (1 - g_i/lambda_i) v_i v_i^T. clamp:
+    g_i = lambda_k for i <= k (the paper's g_1); sqrt: g_i = sqrt(lambda_i lambda_k), a scale-free
+    form of the paper's g_2 = sqrt(lambda_i). k <= 1: S = I."""
     k = min(k, lam.shape[0])
     if k <= 1:
-        return FactorPreconditioner(V[:, :0], lam[:0], lam, lam.clone())
+        return V[:, :0], lam[:0], lam, lam.clone()
     lk = lam[k - 1]
     g = lk.expand(k) if modulation == "clamp" else torch.sqrt(lam[:k] * lk)
-    modulated = torch.cat([g, lam[k:]])
-    return FactorPreconditioner(V[:, :k].contiguous(), 1 - g / lam[:k], lam, modulated)
+    return V[:, :k].contiguous(), 1 - g / lam[:k], lam, torch.cat([g, lam[k:]])
+
+
+def from_eigen(lam: torch.Tensor, V: torch.Tensor, k: int, modulation: str) -> FactorPreconditioner:
+    """S_d from eigenpairs (``eigen``) and k (``modulate``)."""
+    return FactorPreconditioner(*modulate(lam, V, k, modulation))
+
+
+def applied(V: torch.Tensor, coef: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """(V diag(coef), the dense I - S up to DENSE_MAX points or None)."""
+    V_coef = V * coef
+    return V_coef, V_coef @ V.T if V.shape[0] <= DENSE_MAX and V.shape[1] else None
+
+
+def build_all(Ks: Sequence[torch.Tensor], wanted: Sequence[tuple[int, Sequence[int]]], modulation: str
+              ) -> dict[tuple[int, int], tuple[torch.Tensor | None, ...]]:
+    """Every S_d a rebuild needs from one set of factor pseudo-NTKs (one per axis): ``wanted`` lists
+    (axis, the k values wanted there); one batched eigh per size. Returns (axis, k) -> the tensors of a
+    ``FactorPreconditioner`` (V, coef, eigvals, modulated, V_coef, M): pure tensors, so that the whole
+    rebuild can be one torch.compile graph."""
+    out: dict[tuple[int, int], tuple[torch.Tensor | None, ...]] = {}
+    for n in sorted({Ks[d].shape[0] for d, _ in wanted}):
+        same = [(d, ks) for d, ks in wanted if Ks[d].shape[0] == n]
+        lams, Vs = eigen(torch.stack([Ks[d] for d, _ in same]))
+        for j, (d, ks) in enumerate(same):
+            for k in ks:
+                V, coef, lam, modulated = modulate(lams[j], Vs[j], k, modulation)
+                out[(d, k)] = (V, coef, lam, modulated, *applied(V, coef))
+    return out
 
 
 def factor_preconditioner(K: torch.Tensor, k: int, modulation: str) -> FactorPreconditioner:

@@ -29,7 +29,7 @@ from .metrics import MetricSpec, field_metrics
 from .output import squeeze_components
 from .progress import Progress
 from .reference_solvers import REFERENCE_SOLVERS
-from .seppgd import FactorPreconditioner, eigen, from_eigen, precondition, resolve_k
+from .seppgd import FactorPreconditioner, build_all, precondition, resolve_k
 from .separability import rank as block_rank
 from .separable import SeparableModel, build_model, cp_contract
 from .solver_config import SolverConfig
@@ -227,10 +227,9 @@ class Trainer:
         # points, constants and SepPGD factors are inputs, so resampling and rebuilds reuse it
         self._compiled: Callable[[], torch.Tensor] | None = (
             torch.compile(lambda: torch.stack(list(self.losses().values()))) if compiles(config) else None)
-        # SepPGD rebuilds: the factor pseudo-NTKs as a graph of their own (1.2 ms instead of 2-4 eager at 64^3)
-        self._compiled_ntks: Callable[[str, list[torch.Tensor]], list[torch.Tensor]] | None = (
-            torch.compile(lambda f, xs: self.model[f].pseudo_ntks(xs)) if compiles(config) and self.use_preconditioner
-            else None)
+        # SepPGD rebuilds (pseudo-NTKs, eigh, S_d) as a graph of their own: 1.2 ms instead of 2-4 eager at 64^3
+        self._compiled_build: Callable[..., dict[tuple[int, int], tuple[torch.Tensor | None, ...]]] | None = (
+            torch.compile(self._build_factors) if compiles(config) and self.use_preconditioner else None)
 
     # ---------------------------------------------------------------- points and grids
     def _t(self, values: Any) -> torch.Tensor:
@@ -308,54 +307,50 @@ class Trainer:
         self._prepare_all()
 
     # ---------------------------------------------------------------- SepPGD
-    def _pseudo_ntks(self, field: str, xs: list[torch.Tensor], progress: Progress | None) -> list[torch.Tensor]:
-        if self._compiled_ntks is not None:
-            try:
-                return self._compiled_ntks(field, xs)
-            except Exception as exc:  # a backend that cannot compile it: eager is always right
-                if progress is not None:
-                    progress.note(f"torch.compile of the pseudo-NTK failed ({type(exc).__name__}); continuing eager")
-                self._compiled_ntks = None
-        return self.model[field].pseudo_ntks(xs)
+    def _build_factors(self, field: str, xs: list[torch.Tensor], wanted: tuple[tuple[int, tuple[int, ...]], ...]
+                       ) -> dict[tuple[int, int], tuple[torch.Tensor | None, ...]]:
+        Ks = [K.detach() for K in self.model[field].pseudo_ntks(xs)]
+        return build_all(Ks, wanted, self.cfg.precondition.modulation)
 
     def rebuild_preconditioners(self, progress: Progress | None = None) -> None:
         """S_d for every preconditioned term part from the current factor networks and points."""
         start = time.perf_counter()
-        pc = self.cfg.precondition
         # faces reuse the interior's points on their free axes: one K_d and one S_d per
         # (field, axis, point set, k), however many terms and faces share them
         terms = [t for t in self.c.terms if t.name in self.c.preconditioned]
-        wanted: dict[str, list[list[PointSetKey]]] = {}  # field -> per axis: the point sets that need S_d
+        wanted: dict[str, list[dict[PointSetKey, set[int]]]] = {}  # field -> per axis: point set -> k values
         for t in terms:
-            per = wanted.setdefault(t.parts[0].residual.derivs[0][0], [[] for _ in self.c.axes])
+            per = wanted.setdefault(t.parts[0].residual.derivs[0][0], [{} for _ in self.c.axes])
             for part in t.parts:
                 for d, key in enumerate(part.grid):
-                    if key[0] != "face" and key not in per[d]:
-                        per[d].append(key)
-        eig: dict[tuple[Any, ...], tuple[torch.Tensor, torch.Tensor]] = {}
-        for field, per in wanted.items():
-            for i in range(max(len(keys) for keys in per)):  # one pseudo-NTK pass per point set and axis
-                keys = [ks[i] if i < len(ks) else ("face", d, "min") for d, ks in enumerate(per)]
-                Ks = self._pseudo_ntks(field, [self.points[k] for k in keys], progress)
-                axes = [d for d, ks in enumerate(per) if i < len(ks)]
-                for n in {len(Ks[d]) for d in axes}:  # one batched eigh per size
-                    same = [d for d in axes if len(Ks[d]) == n]
-                    lams, Vs = eigen(torch.stack([Ks[d].detach() for d in same]))
-                    eig.update({(field, d, keys[d]): (lams[j], Vs[j]) for j, d in enumerate(same)})
+                    if key[0] != "face":
+                        k = resolve_k(self.c.preconditioned[t.name], len(self.points[key]))
+                        per[d].setdefault(key, set()).add(k)
         built: dict[tuple[Any, ...], FactorPreconditioner] = {}
+        for field, per in wanted.items():
+            for i in range(max(len(sets) for sets in per)):  # one pseudo-NTK pass per point set and axis
+                keys = [list(sets)[i] if i < len(sets) else ("face", d, "min") for d, sets in enumerate(per)]
+                plan = tuple((d, tuple(sorted(per[d][keys[d]]))) for d in range(len(per)) if i < len(per[d]))
+                xs = [self.points[k] for k in keys]
+                tensors = None
+                if self._compiled_build is not None:
+                    try:
+                        tensors = self._compiled_build(field, xs, plan)
+                    except Exception as exc:  # a backend that cannot compile it: eager is always right
+                        if progress is not None:
+                            progress.note(f"torch.compile of the SepPGD rebuild failed ({type(exc).__name__}); "
+                                          "continuing eager")
+                        self._compiled_build = None
+                if tensors is None:
+                    tensors = self._build_factors(field, xs, plan)
+                for (d, k), ts in tensors.items():
+                    built[(field, d, keys[d], k)] = FactorPreconditioner(*ts)  # type: ignore[arg-type]
         for t in terms:
             field = t.parts[0].residual.derivs[0][0]
             for part in t.parts:
-                factors = {}
-                for d, key in enumerate(part.grid):
-                    if key[0] == "face":
-                        continue
-                    lam, V = eig[(field, d, key)]
-                    k = resolve_k(self.c.preconditioned[t.name], len(lam))
-                    if (field, d, key, k) not in built:
-                        built[(field, d, key, k)] = from_eigen(lam, V, k, pc.modulation)
-                    factors[d] = built[(field, d, key, k)]
-                self.factors[id(part)] = factors
+                self.factors[id(part)] = {
+                    d: built[(field, d, key, resolve_k(self.c.preconditioned[t.name], len(self.points[key])))]
+                    for d, key in enumerate(part.grid) if key[0] != "face"}
         self.precondition_seconds += time.perf_counter() - start
 
     def _part_scale(self, part_id: int) -> float:
@@ -830,7 +825,9 @@ def estimate_memory(compiled: CompiledProblem, config: SolverConfig) -> dict[str
             k = len(part.residual.derivs)
             grid_elems += (k + part.residual.nodes + 2) * N * C
             inter = max(inter, float(np.prod(sizes[:-1])) * R * C * k) if len(sizes) > 1 else inter
-    nets = sum((max(o) + 1) * (sum(n_train) + 2 * len(n_train)) * width * depth * 6
+    # factor networks: ~16 jet-sized tensors per layer kept for the backward (pre-activations, the
+    # activation's derivatives, Faa di Bruno and gate products): measured 11-18 at 1,024-2,048 points
+    nets = sum((max(o) + 1) * (sum(n_train) + 2 * len(n_train)) * width * depth * 16
                for o in compiled.orders.values())
     # the allocator's slack and autograd's temporaries on top of what is counted, and the runtime's
     # own working memory: calibrated so the estimate stays above the peak growth bench/reliability.py
