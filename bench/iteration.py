@@ -12,6 +12,7 @@ One step = loss, backward and Adam step on the `spinn` preset's network (modifie
 rank 32, float32), n random points per axis; median of ``--repeats`` steps after warm-up (the
 warm-up compiles). Every (problem, n, mode) runs in a fresh process so that its peak memory
 (growth of the peak resident set over the process before the first step) is its own.
+``--networks``: also the compiled factor networks alone (the sum of their jets as the loss).
 ``--dense-max N``: also a dense PINN (3 -> 64 x 3 -> 1 tanh, nested-autograd Laplacian, same points)
 up to N points per axis.
 """
@@ -46,6 +47,7 @@ MODES = {  # column -> (train.compile, train.grid_free)
     "compiled": (True, False),
     "grid-free": (True, "auto"),
 }
+NETWORKS = "networks"  # --networks: the compiled factor networks alone (jets summed), no residuals
 
 
 def time_steps(step, repeats: int, warmup: int = 5) -> float:
@@ -60,15 +62,20 @@ def time_steps(step, repeats: int, warmup: int = 5) -> float:
 
 
 def seppinn_step(n: int, compiled: bool = False, problem: str = "helmholtz3d", device: str = "cpu",
-                 grid_free: bool | str = False):
+                 grid_free: bool | str = False, networks_only: bool = False):
     """One training step (loss, backward, Adam) of ``problem`` with the spinn preset; ``compiled``:
-    the loss and its backward through train.compile (the first call compiles it)."""
+    the loss and its backward through train.compile (the first call compiles it). ``networks_only``:
+    the "loss" is the sum of every factor jet (the factor networks' share of a step)."""
     prep = prepare(ROOT / "problems" / f"{problem}.toml", "spinn",
                    {"train.points": n, "train.device": device, "train.compile": compiled,
                     "train.grid_free": grid_free, "train.test_points": 8})
     tr = Trainer(prep.compiled, prep.config, prep.ref_arrays, device=prep.device, progress=False)
     opt = make_adam(list(tr.model.parameters()), 1e-3)
     progress = Progress(0, enabled=False)
+    if networks_only:
+        jets_sum = lambda: sum(j.sum() for per in tr._jets().values() for j in per.values())  # noqa: E731
+        run = torch.compile(jets_sum) if compiled else jets_sum
+        tr._loss_vector = lambda _progress: run()  # type: ignore[method-assign]
 
     def step() -> None:
         total = tr._loss_vector(progress).sum()
@@ -121,8 +128,8 @@ def measure_one(problem: str, n: int, mode: str, repeats: int) -> dict[str, floa
         before = peak_mib()
         ms = time_steps(step, max(3, repeats // 5), warmup=1)
     else:
-        compiled, grid_free = MODES[mode]
-        step = seppinn_step(n, compiled, problem, grid_free=grid_free)
+        compiled, grid_free = MODES.get(mode, (True, "auto"))
+        step = seppinn_step(n, compiled, problem, grid_free=grid_free, networks_only=mode == NETWORKS)
         before = peak_mib()
         t = time.perf_counter()
         step()
@@ -154,6 +161,8 @@ def main() -> None:
     ap.add_argument("--gridfree-sizes", type=int, nargs="*", default=[512, 1024, 2048, 4096])
     ap.add_argument("--repeats", type=int, default=20)
     ap.add_argument("--dense-max", type=int, default=0, help="largest n for the dense PINN (0: none)")
+    ap.add_argument("--networks", action="store_true",
+                    help="also the compiled factor networks alone (their share of a step), one more column")
     ap.add_argument("--one", nargs=4, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.one:
@@ -163,8 +172,8 @@ def main() -> None:
     print(f"# {platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, "
           f"torch {torch.__version__}, float32; ms per step (peak memory growth)")
     print("| problem | points/axis | eager | compiled | compiled, grid-free where it applies | SPINN-JAX (issue) "
-          "| best / SPINN-JAX | dense PINN |")
-    print("|---|---|---|---|---|---|---|---|")
+          "| best / SPINN-JAX | dense PINN |" + (" networks alone |" if args.networks else ""))
+    print("|---|---|---|---|---|---|---|---|" + ("---|" if args.networks else ""))
     for problem in args.problems:
         for n in args.sizes:
             res = {mode: measure(problem, n, mode, args.repeats) for mode in MODES}
@@ -173,8 +182,8 @@ def main() -> None:
             best = min((r["ms"] for r in res.values() if isinstance(r, dict)), default=float("nan"))
             ratio = f"{best / jax:.2f}" if jax else "-"
             print(f"| {problem} | {n}^3 | " + " | ".join(cell(res[m]) for m in MODES)
-                  + f" | {jax if jax else '-'} | {ratio} | {cell(dense) if isinstance(dense, dict) else dense} |",
-                  flush=True)
+                  + f" | {jax if jax else '-'} | {ratio} | {cell(dense) if isinstance(dense, dict) else dense} |"
+                  + (f" {cell(measure(problem, n, NETWORKS, args.repeats))} |" if args.networks else ""), flush=True)
     if "helmholtz3d" in args.problems:
         for n in args.gridfree_sizes:
             r = measure("helmholtz3d", n, "grid-free", args.repeats)

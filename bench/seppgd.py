@@ -62,22 +62,26 @@ def at_seconds(result: seppinn.Result, seconds: float) -> float:
 def cost(points: int, blocks: int = 30, compiled: bool = False) -> None:
     """Adam and SepPGD trainers on helmholtz3d_data side by side in one process, timed in
     alternating blocks of 10 iterations (one rebuild per SepPGD block: update_every = 10), so that
-    the shared machine's drift hits both alike; medians over the blocks."""
+    the shared machine's drift hits all alike; medians over the blocks. Besides SepPGD on both terms
+    (k = 5 data / 2 walls), SepPGD on the data term only and on the walls only, for the split."""
     from seppinn.progress import Progress
     from seppinn.training import Trainer, make_adam
 
-    ov = {"train.points": points, "train.test_points": 8, "precondition.k": {"data": 5, "walls": 2},
-          "precondition.update_every": 10, "train.compile": compiled}
+    ov = {"train.points": points, "train.test_points": 8, "precondition.update_every": 10, "train.compile": compiled,
+          "precondition.method": "seppgd"}
+    variants = {"none": {"precondition.method": "none"}, "seppgd": {"precondition.k": {"data": 5, "walls": 2}},
+                "data only": {"precondition.terms": ["data"], "precondition.k": {"data": 5}},
+                "walls only": {"precondition.terms": ["walls"], "precondition.k": {"walls": 2}}}
     runs = {}
-    for method in ("none", "seppgd"):
-        prep = seppinn.prepare(ROOT / "problems/helmholtz3d_data.toml", "spinn", {**ov, "precondition.method": method})
+    for name, extra in variants.items():
+        prep = seppinn.prepare(ROOT / "problems/helmholtz3d_data.toml", "spinn", {**ov, **extra})
         tr = Trainer(prep.compiled, prep.config, device=prep.device, progress=False)
-        runs[method] = (tr, make_adam(list(tr.model.parameters()), 1e-3))
+        runs[name] = (tr, make_adam(list(tr.model.parameters()), 1e-3))
     progress = Progress(0, enabled=False)
     modes = sorted({m for tr, _ in runs.values() for m in tr.modes.values()})
 
-    def block(method: str) -> tuple[float, float]:
-        tr, opt = runs[method]
+    def block(name: str) -> tuple[float, float]:
+        tr, opt = runs[name]
         t0 = time.perf_counter()
         if tr.use_preconditioner:
             tr.rebuild_preconditioners()
@@ -90,19 +94,22 @@ def cost(points: int, blocks: int = 30, compiled: bool = False) -> None:
         return (time.perf_counter() - t0) / 10, t1 - t0
 
     for _ in range(3):  # warm-up (compiles)
-        block("none"), block("seppgd")
-    times: dict[str, list[float]] = {"none": [], "seppgd": []}
+        for name in runs:
+            block(name)
+    times: dict[str, list[float]] = {name: [] for name in runs}
     rebuild: list[float] = []
     for b in range(blocks):
-        for method in (("none", "seppgd") if b % 2 == 0 else ("seppgd", "none")):
-            per_it, build = block(method)
-            times[method].append(per_it)
-            if method == "seppgd":
+        for name in (list(runs) if b % 2 == 0 else list(runs)[::-1]):
+            per_it, build = block(name)
+            times[name].append(per_it)
+            if name == "seppgd":
                 rebuild.append(build)
-    t0, t1 = (float(np.median(times[m])) for m in ("none", "seppgd"))
-    share = float(np.median(rebuild)) / 10 / t1
-    print(f"| {points}^3, {'compiled' if compiled else 'eager'} ({', '.join(modes)}) | Adam {1000 * t0:.2f} ms/it "
-          f"| SepPGD {1000 * t1:.2f} ms/it | rebuilds {100 * share:.1f} % | total overhead {100 * (t1 - t0) / t1:.1f} % |")
+    ms = {name: 1000 * float(np.median(t)) for name, t in times.items()}
+    t0, t1 = ms["none"], ms["seppgd"]
+    share = float(np.median(rebuild)) * 1000 / 10 / t1
+    print(f"| {points}^3, {'compiled' if compiled else 'eager'} ({', '.join(modes)}) | Adam {t0:.2f} ms/it "
+          f"| SepPGD {t1:.2f} ms/it | rebuilds {100 * share:.1f} % | total overhead {100 * (t1 - t0) / t1:.1f} % "
+          f"| data only {ms['data only']:.2f}, walls only {ms['walls only']:.2f} ms/it |")
 
 
 def main() -> None:

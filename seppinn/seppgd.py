@@ -94,11 +94,6 @@ def modulate(lam: torch.Tensor, V: torch.Tensor, k: int, modulation: str
     return V[:, :k].contiguous(), 1 - g / lam[:k], lam, torch.cat([g, lam[k:]])
 
 
-def from_eigen(lam: torch.Tensor, V: torch.Tensor, k: int, modulation: str) -> FactorPreconditioner:
-    """S_d from eigenpairs (``eigen``) and k (``modulate``)."""
-    return FactorPreconditioner(*modulate(lam, V, k, modulation))
-
-
 def applied(V: torch.Tensor, coef: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
     """(V diag(coef), the dense I - S up to DENSE_MAX points or None)."""
     V_coef = V * coef
@@ -123,8 +118,8 @@ def build_all(Ks: Sequence[torch.Tensor], wanted: Sequence[tuple[int, Sequence[i
 
 
 def factor_preconditioner(K: torch.Tensor, k: int, modulation: str) -> FactorPreconditioner:
-    """S_d from a factor pseudo-NTK K (n, n): ``from_eigen(*eigen(K), k, modulation)``."""
-    return from_eigen(*eigen(K), k, modulation)
+    """S_d from a factor pseudo-NTK K (n, n) (``eigen``, then ``modulate``)."""
+    return FactorPreconditioner(*modulate(*eigen(K), k, modulation))
 
 
 def precondition(r: torch.Tensor, factors: Mapping[int, FactorPreconditioner], c: float,

@@ -62,16 +62,11 @@ def compiles(config: SolverConfig) -> bool:
     return bool(t.compile) if t.compile != "auto" else t.iterations + t.lbfgs_iterations >= COMPILE_AUTO_ITERATIONS
 
 
-PART_MODES = {
-    "grid": "the residual on its grid, one contraction per field derivative",
-    "fused": "the residual's affine-separable terms as one CP contraction on the grid (rank rho), the rest per derivative",
-    "grid-free": "the residual is a CP tensor: its mean square from per-axis Gram products, no grid",
-}
-
-
 def part_mode(compiled: CompiledProblem, config: SolverConfig, part: TermPart) -> tuple[str, int]:
-    """How a term part is evaluated (a PART_MODES key) and the rank rho of its CP residual (0 on
-    the grid path). CP models only; "grid-free" needs the whole residual affine-separable, and
+    """How a term part is evaluated, and the rank rho of its CP residual (0 on the grid path):
+    "grid" (one contraction per field derivative, the residual on the grid), "fused" (the affine-
+    separable terms as one CP contraction on the grid, any rest per derivative) or "grid-free" (the
+    mean square from per-axis Gram products, no grid). CP models only; "grid-free" needs the whole residual affine-separable, and
     with ``train.grid_free = "auto"`` a flop estimate in its favour: 2 rho sum_d n_d < prod_d n_d
     (Gram products O(rho^2 sum n_d), twice with SepPGD, against the contraction's O(rho prod n_d))."""
     lin = part.residual.linear
@@ -227,7 +222,8 @@ class Trainer:
         # points, constants and SepPGD factors are inputs, so resampling and rebuilds reuse it
         self._compiled: Callable[[], torch.Tensor] | None = (
             torch.compile(lambda: torch.stack(list(self.losses().values()))) if compiles(config) else None)
-        # SepPGD rebuilds (pseudo-NTKs, eigh, S_d) as a graph of their own: 1.2 ms instead of 2-4 eager at 64^3
+        # SepPGD rebuilds (pseudo-NTKs, eigh, S_d) as a graph of their own: ~1.4 ms per rebuild at 64^3
+        # against ~3 eager (`bench/seppgd.py --cost [--compile]`: rebuild share x step time x 10)
         self._compiled_build: Callable[..., dict[tuple[int, int], tuple[torch.Tensor | None, ...]]] | None = (
             torch.compile(self._build_factors) if compiles(config) and self.use_preconditioner else None)
 
@@ -287,7 +283,7 @@ class Trainer:
             per_axis_coefs: list[list[float | torch.Tensor]] = []
             for d, summands in enumerate(block.axes):
                 x = self.points[part.grid[d]].to(torch.float64)
-                coefs = [c for c in (s.coef for s in summands)]
+                coefs = [s.coef for s in summands]
                 if block.field is None:
                     coefs = [sum(coefs, sp.Integer(0))]
                 values: list[float | torch.Tensor] = []
@@ -766,9 +762,9 @@ class Trainer:
 
 
 def make_adam(params: Sequence[torch.nn.Parameter], lr: float) -> torch.optim.Adam:
-    """Adam as one fused kernel over all parameters where the device supports it (CPU, CUDA):
-    0.23 ms per step against 1.0 ms for the per-tensor loop on the 2-core CPU, the same as a
-    torch.compile'd step without its 12 s compilation."""
+    """Adam as one fused kernel over all parameters where the device supports it (CPU, CUDA)
+    instead of a loop over them: the fusion a torch.compile'd optimizer step gives, without
+    compiling it."""
     try:
         return torch.optim.Adam(params, lr=lr, fused=True)
     except RuntimeError:
