@@ -25,7 +25,7 @@ from .problem import Problem
 from .problem_file import load_problem
 from .solver_config import SolverConfig, resolve
 from .training import (Diverged, Evaluation, Trainer, TrainState, check_memory, compiles, estimate_memory,
-                       history_columns, part_mode, pick_device)
+                       history_columns, metric_mode, part_mode, pick_device)
 
 SolverSpec = str | Path | Mapping[str, Any] | None
 Overrides = Mapping[str, Any] | Sequence[str] | None
@@ -93,6 +93,16 @@ def check_report(prep: Prepared) -> str:
             mode, rho = part_mode(c, cfg, part)
             how = f"; {mode} (CP residual, rank {rho}" + (", the rest per derivative)" if part.residual.rest else ")")
             lines.append(f"  {part.label}: {where}; {ders}" + (how if mode != "grid" else ""))
+    if p.reference:
+        sizes = (list(next(iter(prep.ref_arrays.values())).shape[:-1]) if prep.ref_arrays
+                 else per_axis(cfg.train.test_points, c.axes))
+        def metric_how(f: str) -> str:
+            if metric_mode(c, cfg, f) == "grid":
+                return f"{f} on the grid"
+            n = len(c.separable_references[f].reference)
+            return f"{f} grid-free (separable reference, {n} product{'s' if n > 1 else ''})"
+        modes = [metric_how(f) for f in p.reference]
+        lines.append(f"metrics on the test grid {' x '.join(map(str, sizes))}: " + ", ".join(modes))
     if c.preconditioned:
         pc = cfg.precondition
         lines.append(f"SepPGD ({pc.modulation}, scale {pc.scale}, rebuilt "

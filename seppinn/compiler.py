@@ -24,7 +24,7 @@ from .expressions import count_nodes
 from .lowering import FUNCTIONS as LOWERABLE
 from .lowering import Lowered, lower, split_constants
 from .problem import Face, Problem
-from .separability import LinearPart, linear_part
+from .separability import LinearPart, SeparableReference, linear_part, separable_reference
 from .separable import rank_list
 from .solver_config import SolverConfig
 
@@ -100,6 +100,8 @@ class CompiledProblem:
     preconditioned: dict[str, object] = field(default_factory=dict)  # SepPGD: term name -> k
     hard: dict[str, int] = field(default_factory=dict)  # field -> axis with a hard Dirichlet condition
     lifts: dict[str, sp.Expr] = field(default_factory=dict)  # field -> lift g (parameters substituted)
+    # expression references that are sums of separable products: field -> products (grid-free metrics)
+    separable_references: dict[str, SeparableReference] = field(default_factory=dict)
 
 
 def compile_residual(problem: Problem, expr: sp.Expr, key: str,
@@ -280,9 +282,16 @@ def compile_problem(problem: Problem, config: SolverConfig,
             if missing:
                 raise SolverConfigError(f"no value for axis {', '.join(missing)}", key=f"train.{table}")
     params = {problem.ctx.parameters[p]: sp.Float(v, 17) for p, v in problem.parameter_values.items()}
+    lifts = {f: g.xreplace(params) for f, g in lifts.items()}
+    separable_refs = {}
+    for f, src in problem.reference.items():
+        if src.kind == "expr" and src.expr is not None:
+            sep = separable_reference(src.expr.xreplace(params), lifts.get(f), list(problem.ctx.axes.values()))
+            if sep is not None:
+                separable_refs[f] = sep
     return CompiledProblem(problem, [a.name for a in axes], [(a.lo, a.hi) for a in axes],
                            dict(problem.components), terms, orders, file_grids, point_sets, hard=hard,
-                           lifts={f: g.xreplace(params) for f, g in lifts.items()})
+                           lifts=lifts, separable_references=separable_refs)
 
 
 def part_sizes(compiled: CompiledProblem, part: TermPart, n_train: Sequence[int]) -> list[int]:

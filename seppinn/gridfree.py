@@ -39,36 +39,52 @@ def _hadamard_sum(grams: Sequence[torch.Tensor]) -> torch.Tensor:
     return out.sum()
 
 
-def sum_of_squares(factors: Sequence[torch.Tensor], weights: Sequence[torch.Tensor | None]) -> torch.Tensor:
-    """sum_i w_i r_i^2 (float64, scalar) of the CP tensor r with ``factors`` (n_d, rho, C)."""
+def _expand(gram: torch.Tensor, rows: torch.Tensor | None, cols: torch.Tensor | None) -> torch.Tensor:
+    """The Gram matrix of the residual's columns from that of the distinct columns (C, m, m')."""
+    if rows is not None:
+        gram = gram.index_select(1, rows)
+    return gram if cols is None else gram.index_select(2, cols)
+
+
+Columns = Sequence[torch.Tensor | None] | None
+
+
+def sum_of_squares(factors: Sequence[torch.Tensor], weights: Sequence[torch.Tensor | None],
+                   columns: Columns = None) -> torch.Tensor:
+    """sum_i w_i r_i^2 (float64, scalar) of the CP tensor r with ``factors`` (n_d, rho, C).
+
+    ``columns``: per axis None, or the (rho,) index of r's factor columns among ``factors[d]``'s
+    (n_d, m, C) distinct ones (repeated blocks enter the Gram products once: O(n m^2), not O(n rho^2))."""
+    cols = list(columns) if columns is not None else [None] * len(factors)
     g64 = [g.to(torch.float64) for g in factors]
-    return _hadamard_sum([_gram(g, g, w) for g, w in zip(g64, weights)])
+    return _hadamard_sum([_expand(_gram(g, g, w), c, c) for g, w, c in zip(g64, weights, cols)])
 
 
 def preconditioned_sum(factors: Sequence[torch.Tensor], weights: Sequence[torch.Tensor | None],
-                       precond: Mapping[int, FactorPreconditioner], c: float) -> torch.Tensor:
+                       precond: Mapping[int, FactorPreconditioner], c: float, columns: Columns = None) -> torch.Tensor:
     """Value sum_i w_i r_i^2; gradient that of 2 <W r, stopgrad(P)> with P = c sum_{d in precond} r x_d S_d
-    (the grid path's surrogate, ``training``), float64 scalar."""
+    (the grid path's surrogate, ``training``), float64 scalar. ``columns``: as ``sum_of_squares``."""
+    cols = list(columns) if columns is not None else [None] * len(factors)
     g64 = [g.to(torch.float64) for g in factors]
     fixed = [g.detach() for g in g64]
     grams, corrs = [], {}
-    for d, (g, h, w) in enumerate(zip(g64, fixed, weights)):
+    for d, (g, h, w, idx) in enumerate(zip(g64, fixed, weights, cols)):
         S = precond.get(d)
         if S is None or S.V.shape[1] == 0:
-            grams.append(_gram(g, h, w))  # value: G^T W G
+            grams.append(_expand(_gram(g, h, w), idx, idx))  # value: G^T W G
             continue
         # r x_d S_d = r - r x_d V diag(coef) V^T: the fixed factor d -> V diag(coef) V^T G_d; one Gram
         # product for both the factor and its correction
-        n, rho, C = h.shape
+        n, m, C = h.shape
         if S.M is not None:
-            corr = (S.M.to(torch.float64) @ h.reshape(n, -1)).reshape(n, rho, C)
+            corr = (S.M.to(torch.float64) @ h.reshape(n, -1)).reshape(n, m, C)
         else:
             assert S.V_coef is not None
             V, Vc = S.V.to(torch.float64), S.V_coef.to(torch.float64)
-            corr = (V @ (Vc.T @ h.reshape(n, -1))).reshape(n, rho, C)
+            corr = (V @ (Vc.T @ h.reshape(n, -1))).reshape(n, m, C)
         both = _gram(g, torch.cat([h, corr], dim=1), w)
-        grams.append(both[..., :rho])
-        corrs[d] = both[..., rho:]
+        grams.append(_expand(both[..., :m], idx, idx))
+        corrs[d] = _expand(both[..., m:], idx, idx)
     inner = _hadamard_sum(grams)  # <W r, r^> (gradient through the first argument only)
     surrogate = c * len(precond) * inner
     for d, B in corrs.items():
@@ -76,3 +92,13 @@ def preconditioned_sum(factors: Sequence[torch.Tensor], weights: Sequence[torch.
     surrogate = 2 * surrogate
     value = inner.detach()
     return value + (surrogate - surrogate.detach())
+
+
+def squared_error(factors: Sequence[torch.Tensor], target: Sequence[torch.Tensor]) -> torch.Tensor:
+    """sum (u - t)^2 (float64, scalar) over the tensor grid of CP tensors u (factors (n_d, R, C))
+    and t (factors (n_d, m, C) or (n_d, m, 1): one target for every component): the CP tensor
+    u - t has the factors [U_d, T_d] with T_1 negated."""
+    C = factors[0].shape[-1]
+    both = [torch.cat([u.to(torch.float64), (-t if d == 0 else t).to(torch.float64).expand(-1, -1, C)], dim=1)
+            for d, (u, t) in enumerate(zip(factors, target))]
+    return sum_of_squares(both, [None] * len(both))

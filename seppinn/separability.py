@@ -55,14 +55,34 @@ class LinearPart:
         return bool(self.remainder == 0)
 
 
-def separate(expr: sp.Expr, axes: Sequence[sp.Symbol]) -> list[tuple[sp.Expr, list[sp.Expr]]] | None:
+Products = list[tuple[sp.Expr, list[sp.Expr]]]  # [(c_m, [g_{m,1}, ..., g_{m,D}])]: sum_m c_m prod_d g_{m,d}(x_d)
+
+
+@dataclass
+class SeparableReference:
+    """A field's reference u* as separable products, and the target the model itself must match,
+    u* - g (g: the lift of a hard condition; without one the target is u*). With a CP model the
+    error's and the reference's squared norms on a tensor grid are Gram products (``gridfree``)."""
+
+    reference: Products
+    target: Products
+
+
+def separable_reference(ref: sp.Expr, lift: sp.Expr | None, axes: Sequence[sp.Symbol]) -> SeparableReference | None:
+    """``ref`` and ``ref - lift`` as separable products, or None if either is not such a sum."""
+    reference = separate(ref, axes)
+    target = reference if lift is None else separate(ref - lift, axes)
+    return None if reference is None or target is None else SeparableReference(reference, target)
+
+
+def separate(expr: sp.Expr, axes: Sequence[sp.Symbol]) -> Products | None:
     """expr = sum_m c_m prod_d g_{m,d}(x_d) -> [(c_m, [g_{m,1}, ..., g_{m,D}])], or None when expr is
     not such a sum (or has more than MAX_SEPARABLE_TERMS products after expansion)."""
     index = {s: d for d, s in enumerate(axes)}
     terms = sp.Add.make_args(sp.expand(expr))
     if len(terms) > MAX_SEPARABLE_TERMS:
         return None
-    out = []
+    out: Products = []
     for term in terms:
         const: sp.Expr = sp.Integer(1)
         per: list[sp.Expr] = [sp.Integer(1)] * len(axes)

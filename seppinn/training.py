@@ -13,7 +13,7 @@ import copy
 import dataclasses
 import math
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, cast
 
@@ -23,13 +23,14 @@ import torch
 
 from .compiler import CompiledProblem, PointSetKey, TermPart, part_sizes, per_axis
 from .errors import ProblemError, RunError, SolverConfigError
-from .gridfree import preconditioned_sum, sum_of_squares
+from .gridfree import preconditioned_sum, squared_error, sum_of_squares
 from .lowering import lower
 from .metrics import MetricSpec, field_metrics
 from .output import squeeze_components
 from .progress import Progress
 from .reference_solvers import REFERENCE_SOLVERS
 from .seppgd import FactorPreconditioner, build_all, precondition, resolve_k
+from .separability import Products
 from .separability import rank as block_rank
 from .separable import SeparableModel, build_model, cp_contract
 from .solver_config import SolverConfig
@@ -84,6 +85,21 @@ def part_mode(compiled: CompiledProblem, config: SolverConfig, part: TermPart) -
         if gf is True or rho * sum(sizes) < math.prod(sizes):
             return "grid-free", rho
     return "fused", rho
+
+
+def metric_mode(compiled: CompiledProblem, config: SolverConfig, f: str) -> str:
+    """How field f's metrics are computed: "grid-free" (Gram products of the CP model's factors and
+    its separable expression reference on the test axes; never the test grid) or "grid". The grid
+    stays for other models, ``train.grid_free = false``, and fields whose metrics need points
+    (held-out points of a keep-data term, the psnr of an image field)."""
+    problem = compiled.problem
+    data = problem.data.get(f)
+    masked = any(t.kind == "data" and p.mask is not None and p.residual.derivs[0][0] == f
+                 for t in compiled.terms for p in t.parts)
+    if (f in compiled.separable_references and config.model.kind == "cp" and config.train.grid_free is not False
+            and not masked and not (data is not None and data.kind == "image")):
+        return "grid-free"
+    return "grid"
 
 
 def memory_limit(config: SolverConfig, device: torch.device) -> tuple[float, str]:
@@ -192,6 +208,8 @@ class Trainer:
         self.axis_weights: dict[PointSetKey, torch.Tensor] = {}  # sampling = "gauss": quadrature weights, mean 1
         self._sample_train(random=config.train.sampling == "random")
         self.modes = {id(p): part_mode(compiled, config, p)[0] for t in compiled.terms for p in t.parts}
+        self.distinct_columns = {id(p): self._distinct_columns(p) for t in compiled.terms for p in t.parts
+                                 if self.modes[id(p)] == "grid-free"}
         # Jets: per field, one factor pass per derivative order needed, over the point sets that
         # need that order on each axis (scattered data need order 0 even when the PDE needs 2).
         need: dict[tuple[str, int, PointSetKey], int] = {}
@@ -395,12 +413,13 @@ class Trainer:
         factors = self.factors.get(id(part)) if self.use_preconditioner else None
         weights = [self.axis_weights.get(key) for key in part.grid] if not part.pointwise else []
         if mode == "grid-free":
-            G = self._cp_factors(part, jets)
-            n_free = math.prod([g.shape[0] for g in G]) * G[0].shape[-1]
+            cols = self.distinct_columns[id(part)]
+            U = self._cp_factors(part, jets, distinct=True)
+            n_free = math.prod([u.shape[0] for u in U]) * U[0].shape[-1]
             if factors is not None:
-                s = preconditioned_sum(G, weights, factors, self._part_scale(id(part)))
+                s = preconditioned_sum(U, weights, factors, self._part_scale(id(part)), cols)
             else:
-                s = sum_of_squares(G, weights)
+                s = sum_of_squares(U, weights, cols)
             return s.to(self.dtype), n_free
         if mode == "fused":
             r = cp_contract(self._cp_factors(part, jets))
@@ -444,11 +463,34 @@ class Trainer:
             values.append(cache[ck])
         return values
 
-    def _cp_factors(self, part: TermPart, jets: Mapping[tuple[str, int], Mapping[PointSetKey, torch.Tensor]]
-                    ) -> list[torch.Tensor]:
+    def _distinct_columns(self, part: TermPart) -> list[torch.Tensor | None]:
+        """Per axis: which of the part's blocks have the same axis-d factor (same field, derivative
+        orders and coefficients; Helmholtz's [F''+k^2 F, F, F] has two F blocks on x). None where all
+        differ, else the (rho,) index of each residual column among the distinct columns, so the
+        Gram products run on the n_d x (distinct columns) factor (``_cp_factors(distinct=True)``)."""
+        lin = part.residual.linear
+        assert lin is not None
+        out: list[torch.Tensor | None] = []
+        for d in range(len(part.grid)):
+            slots: dict[object, int] = {}
+            index: list[int] = []
+            width = 0
+            for i, block in enumerate(lin.blocks):
+                key = ("source", i) if block.field is None else (block.field, tuple((s.order, s.coef) for s in block.axes[d]))
+                cols = 1 if block.field is None else int(self.cfg.model.rank)
+                if key not in slots:
+                    slots[key] = width
+                    width += cols
+                index.extend(range(slots[key], slots[key] + cols))
+            out.append(None if width == len(index) else torch.tensor(index, device=self.device))
+        return out
+
+    def _cp_factors(self, part: TermPart, jets: Mapping[tuple[str, int], Mapping[PointSetKey, torch.Tensor]],
+                    distinct: bool = False) -> list[torch.Tensor]:
         """The CP factors G_d (n_d, rho, C) of the part's affine-separable terms: per rank block the
         coefficient-weighted sum of factor jets (the field's CP scale on the first axis), per
-        source block its coefficient column."""
+        source block its coefficient column. ``distinct``: each axis' repeated blocks once (the
+        columns ``distinct_columns`` indexes)."""
         lin = part.residual.linear
         assert lin is not None
         coefs = self.block_coefs[id(part)]
@@ -456,7 +498,13 @@ class Trainer:
         out = []
         for d, key in enumerate(part.grid):
             cols = []
+            seen: set[object] = set()
             for block, bc in zip(lin.blocks, coefs):
+                if distinct and block.field is not None:
+                    dup = (block.field, tuple((s.order, s.coef) for s in block.axes[d]))
+                    if dup in seen:
+                        continue
+                    seen.add(dup)
                 if block.field is None:
                     cols.append(cast(torch.Tensor, bc[d][0]).expand(-1, 1, C))
                     continue
@@ -479,21 +527,42 @@ class Trainer:
         self.test_axes = [np.linspace(lo, hi, n) for (lo, hi), n in zip(self.c.ranges, sizes)]
         for d, x in enumerate(self.test_axes):
             self.points[("test", d)] = self._t(x)
+        # separable expression references with a CP model: metrics from Gram products, and the
+        # reference on the grid only when the outputs ask for it (``test_solution``)
+        self.gridfree_metrics: dict[str, tuple[list[torch.Tensor], torch.Tensor]] = {
+            f: self._target_factors(f) for f in self.c.separable_references if metric_mode(self.c, self.cfg, f) == "grid-free"}
         self.reference: dict[str, torch.Tensor] = {
             f: torch.as_tensor(a, device=self.device) for f, a in ref_arrays.items()}
-        self.reference.update(self.reference_on(self.test_axes))
+        self.reference.update(self.reference_on(self.test_axes, skip=self.gridfree_metrics))
         self.metric_specs = {f: self._metric_spec(f, ref) for f, ref in self.reference.items()}
+        self.metric_specs.update({f: MetricSpec() for f in self.gridfree_metrics})
 
-    def reference_on(self, axes_points: Sequence[Any], kinds: Sequence[str] = ("expr", "solver")
-                     ) -> dict[str, torch.Tensor]:
-        """Expression and reference-solver references on the tensor grid of ``axes_points``:
-        field -> (n_1, ..., n_D, C) float64 (file references exist on their own grid only)."""
+    def _target_factors(self, f: str) -> tuple[list[torch.Tensor], torch.Tensor]:
+        """The separable reference of field f on the test axes: the target's CP factors
+        (n_d, m, 1) float64 (the products' constants on the first axis) and sum(ref^2)."""
+        sep = self.c.separable_references[f]
+        syms = list(self.c.problem.ctx.axes.values())
+        xs = [torch.as_tensor(np.asarray(x, dtype=np.float64), device=self.device) for x in self.test_axes]
+
+        def factors(products: Products) -> list[torch.Tensor]:
+            cols = [[torch.broadcast_to(torch.as_tensor(lower(g * c if d == 0 else g)({syms[d]: x}), dtype=torch.float64,
+                                                        device=self.device), x.shape)
+                     for d, (g, x) in enumerate(zip(gs, xs))] for c, gs in products]
+            return [torch.stack([col[d] for col in cols], dim=1)[..., None] for d in range(len(xs))]
+
+        return factors(sep.target), sum_of_squares(factors(sep.reference), [None] * len(xs))
+
+    def reference_on(self, axes_points: Sequence[Any], kinds: Sequence[str] = ("expr", "solver"),
+                     skip: Collection[str] = ()) -> dict[str, torch.Tensor]:
+        """Expression and reference-solver references (of fields not in ``skip``) on the tensor grid
+        of ``axes_points``: field -> (n_1, ..., n_D, C) float64 (file references exist on their own
+        grid only)."""
         problem = self.c.problem
         out: dict[str, torch.Tensor] = {}
         env = dict(zip(problem.ctx.axes.values(), self.exact_coords(axes_points)))
         params = {problem.ctx.parameters[p]: sp.Float(v, 17) for p, v in problem.parameter_values.items()}
         for f, src in problem.reference.items():
-            if src.kind not in kinds:
+            if src.kind not in kinds or f in skip:
                 continue
             if src.kind == "solver":
                 fn = REFERENCE_SOLVERS[str(src.solver)][0]
@@ -558,13 +627,23 @@ class Trainer:
         comps = self.c.components
         fields = {f: squeeze_components(v.cpu().numpy(), comps[f]) for f, v in self.predict(self.test_axes).items()}
         refs = {f: squeeze_components(v.cpu().numpy(), comps[f]) for f, v in self.reference.items()}
+        lazy = self.reference_on(self.test_axes, skip=self.reference) if self.gridfree_metrics else {}
+        refs.update({f: squeeze_components(v.cpu().numpy(), comps[f]) for f, v in lazy.items()})
         return fields, refs
 
+    @torch.no_grad()
     def metrics(self) -> dict[str, dict[str, float]]:
-        if not self.reference:
-            return {}
-        pred = self.predict(self.test_axes)
-        return {f: field_metrics(pred[f], ref, self.metric_specs[f]) for f, ref in self.reference.items()}
+        """Per field with a reference: rel_l2, mse (and psnr, iou, held-out variants) on the test grid."""
+        pred = self.predict(self.test_axes) if self.reference else {}
+        out = {f: field_metrics(pred[f], ref, self.metric_specs[f]) for f, ref in self.reference.items()}
+        for f, (target, ref_sq) in self.gridfree_metrics.items():
+            model = self.model[f]
+            factors = [j[0] for j in model.all_jets([self._t(x) for x in self.test_axes], 0)]
+            factors[0] = factors[0] * getattr(model, "scale", 1.0)
+            err_sq = squared_error(factors, target).item()
+            n = math.prod(len(x) for x in self.test_axes) * self.c.components[f]
+            out[f] = {"rel_l2": math.sqrt(err_sq / ref_sq.item()) if ref_sq.item() > 0 else math.nan, "mse": err_sq / n}
+        return {f: out[f] for f in self.c.problem.reference if f in out}
 
     # ---------------------------------------------------------------- the loop
     def _record(self, state: TrainState, it: int, stacked: torch.Tensor, progress: Progress) -> None:

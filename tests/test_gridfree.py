@@ -100,6 +100,9 @@ def test_grid_free_equals_grid(extra):
     """helmholtz3d_data: the PDE, the data term and the six walls are all CP residuals."""
     tr = _trainer(ROOT / "problems" / "helmholtz3d_data.toml", **{"train.grid_free": True, **extra})
     assert set(tr.modes.values()) == {"grid-free"}
+    # the PDE's repeated blocks ([F'' + k^2 F, F, F] on x) enter its Gram products once
+    pde = tr.c.terms[0].parts[0]
+    assert [len(c.unique()) if c is not None else None for c in tr.distinct_columns[id(pde)]] == [11, 11, 11]
     free = _loss_and_grad(tr, None)
     grid = _loss_and_grad(tr, "grid")
     tol = eps_tol(torch.float64, 1e4)
@@ -190,3 +193,56 @@ def test_face_pairs_give_per_face_sums(reduction, grid_free):
             means.append(np.mean((u - exact) ** 2))
     want = walls.weight * (sum(means) if reduction == "sum" else np.mean(means))
     assert float(tr.losses()["walls"].detach()) == pytest.approx(want, rel=1e-12)
+
+
+def test_squared_error_of_cp_tensors_equals_the_grid():
+    g = torch.Generator().manual_seed(0)
+    u = [torch.randn(n, 4, 2, generator=g, dtype=torch.float64) for n in (5, 6, 7)]
+    t = [torch.randn(n, 3, 1, generator=g, dtype=torch.float64) for n in (5, 6, 7)]
+    grid = seppinn.separable.cp_contract(u) - seppinn.separable.cp_contract(t)
+    torch.testing.assert_close(seppinn.gridfree.squared_error(u, t), (grid**2).sum(), rtol=1e-12, atol=0)
+
+
+def _heat_with_lift(reference: str) -> seppinn.Problem:
+    """u_t = u_xx + f on [0, 1]^2 with hard walls (a lift g) and the given exact solution."""
+    p = seppinn.Problem("heat", {"t": seppinn.TimeAxis(0.0, 1.0), "x": (0.0, 1.0)}, ["u"],
+                        definitions={"exact": reference})
+    p.add_equation("diff(u, t) - diff(u, x, 2) - (diff(exact, t) - diff(exact, x, 2))")
+    p.add_condition(on="t = 0", value="exact", name="initial")
+    p.add_condition(on=["x = min", "x = max"], value="exact", enforce="hard", name="walls")
+    p.set_reference(u="exact")
+    return p
+
+
+@pytest.mark.parametrize("problem, mode", [
+    (ROOT / "problems" / "helmholtz3d.toml", "grid-free"),
+    (ROOT / "problems" / "klein_gordon3d.toml", "grid-free"),  # three separable products
+    (_heat_with_lift("exp(-t)*cos(2*x) + t*x**2"), "grid-free"),  # reference - lift is separable too
+    (_heat_with_lift("sin(t + x)"), "grid"),  # not a sum of separable products as written
+])
+@pytest.mark.parametrize("scale", ["none", "sqrt_rank"])
+def test_grid_free_metrics_equal_the_grid(problem, mode, scale):
+    """rel_l2 and mse from Gram products = the same metrics on the test grid; the outputs still get
+    the reference on the grid."""
+    tr = _trainer(problem, **{"train.test_points": 9, "model.scale": scale})
+    assert ("u" in tr.gridfree_metrics) == (mode == "grid-free")
+    for _ in range(2):  # at initialisation and after changing the model (error and reference comparable)
+        grid = seppinn.metrics.field_metrics(tr.predict(tr.test_axes)["u"], tr.reference_on(tr.test_axes)["u"],
+                                             seppinn.metrics.MetricSpec())
+        free = tr.metrics()["u"]
+        assert free.keys() == grid.keys() and free["rel_l2"] > 1e-2
+        for k in grid:
+            assert free[k] == pytest.approx(grid[k], rel=1e-10)
+        with torch.no_grad():
+            for prm in tr.model.parameters():
+                prm.mul_(0.3)
+    fields, refs = tr.test_solution()
+    assert refs["u"].shape == fields["u"].shape == tuple(len(a) for a in tr.test_axes)
+
+
+def test_grid_free_metrics_follow_the_switch():
+    tr = _trainer(ROOT / "problems" / "helmholtz3d.toml", **{"train.grid_free": False})
+    assert not tr.gridfree_metrics and "u" in tr.reference
+    prep = seppinn.prepare(ROOT / "problems" / "helmholtz3d.toml", "spinn")
+    assert "metrics on the test grid 100 x 100 x 100: u grid-free (separable reference, 1 product)" \
+        in seppinn.api.check_report(prep)
