@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import itertools
 import math
 import time
 from collections.abc import Callable, Collection, Mapping, Sequence
@@ -208,8 +209,10 @@ class Trainer:
         self.axis_weights: dict[PointSetKey, torch.Tensor] = {}  # sampling = "gauss": quadrature weights, mean 1
         self._sample_train(random=config.train.sampling == "random")
         self.modes = {id(p): part_mode(compiled, config, p)[0] for t in compiled.terms for p in t.parts}
+        self.block_slots = {id(p): self._block_slots(p) for t in compiled.terms for p in t.parts
+                            if self.modes[id(p)] != "grid"}
         self.distinct_columns = {id(p): self._distinct_columns(p) for t in compiled.terms for p in t.parts
-                                 if self.modes[id(p)] == "grid-free"}
+                                 if id(p) in self.block_slots}
         # Jets: per field, one factor pass per derivative order needed, over the point sets that
         # need that order on each axis (scattered data need order 0 even when the PDE needs 2).
         need: dict[tuple[str, int, PointSetKey], int] = {}
@@ -414,7 +417,7 @@ class Trainer:
         weights = [self.axis_weights.get(key) for key in part.grid] if not part.pointwise else []
         if mode == "grid-free":
             cols = self.distinct_columns[id(part)]
-            U = self._cp_factors(part, jets, distinct=True)
+            U = self._cp_factors(part, jets, distinct_axes=range(len(part.grid)))
             n_free = math.prod([u.shape[0] for u in U]) * U[0].shape[-1]
             if factors is not None:
                 s = preconditioned_sum(U, weights, factors, self._part_scale(id(part)), cols)
@@ -422,7 +425,7 @@ class Trainer:
                 s = sum_of_squares(U, weights, cols)
             return s.to(self.dtype), n_free
         if mode == "fused":
-            r = cp_contract(self._cp_factors(part, jets))
+            r = self._fused_contract(part, jets)
             rest = part.residual.rest
             if rest is not None:
                 r = r + rest(self._contractions(part, rest.derivs, jets, cache), self.consts[id(rest)])
@@ -463,50 +466,53 @@ class Trainer:
             values.append(cache[ck])
         return values
 
-    def _distinct_columns(self, part: TermPart) -> list[torch.Tensor | None]:
-        """Per axis: which of the part's blocks have the same axis-d factor (same field, derivative
-        orders and coefficients; Helmholtz's [F''+k^2 F, F, F] has two F blocks on x). None where all
-        differ, else the (rho,) index of each residual column among the distinct columns, so the
-        Gram products run on the n_d x (distinct columns) factor (``_cp_factors(distinct=True)``)."""
+    def _block_slots(self, part: TermPart) -> list[list[int]]:
+        """Per axis and rank block of the part's CP residual: the index of the block's axis-d factor
+        among the distinct ones (same field, derivative orders and coefficients: Helmholtz's
+        [F''+k^2 F, F, F] has two F blocks on x; a source block is always its own)."""
         lin = part.residual.linear
         assert lin is not None
-        out: list[torch.Tensor | None] = []
+        out = []
         for d in range(len(part.grid)):
-            slots: dict[object, int] = {}
-            index: list[int] = []
-            width = 0
-            for i, block in enumerate(lin.blocks):
-                key = ("source", i) if block.field is None else (block.field, tuple((s.order, s.coef) for s in block.axes[d]))
-                cols = 1 if block.field is None else int(self.cfg.model.rank)
-                if key not in slots:
-                    slots[key] = width
-                    width += cols
-                index.extend(range(slots[key], slots[key] + cols))
-            out.append(None if width == len(index) else torch.tensor(index, device=self.device))
+            keys: dict[object, int] = {}
+            out.append([keys.setdefault(("source", i) if b.field is None else
+                                        (b.field, tuple((s.order, s.coef) for s in b.axes[d])), len(keys))
+                        for i, b in enumerate(lin.blocks)])
         return out
 
-    def _cp_factors(self, part: TermPart, jets: Mapping[tuple[str, int], Mapping[PointSetKey, torch.Tensor]],
-                    distinct: bool = False) -> list[torch.Tensor]:
-        """The CP factors G_d (n_d, rho, C) of the part's affine-separable terms: per rank block the
-        coefficient-weighted sum of factor jets (the field's CP scale on the first axis), per
-        source block its coefficient column. ``distinct``: each axis' repeated blocks once (the
-        columns ``distinct_columns`` indexes)."""
+    def _distinct_columns(self, part: TermPart) -> list[torch.Tensor | None]:
+        """Per axis: None where the blocks' axis factors all differ, else the (rho,) index of each
+        residual column among the distinct blocks' columns (``_cp_factors(distinct_axes=...)``),
+        so that the Gram products run on the n_d x (distinct columns) factor."""
+        lin = part.residual.linear
+        assert lin is not None
+        widths = [1 if b.field is None else int(self.cfg.model.rank) for b in lin.blocks]
+        out: list[torch.Tensor | None] = []
+        for slots in self.block_slots[id(part)]:
+            if len(set(slots)) == len(slots):
+                out.append(None)
+                continue
+            firsts = [slots.index(s) for s in range(max(slots) + 1)]  # slots are numbered by first use
+            starts = list(itertools.accumulate([widths[i] for i in firsts], initial=0))
+            index = [starts[s] + j for s, w in zip(slots, widths) for j in range(w)]
+            out.append(torch.tensor(index, device=self.device))
+        return out
+
+    def _block_factors(self, part: TermPart, jets: Mapping[tuple[str, int], Mapping[PointSetKey, torch.Tensor]]
+                       ) -> list[list[torch.Tensor]]:
+        """Per rank block of the part's affine-separable terms, per axis, its CP factor (n_d, R or 1, C):
+        the coefficient-weighted sum of factor jets (the field's CP scale on the first axis), or for
+        a source block its coefficient column."""
         lin = part.residual.linear
         assert lin is not None
         coefs = self.block_coefs[id(part)]
         C = next(self.c.components[b.field] for b in lin.blocks if b.field is not None)
         out = []
-        for d, key in enumerate(part.grid):
-            cols = []
-            seen: set[object] = set()
-            for block, bc in zip(lin.blocks, coefs):
-                if distinct and block.field is not None:
-                    dup = (block.field, tuple((s.order, s.coef) for s in block.axes[d]))
-                    if dup in seen:
-                        continue
-                    seen.add(dup)
+        for block, bc in zip(lin.blocks, coefs):
+            per_axis: list[torch.Tensor] = []
+            for d, key in enumerate(part.grid):
                 if block.field is None:
-                    cols.append(cast(torch.Tensor, bc[d][0]).expand(-1, 1, C))
+                    per_axis.append(cast(torch.Tensor, bc[d][0]).expand(-1, 1, C))
                     continue
                 jet = jets[(block.field, d)][key]
                 acc: torch.Tensor | None = None
@@ -515,9 +521,42 @@ class Trainer:
                     acc = term if acc is None else acc + term
                 assert acc is not None
                 scale = getattr(self.model[block.field], "scale", 1.0)
-                cols.append(acc * scale if d == 0 and scale != 1.0 else acc)
-            out.append(torch.cat(cols, dim=1) if len(cols) > 1 else cols[0])
+                per_axis.append(acc * scale if d == 0 and scale != 1.0 else acc)
+            out.append(per_axis)
         return out
+
+    def _cp_factors(self, part: TermPart, jets: Mapping[tuple[str, int], Mapping[PointSetKey, torch.Tensor]],
+                    distinct_axes: Collection[int] = ()) -> list[torch.Tensor]:
+        """The CP factors G_d (n_d, rho, C) of the part's residual: its blocks' factors side by side;
+        on ``distinct_axes`` each distinct block factor once (the columns ``distinct_columns`` indexes)."""
+        blocks = self._block_factors(part, jets)
+        out = []
+        for d, slots in enumerate(self.block_slots[id(part)]):
+            keep = [b[d] for i, b in enumerate(blocks) if d not in distinct_axes or slots.index(slots[i]) == i]
+            out.append(torch.cat(keep, dim=1) if len(keep) > 1 else keep[0])
+        return out
+
+    def _fused_contract(self, part: TermPart, jets: Mapping[tuple[str, int], Mapping[PointSetKey, torch.Tensor]]
+                        ) -> torch.Tensor:
+        """The CP residual on the part's grid, (n_1, ..., n_D, C). Where blocks share their last-axis
+        factor (Klein-Gordon's [F_t'', F_x, F_y] and [F_t, F_x'', F_y]) their Khatri-Rao products over
+        the other axes are summed first: one matrix product of inner size 2R instead of 3R."""
+        slots = self.block_slots[id(part)][-1]
+        if len(set(slots)) == len(slots):
+            return cp_contract(self._cp_factors(part, jets))
+        blocks = self._block_factors(part, jets)
+        prefix: dict[int, torch.Tensor] = {}
+        for b, slot in zip(blocks, slots):
+            p = b[0]
+            for m in b[1:-1]:
+                p = (p[:, None] * m[None]).flatten(0, 1)
+            prefix[slot] = prefix[slot] + p if slot in prefix else p
+        P = torch.cat([prefix[s] for s in sorted(prefix)], dim=1)  # (n_1 ... n_{D-1}, m, C)
+        L = torch.cat([blocks[slots.index(s)][-1] for s in sorted(prefix)], dim=1)  # (n_D, m, C)
+        shape = [b.shape[0] for b in blocks[0]] + [P.shape[-1]]
+        if P.shape[-1] == 1:
+            return (P[..., 0] @ L[..., 0].T).view(shape)
+        return torch.einsum("pmc,nmc->pnc", P, L).reshape(shape)
 
     # ---------------------------------------------------------------- evaluation
     def _setup_test(self, ref_arrays: Mapping[str, np.ndarray]) -> None:
