@@ -2,7 +2,7 @@
 4 min 06 s on this 2-core machine type for its 50k iterations, reaching rel L2 0.0216).
 
     python bench/time_to_accuracy.py [--points 64] [--target 0.0216] [--iterations 20000]
-                                     [--grid-free auto] [--compile true]
+                                     [--grid-free auto] [--compile true] [--sampling random]
 
 Runs `seppinn solve problems/helmholtz3d.toml --solver spinn` through the API (64 random points per
 axis resampled every 100 iterations, 100^3 test grid, evaluated every --eval-every iterations) and
@@ -33,18 +33,22 @@ def main() -> None:
     ap.add_argument("--eval-every", type=int, default=250)
     ap.add_argument("--grid-free", default="auto", choices=["auto", "true", "false"])
     ap.add_argument("--compile", default="true", choices=["auto", "true", "false"])
+    ap.add_argument("--sampling", default="random", choices=["random", "grid", "gauss"],
+                    help="train.sampling (random: the spinn preset's, resampled every 100 iterations)")
     args = ap.parse_args()
     flag = {"auto": "auto", "true": True, "false": False}
     t = time.perf_counter()
     r = seppinn.solve(ROOT / "problems/helmholtz3d.toml", "spinn", {
         "train.points": args.points, "train.iterations": args.iterations, "train.eval_every": args.eval_every,
-        "train.grid_free": flag[args.grid_free], "train.compile": flag[args.compile]}, progress=False)
+        "train.grid_free": flag[args.grid_free], "train.compile": flag[args.compile],
+        "train.sampling": args.sampling}, progress=False)
     wall = time.perf_counter() - t
     h = r.history
     err = h["rel_l2/u"]
     hit = np.nonzero(err <= args.target)[0]
     print(f"# {platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, torch {torch.__version__}; "
-          f"helmholtz3d, spinn preset, {args.points} points/axis, grid_free={args.grid_free}, compile={args.compile}")
+          f"helmholtz3d, spinn preset, {args.points} points/axis, grid_free={args.grid_free}, compile={args.compile}, "
+          f"sampling={args.sampling}")
     if len(hit):
         i = hit[0]
         print(f"rel L2 {err[i]:.4g} <= {args.target} at iteration {int(h['iteration'][i])}, "
