@@ -498,41 +498,34 @@ class Trainer:
             out.append(torch.tensor(index, device=self.device))
         return out
 
-    def _block_factors(self, part: TermPart, jets: Mapping[tuple[str, int], Mapping[PointSetKey, torch.Tensor]]
-                       ) -> list[list[torch.Tensor]]:
-        """Per rank block of the part's affine-separable terms, per axis, its CP factor (n_d, R or 1, C):
-        the coefficient-weighted sum of factor jets (the field's CP scale on the first axis), or for
-        a source block its coefficient column."""
+    def _block_factor(self, part: TermPart, jets: Mapping[tuple[str, int], Mapping[PointSetKey, torch.Tensor]],
+                      i: int, d: int) -> torch.Tensor:
+        """Rank block i's CP factor on axis d, (n_d, R or 1, C): the coefficient-weighted sum of the
+        field's factor jets (its CP scale on the first axis), or for a source block its coefficient
+        column."""
         lin = part.residual.linear
         assert lin is not None
-        coefs = self.block_coefs[id(part)]
-        C = next(self.c.components[b.field] for b in lin.blocks if b.field is not None)
-        out = []
-        for block, bc in zip(lin.blocks, coefs):
-            per_axis: list[torch.Tensor] = []
-            for d, key in enumerate(part.grid):
-                if block.field is None:
-                    per_axis.append(cast(torch.Tensor, bc[d][0]).expand(-1, 1, C))
-                    continue
-                jet = jets[(block.field, d)][key]
-                acc: torch.Tensor | None = None
-                for summand, c in zip(block.axes[d], bc[d]):
-                    term = jet[summand.order] if isinstance(c, float) and c == 1.0 else jet[summand.order] * c
-                    acc = term if acc is None else acc + term
-                assert acc is not None
-                scale = getattr(self.model[block.field], "scale", 1.0)
-                per_axis.append(acc * scale if d == 0 and scale != 1.0 else acc)
-            out.append(per_axis)
-        return out
+        block, bc = lin.blocks[i], self.block_coefs[id(part)][i][d]
+        if block.field is None:
+            C = next(self.c.components[b.field] for b in lin.blocks if b.field is not None)
+            return cast(torch.Tensor, bc[0]).expand(-1, 1, C)
+        jet = jets[(block.field, d)][part.grid[d]]
+        acc: torch.Tensor | None = None
+        for summand, c in zip(block.axes[d], bc):
+            term = jet[summand.order] if isinstance(c, float) and c == 1.0 else jet[summand.order] * c
+            acc = term if acc is None else acc + term
+        assert acc is not None
+        scale = getattr(self.model[block.field], "scale", 1.0)
+        return acc * scale if d == 0 and scale != 1.0 else acc
 
     def _cp_factors(self, part: TermPart, jets: Mapping[tuple[str, int], Mapping[PointSetKey, torch.Tensor]],
                     distinct_axes: Collection[int] = ()) -> list[torch.Tensor]:
         """The CP factors G_d (n_d, rho, C) of the part's residual: its blocks' factors side by side;
         on ``distinct_axes`` each distinct block factor once (the columns ``distinct_columns`` indexes)."""
-        blocks = self._block_factors(part, jets)
         out = []
         for d, slots in enumerate(self.block_slots[id(part)]):
-            keep = [b[d] for i, b in enumerate(blocks) if d not in distinct_axes or slots.index(slots[i]) == i]
+            keep = [self._block_factor(part, jets, i, d) for i in range(len(slots))
+                    if d not in distinct_axes or slots.index(slots[i]) == i]
             out.append(torch.cat(keep, dim=1) if len(keep) > 1 else keep[0])
         return out
 
@@ -544,16 +537,17 @@ class Trainer:
         slots = self.block_slots[id(part)][-1]
         if len(set(slots)) == len(slots):
             return cp_contract(self._cp_factors(part, jets))
-        blocks = self._block_factors(part, jets)
+        last = len(part.grid) - 1
         prefix: dict[int, torch.Tensor] = {}
-        for b, slot in zip(blocks, slots):
-            p = b[0]
-            for m in b[1:-1]:
-                p = (p[:, None] * m[None]).flatten(0, 1)
+        for i, slot in enumerate(slots):
+            p = self._block_factor(part, jets, i, 0)
+            for d in range(1, last):
+                p = (p[:, None] * self._block_factor(part, jets, i, d)[None]).flatten(0, 1)
             prefix[slot] = prefix[slot] + p if slot in prefix else p
         P = torch.cat([prefix[s] for s in sorted(prefix)], dim=1)  # (n_1 ... n_{D-1}, m, C)
-        L = torch.cat([blocks[slots.index(s)][-1] for s in sorted(prefix)], dim=1)  # (n_D, m, C)
-        shape = [b.shape[0] for b in blocks[0]] + [P.shape[-1]]
+        L = torch.cat([self._block_factor(part, jets, slots.index(s), last) for s in sorted(prefix)],
+                      dim=1)  # (n_D, m, C)
+        shape = [len(self.points[key]) for key in part.grid] + [P.shape[-1]]
         if P.shape[-1] == 1:
             return (P[..., 0] @ L[..., 0].T).view(shape)
         return torch.einsum("pmc,nmc->pnc", P, L).reshape(shape)
