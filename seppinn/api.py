@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from . import plots, seppgd
-from .compiler import CompiledProblem, compile_problem, part_sizes, per_axis
+from .compiler import CompiledProblem, Residual, compile_problem, part_sizes, per_axis
 from .data_sources import load_all
 from .errors import DataError, Interrupted, RunError, SeppinnError, SolverConfigError
 from .output import squeeze_components, write_json, write_solution_h5, write_torch
@@ -66,6 +66,18 @@ def _derivative_name(field: str, alpha: Sequence[int], axes: Sequence[str]) -> s
     return f"{field}_{suffix}" if suffix else field
 
 
+def _rest_inputs(rest: Residual, axes: Sequence[str]) -> str:
+    """' from u, u_x and u_xx + u_yy as one grid': the grids a fused residual's rest is evaluated
+    from ('' for a rest of coordinates only, a non-separable source)."""
+    names = [_derivative_name(f, a, axes) for f, a in rest.derivs]
+    for lin in rest.sums:
+        form = " + ".join((f"{c} " if c != 1 else "") + _derivative_name(str(f), a, axes) for c, f, a in lin.terms())
+        names.append(f"{form} as one grid")
+    if not names:
+        return ""
+    return " from " + (", ".join(names[:-1]) + " and " + names[-1] if len(names) > 1 else names[0])
+
+
 def check_report(prep: Prepared) -> str:
     """What ``seppinn check`` prints: terms, grids, derivatives, memory estimate."""
     p, c, cfg = prep.problem, prep.compiled, prep.config
@@ -91,7 +103,9 @@ def check_report(prep: Prepared) -> str:
             where = (f"{sizes[0]} scattered points (pointwise)" if part.pointwise
                      else f"grid {' x '.join(map(str, sizes))} ({int(np.prod(sizes))} points)")
             mode, rho = part_mode(c, cfg, part)
-            how = f"; {mode} (CP residual, rank {rho}" + (", the rest per derivative)" if part.residual.rest else ")")
+            rest = part.residual.rest
+            how = f"; {mode} (CP residual, rank {rho}" + (f"; the rest on the grid{_rest_inputs(rest, c.axes)})"
+                                                          if rest else ")")
             lines.append(f"  {part.label}: {where}; {ders}" + (how if mode != "grid" else ""))
     if p.reference:
         sizes = (list(next(iter(prep.ref_arrays.values())).shape[:-1]) if prep.ref_arrays

@@ -24,7 +24,7 @@ from .expressions import count_nodes
 from .lowering import FUNCTIONS as LOWERABLE
 from .lowering import Lowered, lower, split_constants
 from .problem import Face, Problem
-from .separability import LinearPart, SeparableReference, linear_part, separable_reference
+from .separability import LinearPart, SeparableReference, combine, linear_part, separable_reference
 from .separable import rank_list
 from .solver_config import SolverConfig
 
@@ -48,6 +48,9 @@ class Residual:
     # residual as a Residual of its own (None when the blocks are the whole residual)
     linear: LinearPart | None = None
     rest: Residual | None = None
+    # (the rest only) combinations of one field's derivatives that fn takes, after the values of
+    # derivs, as one value each: contracted as one CP tensor (``separability.combine``)
+    sums: list[LinearPart] = field(default_factory=list)
 
     def prepare(self, coords: Sequence[torch.Tensor], dtype: torch.dtype) -> dict[sp.Symbol, torch.Tensor]:
         """Evaluate coordinate-only parts on a grid. coords[d]: broadcastable float64 tensor."""
@@ -143,10 +146,11 @@ def compile_residual(problem: Problem, expr: sp.Expr, key: str,
     res = _lower_residual(problem, body, derivs, placeholders, key, arrays or {})
     res.linear = linear_part(body, placeholders, [f for f, _ in derivs], [a for _, a in derivs], axis_syms)
     if res.linear is not None and not res.linear.exact:
-        rest = res.linear.remainder
+        rest, sums = combine(res.linear.remainder, placeholders, [f for f, _ in derivs], [a for _, a in derivs])
         used = [j for j, p in enumerate(placeholders) if rest.has(p)]
-        res.rest = _lower_residual(problem, rest, [derivs[j] for j in used], [placeholders[j] for j in used],
-                                   key, arrays or {})
+        res.rest = _lower_residual(problem, rest, [derivs[j] for j in used],
+                                   [placeholders[j] for j in used] + [q for q, _ in sums], key, arrays or {})
+        res.rest.sums = [lin for _, lin in sums]
     return res
 
 

@@ -14,6 +14,7 @@ Everything here is sympy; the trainer turns the blocks into tensors (``training`
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -53,6 +54,12 @@ class LinearPart:
     def exact(self) -> bool:
         """The whole residual is a CP tensor (grid-free losses apply)."""
         return bool(self.remainder == 0)
+
+    def terms(self) -> list[tuple[sp.Expr, str | None, tuple[int, ...]]]:
+        """The blocks expanded: (coefficient, field or None for a source, multi-index) per product
+        of one summand per axis."""
+        return [(sp.Mul(*[s.coef for s in choice]), b.field, tuple(s.order for s in choice))
+                for b in self.blocks for choice in itertools.product(*b.axes)]
 
 
 Products = list[tuple[sp.Expr, list[sp.Expr]]]  # [(c_m, [g_{m,1}, ..., g_{m,D}])]: sum_m c_m prod_d g_{m,d}(x_d)
@@ -146,6 +153,49 @@ def linear_part(body: sp.Expr, placeholders: Sequence[sp.Symbol], fields: Sequen
     if not raw:
         return None
     return LinearPart(_merge(raw, D), sp.Add(*rest))
+
+
+def combine(body: sp.Expr, placeholders: Sequence[sp.Symbol], fields: Sequence[str],
+            alphas: Sequence[tuple[int, ...]]) -> tuple[sp.Expr, list[tuple[sp.Symbol, LinearPart]]]:
+    """Derivatives of one field that ``body`` uses only in a fixed linear combination become one
+    placeholder for the combination, contracted as one CP tensor (diffusion's u u_xx + u u_yy ->
+    u (u_xx + u_yy): one grid for the Laplacian instead of two).
+
+    Two placeholders a, b of one field qualify when d(body)/da = lam d(body)/db with a constant lam:
+    body is then constant along (1, -lam) in the (a, b) plane, so body(a, b) = body(0, b + lam a).
+    Returns the body in the remaining placeholders and the new ones, and per new placeholder its
+    combination sum_j c_j D^{alphas[j]} as rank blocks (constant coefficients, merged as
+    ``linear_part``'s)."""
+    D = len(alphas[0]) if alphas else 0
+    groups: dict[sp.Symbol, tuple[str, dict[int, sp.Expr]]] = {
+        placeholders[j]: (fields[j], {j: sp.Integer(1)}) for j in range(len(placeholders)) if body.has(placeholders[j])}
+    merged = True
+    while merged:
+        merged = False
+        for a, b in itertools.combinations(list(groups), 2):
+            if groups[a][0] != groups[b][0]:
+                continue
+            db = sp.diff(body, b)
+            if db == 0:
+                continue
+            lam = sp.cancel(sp.diff(body, a) / db)
+            if lam.free_symbols or not lam.is_number or lam == 0 or not lam.is_finite:
+                continue
+            if isinstance(lam, sp.Float):  # its exact value: 1.0 -> 1, so equal factors compare equal
+                lam = sp.Rational(lam)
+            q = sp.Dummy("sum")
+            coefs = dict(groups[b][1])
+            for j, c in groups[a][1].items():
+                coefs[j] = coefs.get(j, sp.Integer(0)) + lam * c
+            body = body.xreplace({a: sp.Integer(0), b: q})
+            groups[q] = (groups[b][0], coefs)
+            del groups[a], groups[b]
+            merged = True
+            break
+    ones = [sp.Integer(1)] * D
+    sums = [(q, LinearPart(_merge([(f, alphas[j], c, ones) for j, c in coefs.items() if c != 0], D), sp.S.Zero))
+            for q, (f, coefs) in groups.items() if len(coefs) > 1]
+    return body, sums
 
 
 def _merge(raw: list[tuple[str | None, tuple[int, ...], sp.Expr, list[sp.Expr]]], D: int) -> list[RankBlock]:

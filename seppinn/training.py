@@ -31,7 +31,7 @@ from .output import squeeze_components
 from .progress import Progress
 from .reference_solvers import REFERENCE_SOLVERS
 from .seppgd import FactorPreconditioner, build_all, precondition, resolve_k
-from .separability import Products
+from .separability import LinearPart, Products
 from .separability import rank as block_rank
 from .separable import SeparableModel, build_model, cp_contract
 from .solver_config import SolverConfig
@@ -56,6 +56,53 @@ def pick_device(name: str) -> torch.device:
         if idx >= torch.cuda.device_count():
             raise SolverConfigError(f"there is no {name} (devices: {torch.cuda.device_count()})", key="train.device")
     return torch.device(name)
+
+
+JetPass = tuple[int, list[list[PointSetKey]]]  # (order, per axis: the point sets evaluated in this pass)
+
+
+def pass_cost(order: int, keys: Sequence[Sequence[PointSetKey]], sizes: Mapping[PointSetKey, int]) -> int:
+    """Rows one factor-network pass computes per axis: the axes are batched, each padded to the
+    longest point list (an axis with none gets one placeholder point), every row carrying order+1
+    jet entries."""
+    return (order + 1) * max(max(sum(sizes[k] for k in ks), 1) for ks in keys)
+
+
+def plan_passes(need: Mapping[tuple[int, PointSetKey], int], sizes: Mapping[PointSetKey, int],
+                n_axes: int) -> list[JetPass]:
+    """The factor-network passes of one field from the derivative order each (axis, point set) needs:
+    one pass per order, then two passes merged into one at the higher order while that lowers the
+    total ``pass_cost`` (diffusion's u_t and u_xx, u_yy: one order-2 pass of 3 x 66 rows instead of
+    an order-1 pass of 2 x 65 beside it, where two axes were placeholders padded to 65 points)."""
+    passes = [(o, [[key for (d, key), m in need.items() if d == e and m == o] for e in range(n_axes)])
+              for o in sorted(set(need.values()))]
+    while len(passes) > 1:
+        best = None
+        for i, j in itertools.combinations(range(len(passes)), 2):
+            (oi, ki), (oj, kj) = passes[i], passes[j]
+            merged = (max(oi, oj), [a + b for a, b in zip(ki, kj)])
+            gain = pass_cost(oi, ki, sizes) + pass_cost(oj, kj, sizes) - pass_cost(*merged, sizes)
+            if gain > 0 and (best is None or gain > best[0]):
+                best = (gain, i, j, merged)
+        if best is None:
+            break
+        _, i, j, merged = best
+        passes = [p for k, p in enumerate(passes) if k not in (i, j)] + [merged]
+        passes.sort(key=lambda p: p[0])
+    return passes
+
+
+def block_slots(lin: LinearPart) -> list[list[int]]:
+    """Per axis and rank block of a CP tensor: the index of the block's axis-d factor among the
+    distinct ones (same field, derivative orders and coefficients: Helmholtz's [F''+k^2 F, F, F]
+    has two F blocks on x; a source block is always its own)."""
+    out = []
+    for d in range(len(lin.blocks[0].axes)):
+        keys: dict[object, int] = {}
+        out.append([keys.setdefault(("source", i) if b.field is None else
+                                    (b.field, tuple((s.order, s.coef) for s in b.axes[d])), len(keys))
+                    for i, b in enumerate(lin.blocks)])
+    return out
 
 
 def compiles(config: SolverConfig) -> bool:
@@ -209,10 +256,12 @@ class Trainer:
         self.axis_weights: dict[PointSetKey, torch.Tensor] = {}  # sampling = "gauss": quadrature weights, mean 1
         self._sample_train(random=config.train.sampling == "random")
         self.modes = {id(p): part_mode(compiled, config, p)[0] for t in compiled.terms for p in t.parts}
-        self.block_slots = {id(p): self._block_slots(p) for t in compiled.terms for p in t.parts
-                            if self.modes[id(p)] != "grid"}
-        self.distinct_columns = {id(p): self._distinct_columns(p) for t in compiled.terms for p in t.parts
-                                 if id(p) in self.block_slots}
+        # the CP tensors of the fused and grid-free paths (per LinearPart): a part's linear terms, and
+        # in its rest the combinations of derivatives it uses as a whole (``separability.combine``)
+        self.block_slots = {id(lin): block_slots(lin) for t in compiled.terms for p in t.parts
+                            for lin in self._linear_parts(p)}
+        self.distinct_columns = {id(lin): self._distinct_columns(lin) for t in compiled.terms for p in t.parts
+                                 if self.modes[id(p)] == "grid-free" for lin in self._linear_parts(p)[:1]}
         # Jets: per field, one factor pass per derivative order needed, over the point sets that
         # need that order on each axis (scattered data need order 0 even when the PDE needs 2).
         need: dict[tuple[str, int, PointSetKey], int] = {}
@@ -226,11 +275,9 @@ class Trainer:
         for (f, d, key), o in need.items():
             top[(f, d)] = max(top.get((f, d), 0), o)
         need = {(f, d, key): top[(f, d)] if key[0] == "face" else o for (f, d, key), o in need.items()}
-        self.jet_plan: dict[str, list[tuple[int, list[list[PointSetKey]]]]] = {}
-        for f in compiled.components:
-            orders = sorted({o for (g, _, _), o in need.items() if g == f})
-            self.jet_plan[f] = [(o, [[key for (g, e, key), m in need.items() if g == f and e == d and m == o]
-                                     for d in range(len(compiled.axes))]) for o in orders]
+        counts = {key: len(x) for key, x in self.points.items()}
+        self.jet_plan = {f: plan_passes({(d, key): o for (g, d, key), o in need.items() if g == f}, counts,
+                                        len(compiled.axes)) for f in compiled.components}
         self.masks = {id(p): torch.as_tensor(p.mask, device=self.device) for t in compiled.terms
                       for p in t.parts if p.mask is not None}
         self._prepare_all()
@@ -293,16 +340,25 @@ class Trainer:
                 res = p.residual if mode == "grid" else p.residual.rest
                 if res is not None:
                     self.consts[id(res)] = res.prepare(self.part_coords(p), self.dtype)
-                if mode != "grid":
-                    self.block_coefs[id(p)] = self._block_coefs(p)
+                for lin in self._linear_parts(p):
+                    self.block_coefs[id(lin)] = self._block_coefs(p, lin)
 
-    def _block_coefs(self, part: TermPart) -> list[list[list[float | torch.Tensor]]]:
-        """Per rank block, axis and summand: the coefficient on the axis' points, (n_d, 1, 1) in the
-        model's dtype, or a number. A source block has one entry per axis: the summands' sum."""
+    def _linear_parts(self, part: TermPart) -> list[LinearPart]:
+        """The CP tensors the part's mode contracts: none on the grid path, else its linear terms and
+        its rest's sums."""
+        if self.modes[id(part)] == "grid":
+            return []
         assert part.residual.linear is not None
+        rest = part.residual.rest
+        return [part.residual.linear] + (rest.sums if rest is not None else [])
+
+    def _block_coefs(self, part: TermPart, lin: LinearPart) -> list[list[list[float | torch.Tensor]]]:
+        """Per rank block of ``lin``, axis and summand: the coefficient on the axis' points of the
+        part's grid, (n_d, 1, 1) in the model's dtype, or a number. A source block has one entry per
+        axis: the summands' sum."""
         syms = part.residual.axis_symbols
         out: list[list[list[float | torch.Tensor]]] = []
-        for block in part.residual.linear.blocks:
+        for block in lin.blocks:
             per_axis_coefs: list[list[float | torch.Tensor]] = []
             for d, summands in enumerate(block.axes):
                 x = self.points[part.grid[d]].to(torch.float64)
@@ -415,9 +471,11 @@ class Trainer:
         mode = self.modes[id(part)]
         factors = self.factors.get(id(part)) if self.use_preconditioner else None
         weights = [self.axis_weights.get(key) for key in part.grid] if not part.pointwise else []
+        lin = part.residual.linear
         if mode == "grid-free":
-            cols = self.distinct_columns[id(part)]
-            U = self._cp_factors(part, jets, distinct_axes=range(len(part.grid)))
+            assert lin is not None
+            cols = self.distinct_columns[id(lin)]
+            U = self._cp_factors(part, lin, jets, distinct_axes=range(len(part.grid)))
             n_free = math.prod([u.shape[0] for u in U]) * U[0].shape[-1]
             if factors is not None:
                 s = preconditioned_sum(U, weights, factors, self._part_scale(id(part)), cols)
@@ -425,10 +483,13 @@ class Trainer:
                 s = sum_of_squares(U, weights, cols)
             return s.to(self.dtype), n_free
         if mode == "fused":
-            r = self._fused_contract(part, jets)
+            assert lin is not None
+            r = self._fused_contract(part, lin, jets)
             rest = part.residual.rest
             if rest is not None:
-                r = r + rest(self._contractions(part, rest.derivs, jets, cache), self.consts[id(rest)])
+                values = self._contractions(part, rest.derivs, jets, cache)
+                values += [self._fused_contract(part, combination, jets) for combination in rest.sums]
+                r = r + rest(values, self.consts[id(rest)])
         else:
             values = self._contractions(part, part.residual.derivs, jets, cache)
             r = part.residual(values, self.consts[id(part.residual)])
@@ -466,29 +527,13 @@ class Trainer:
             values.append(cache[ck])
         return values
 
-    def _block_slots(self, part: TermPart) -> list[list[int]]:
-        """Per axis and rank block of the part's CP residual: the index of the block's axis-d factor
-        among the distinct ones (same field, derivative orders and coefficients: Helmholtz's
-        [F''+k^2 F, F, F] has two F blocks on x; a source block is always its own)."""
-        lin = part.residual.linear
-        assert lin is not None
-        out = []
-        for d in range(len(part.grid)):
-            keys: dict[object, int] = {}
-            out.append([keys.setdefault(("source", i) if b.field is None else
-                                        (b.field, tuple((s.order, s.coef) for s in b.axes[d])), len(keys))
-                        for i, b in enumerate(lin.blocks)])
-        return out
-
-    def _distinct_columns(self, part: TermPart) -> list[torch.Tensor | None]:
+    def _distinct_columns(self, lin: LinearPart) -> list[torch.Tensor | None]:
         """Per axis: None where the blocks' axis factors all differ, else the (rho,) index of each
         residual column among the distinct blocks' columns (``_cp_factors(distinct_axes=...)``),
         so that the Gram products run on the n_d x (distinct columns) factor."""
-        lin = part.residual.linear
-        assert lin is not None
         widths = [1 if b.field is None else int(self.cfg.model.rank) for b in lin.blocks]
         out: list[torch.Tensor | None] = []
-        for slots in self.block_slots[id(part)]:
+        for slots in self.block_slots[id(lin)]:
             if len(set(slots)) == len(slots):
                 out.append(None)
                 continue
@@ -498,14 +543,12 @@ class Trainer:
             out.append(torch.tensor(index, device=self.device))
         return out
 
-    def _block_factor(self, part: TermPart, jets: Mapping[tuple[str, int], Mapping[PointSetKey, torch.Tensor]],
-                      i: int, d: int) -> torch.Tensor:
-        """Rank block i's CP factor on axis d, (n_d, R or 1, C): the coefficient-weighted sum of the
-        field's factor jets (its CP scale on the first axis), or for a source block its coefficient
-        column."""
-        lin = part.residual.linear
-        assert lin is not None
-        block, bc = lin.blocks[i], self.block_coefs[id(part)][i][d]
+    def _block_factor(self, part: TermPart, lin: LinearPart,
+                      jets: Mapping[tuple[str, int], Mapping[PointSetKey, torch.Tensor]], i: int, d: int) -> torch.Tensor:
+        """Rank block i's CP factor on axis d of the part's grid, (n_d, R or 1, C): the coefficient-
+        weighted sum of the field's factor jets (its CP scale on the first axis), or for a source
+        block its coefficient column."""
+        block, bc = lin.blocks[i], self.block_coefs[id(lin)][i][d]
         if block.field is None:
             C = next(self.c.components[b.field] for b in lin.blocks if b.field is not None)
             return cast(torch.Tensor, bc[0]).expand(-1, 1, C)
@@ -518,39 +561,48 @@ class Trainer:
         scale = getattr(self.model[block.field], "scale", 1.0)
         return acc * scale if d == 0 and scale != 1.0 else acc
 
-    def _cp_factors(self, part: TermPart, jets: Mapping[tuple[str, int], Mapping[PointSetKey, torch.Tensor]],
+    def _cp_factors(self, part: TermPart, lin: LinearPart,
+                    jets: Mapping[tuple[str, int], Mapping[PointSetKey, torch.Tensor]],
                     distinct_axes: Collection[int] = ()) -> list[torch.Tensor]:
-        """The CP factors G_d (n_d, rho, C) of the part's residual: its blocks' factors side by side;
-        on ``distinct_axes`` each distinct block factor once (the columns ``distinct_columns`` indexes)."""
+        """The CP factors G_d (n_d, rho, C) of ``lin`` on the part's grid: its blocks' factors side by
+        side; on ``distinct_axes`` each distinct block factor once (the columns ``distinct_columns`` indexes)."""
         out = []
-        for d, slots in enumerate(self.block_slots[id(part)]):
-            keep = [self._block_factor(part, jets, i, d) for i in range(len(slots))
+        for d, slots in enumerate(self.block_slots[id(lin)]):
+            keep = [self._block_factor(part, lin, jets, i, d) for i in range(len(slots))
                     if d not in distinct_axes or slots.index(slots[i]) == i]
             out.append(torch.cat(keep, dim=1) if len(keep) > 1 else keep[0])
         return out
 
-    def _fused_contract(self, part: TermPart, jets: Mapping[tuple[str, int], Mapping[PointSetKey, torch.Tensor]]
-                        ) -> torch.Tensor:
-        """The CP residual on the part's grid, (n_1, ..., n_D, C). Where blocks share their last-axis
-        factor (Klein-Gordon's [F_t'', F_x, F_y] and [F_t, F_x'', F_y]) their Khatri-Rao products over
-        the other axes are summed first: one matrix product of inner size 2R instead of 3R."""
-        slots = self.block_slots[id(part)][-1]
+    def _fused_contract(self, part: TermPart, lin: LinearPart,
+                        jets: Mapping[tuple[str, int], Mapping[PointSetKey, torch.Tensor]]) -> torch.Tensor:
+        """The CP tensor ``lin`` on the part's grid, (n_1, ..., n_D, C). Where blocks share their factor
+        on an axis g (the axis with the fewest distinct factors, the last on ties), their Khatri-Rao
+        products over the other axes are summed first: one matrix product of inner size (distinct
+        factors on g) x R. Klein-Gordon's [F_t'', F_x, F_y] and [F_t, F_x'', F_y] share F_y: 2R
+        instead of 3R; diffusion's u_xx + u_yy, [F_t, F_x'', F_y] + [F_t, F_x, F_y''], shares F_t: R."""
+        all_slots = self.block_slots[id(lin)]
+        D = len(part.grid)
+        g = min(range(D), key=lambda d: (len(set(all_slots[d])), -d))
+        slots = all_slots[g]
         if len(set(slots)) == len(slots):
-            return cp_contract(self._cp_factors(part, jets))
-        last = len(part.grid) - 1
+            return cp_contract(self._cp_factors(part, lin, jets))
+        others = [d for d in range(D) if d != g]
         prefix: dict[int, torch.Tensor] = {}
         for i, slot in enumerate(slots):
-            p = self._block_factor(part, jets, i, 0)
-            for d in range(1, last):
-                p = (p[:, None] * self._block_factor(part, jets, i, d)[None]).flatten(0, 1)
+            p = self._block_factor(part, lin, jets, i, others[0])
+            for d in others[1:]:
+                p = (p[:, None] * self._block_factor(part, lin, jets, i, d)[None]).flatten(0, 1)
             prefix[slot] = prefix[slot] + p if slot in prefix else p
-        P = torch.cat([prefix[s] for s in sorted(prefix)], dim=1)  # (n_1 ... n_{D-1}, m, C)
-        L = torch.cat([self._block_factor(part, jets, slots.index(s), last) for s in sorted(prefix)],
-                      dim=1)  # (n_D, m, C)
-        shape = [len(self.points[key]) for key in part.grid] + [P.shape[-1]]
-        if P.shape[-1] == 1:
-            return (P[..., 0] @ L[..., 0].T).view(shape)
-        return torch.einsum("pmc,nmc->pnc", P, L).reshape(shape)
+        P = torch.cat([prefix[s] for s in sorted(prefix)], dim=1)  # (prod of the other n_d, m, C)
+        L = torch.cat([self._block_factor(part, lin, jets, slots.index(s), g) for s in sorted(prefix)],
+                      dim=1)  # (n_g, m, C)
+        sizes = [len(self.points[key]) for key in part.grid]
+        C = P.shape[-1]
+        if g == 0:  # (n_1, n_2 ... n_D): already the grid's layout
+            out = L[..., 0] @ P[..., 0].T if C == 1 else torch.einsum("nmc,pmc->npc", L, P)
+            return out.reshape(sizes + [C])
+        out = P[..., 0] @ L[..., 0].T if C == 1 else torch.einsum("pmc,nmc->pnc", P, L)
+        return out.reshape([sizes[d] for d in others] + [sizes[g], C]).movedim(D - 1, g)
 
     # ---------------------------------------------------------------- evaluation
     def _setup_test(self, ref_arrays: Mapping[str, np.ndarray]) -> None:

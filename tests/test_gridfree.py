@@ -3,14 +3,16 @@ grid-free Gram-product losses against the grid path, with and without SepPGD, an
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 import pytest
 import sympy as sp
 import torch
 
 import seppinn
-from seppinn.separability import linear_part, separate
-from seppinn.training import Trainer
+from seppinn.separability import combine, linear_part, separate
+from seppinn.training import Trainer, plan_passes
 
 from .conftest import ROOT, eps_tol
 
@@ -57,6 +59,32 @@ def test_linear_part_merges_blocks_and_keeps_the_rest():
     assert len(coef.blocks) == 1 and coef.remainder != 0
 
 
+@pytest.mark.parametrize("expr, summed", [
+    ("-0.05*(ux**2 + u*uxx + u*uyy)", {"uxx", "uyy"}),  # diffusion's u*lap(u)
+    ("u*sin(uxx + 2*uyy)", {"uxx", "uyy"}),
+    ("(uxx + uyy + uzz)**2 + u*(uxx + uyy + uzz)", {"uxx", "uyy", "uzz"}),
+    ("u*uxx + uyy", None),  # u_xx and u_yy enter differently
+    ("u*(x*uxx + uyy)", None),  # a coordinate-dependent ratio
+    ("u*(uxx + v)", None),  # another field
+])
+def test_combine_finds_derivatives_used_only_as_one_sum(expr, summed):
+    names = ["u", "ux", "uxx", "uyy", "uzz", "v"]
+    ph = sp.symbols(names)
+    alphas = [(0, 0, 0), (1, 0, 0), (2, 0, 0), (0, 2, 0), (0, 0, 2), (0, 0, 0)]
+    body = sp.expand(sp.sympify(expr, locals=dict(zip(names, ph))))
+    out, sums = combine(body, ph, ["u"] * 5 + ["v"], alphas)
+    if summed is None:
+        assert sums == [] and out == body
+        return
+    ((q, lin),) = sums
+    # the blocks as a linear form in the placeholders: per block, the product over axes of its summands
+    form = sp.Add(*[sp.Mul(*[s_.coef for s_ in choice]) * ph[alphas.index(tuple(s_.order for s_ in choice))]
+                    for b in lin.blocks for choice in itertools.product(*b.axes)])
+    assert {str(p_) for p_ in form.free_symbols} == summed
+    assert not out.has(*[ph[names.index(n)] for n in summed])
+    assert sp.expand(out.subs(q, form) - body) == 0  # the same residual
+
+
 def _trainer(problem, **ov) -> Trainer:
     base = {"train.dtype": "float64", "model.rank": 5, "model.width": 12, "model.depth": 3,
             "train.sampling": "random", "train.points": 7}
@@ -90,7 +118,7 @@ def test_fused_contraction_equals_per_term(problem):
     tr = _trainer(ROOT / "problems" / f"{problem}.toml", **{"train.grid_free": False})
     assert "fused" in tr.modes.values()
     # Klein-Gordon's and Helmholtz's PDE blocks share last-axis factors: summed before the last product
-    last_slots = tr.block_slots[id(tr.c.terms[0].parts[0])][-1]
+    last_slots = tr.block_slots[id(tr.c.terms[0].parts[0].residual.linear)][-1]
     assert (len(set(last_slots)) < len(last_slots)) == (problem in ("klein_gordon3d", "helmholtz3d"))
     _assert_same(_loss_and_grad(tr, None), _loss_and_grad(tr, "grid"))
 
@@ -100,8 +128,44 @@ def test_fused_grouped_contraction_of_a_vector_field():
     p = seppinn.Problem("vec", {"x": (0.0, 1.0), "y": (0.0, 1.0), "z": (0.0, 1.0)}, {"u": 2})
     p.add_equation("diff(u, x, 2) - diff(u, y, 2) - diff(u, z, 2) + u - sin(x)*y")
     tr = _trainer(p, **{"train.grid_free": False})
-    assert tr.block_slots[id(tr.c.terms[0].parts[0])][-1] == [0, 1, 0, 2]
+    assert tr.block_slots[id(tr.c.terms[0].parts[0].residual.linear)][-1] == [0, 1, 0, 2]
     _assert_same(_loss_and_grad(tr, None), _loss_and_grad(tr, "grid"))
+
+
+@pytest.mark.parametrize("components", [1, 2])
+@pytest.mark.parametrize("order", ["txy", "xty", "xyt"])
+def test_a_combination_is_one_grid_grouped_on_its_shared_axis(order, components):
+    """u (u_xx + u_yy) with t first, in the middle and last: the sum's blocks share F_t and are
+    contracted as one grid grouped on t; losses and gradients equal the per-derivative grid path's."""
+    p = seppinn.Problem("nl", {a: (0.0, 1.0) for a in order}, {"u": components})
+    p.add_equation("diff(u, t) - u*(diff(u, x, 2) + diff(u, y, 2)) - diff(u, x)**2 + sin(x)")
+    tr = _trainer(p, **{"train.grid_free": False})
+    part = tr.c.terms[0].parts[0]
+    assert tr.modes[id(part)] == "fused"
+    ((lin),) = part.residual.rest.sums
+    slots = tr.block_slots[id(lin)]
+    assert [len(set(s_)) for s_ in slots] == [1 if a == "t" else 2 for a in order]
+    assert sorted(f"{f}{a}" for f, a in part.residual.rest.derivs) == ["u(0, 0, 0)", f"u{tuple(int(a == 'x') for a in order)}"]
+    _assert_same(_loss_and_grad(tr, None), _loss_and_grad(tr, "grid"))
+
+
+def test_factor_passes_merge_when_padding_makes_them_cheaper():
+    t, f_t, x_, f_x = ("train", 0), ("face", 0, "min"), ("train", 1), ("face", 1, "both")
+    sizes = {t: 64, f_t: 1, x_: 64, f_x: 2, ("points", "u", 0): 5000, ("points", "u", 1): 5000}
+    # diffusion-like: order 1 on t, 2 on x: one order-2 pass (3 x 66 rows) instead of 2 x 65 + 3 x 66
+    assert plan_passes({(0, t): 1, (0, f_t): 1, (1, x_): 2, (1, f_x): 2}, sizes, 2) == [(2, [[t, f_t], [x_, f_x]])]
+    # 5,000 scattered points at order 0 beside a 64-point PDE grid at order 2: two passes
+    scattered = {(0, ("points", "u", 0)): 0, (1, ("points", "u", 1)): 0, (0, t): 2, (1, x_): 2}
+    assert [o for o, _ in plan_passes(scattered, sizes, 2)] == [0, 2]
+
+
+def test_merged_factor_passes_give_the_per_order_jets():
+    tr = _trainer(ROOT / "problems" / "diffusion3d.toml", **{"train.grid_free": False})
+    ((order, keys),) = tr.jet_plan["u"]  # one order-2 pass; t needs order 1
+    assert order == 2
+    merged = _loss_and_grad(tr)
+    tr.jet_plan["u"] = [(1, [keys[0], [], []]), (2, [[], keys[1], keys[2]])]  # a pass per order
+    _assert_same(merged, _loss_and_grad(tr))
 
 
 @pytest.mark.parametrize("extra", [
@@ -117,7 +181,7 @@ def test_grid_free_equals_grid(extra):
     assert set(tr.modes.values()) == {"grid-free"}
     # the PDE's repeated blocks ([F'' + k^2 F, F, F] on x) enter its Gram products once
     pde = tr.c.terms[0].parts[0]
-    assert [len(c.unique()) if c is not None else None for c in tr.distinct_columns[id(pde)]] == [11, 11, 11]
+    assert [len(c.unique()) if c is not None else None for c in tr.distinct_columns[id(pde.residual.linear)]] == [11, 11, 11]
     _assert_same(_loss_and_grad(tr, None), _loss_and_grad(tr, "grid"))
 
 
