@@ -1,20 +1,24 @@
 """Milliseconds per training step and peak memory: the three shipped PDEs at 16^3-256^3, eager on
 the grid, compiled on the grid, and compiled with grid-free losses where a term qualifies
 (Helmholtz: every term; Klein-Gordon and diffusion: their faces), beside SPINN-JAX's figures
-from issue 8 (its own JAX code on this 2-core machine type, copied, not re-measured); then
-Helmholtz grid-free up to 4096 points per axis.
+from issue 8 (its own JAX code on the 2-core machine type of that day, copied) and, with
+``--jax PYTHON``, SPINN's step in JAX timed here in the same run (``bench/spinn_jax.py``, run by
+that interpreter); then Helmholtz grid-free up to 4096 points per axis.
 
     python bench/iteration.py [--problems helmholtz3d klein_gordon3d diffusion3d]
                               [--sizes 16 32 64 128 256] [--gridfree-sizes 512 1024 2048 4096]
-                              [--repeats 20] [--dense-max 0]
+                              [--repeats 20] [--dense-max 0] [--networks] [--jax PYTHON]
 
 One step = loss, backward and Adam step on the `spinn` preset's network (modified MLP 4 x 64,
 rank 32, float32), n random points per axis; median of ``--repeats`` steps after warm-up (the
 warm-up compiles). Every (problem, n, mode) runs in a fresh process so that its peak memory
-(growth of the peak resident set over the process before the first step) is its own.
+(growth of the peak resident set over the process before the first step) is its own; so does
+every SPINN-JAX measurement, right after ours of the same row.
 ``--networks``: also the compiled factor networks alone (the sum of their jets as the loss).
 ``--dense-max N``: also a dense PINN (3 -> 64 x 3 -> 1 tanh, nested-autograd Laplacian, same points)
 up to N points per axis.
+``--jax PYTHON``: an interpreter with jax and optax (e.g. ``python -m venv /tmp/jax &&
+/tmp/jax/bin/pip install jax jaxlib optax``, then ``--jax /tmp/jax/bin/python``).
 """
 
 from __future__ import annotations
@@ -150,6 +154,25 @@ def measure(problem: str, n: int, mode: str, repeats: int) -> dict[str, float] |
     return json.loads(lines[-1])
 
 
+def measure_jax(python: str, problem: str, n: int, repeats: int) -> dict[str, float] | str:
+    """``bench/spinn_jax.py`` for one (problem, n) in a fresh process of ``python``."""
+    out = subprocess.run([python, str(Path(__file__).with_name("spinn_jax.py")), "--problems", problem,
+                          "--sizes", str(n), "--repeats", str(repeats)], capture_output=True, text=True)
+    lines = [line for line in out.stdout.splitlines() if line.startswith("{")]
+    if out.returncode != 0 or not lines:
+        return ((out.stderr.strip().splitlines() or ["failed"])[-1])[:120]
+    return json.loads(lines[-1])
+
+
+def cpu_name() -> str:
+    try:
+        with open("/proc/cpuinfo", encoding="ascii", errors="replace") as f:
+            names = [line.split(":", 1)[1].strip() for line in f if line.startswith("model name")]
+        return names[0] if names else platform.machine()
+    except OSError:
+        return platform.processor() or platform.machine()
+
+
 def cell(r: dict[str, float] | str) -> str:
     return f"{r['ms']:.2f} ({r['mib']:.0f} MiB)" if isinstance(r, dict) else f"- ({r})"
 
@@ -163,31 +186,42 @@ def main() -> None:
     ap.add_argument("--dense-max", type=int, default=0, help="largest n for the dense PINN (0: none)")
     ap.add_argument("--networks", action="store_true",
                     help="also the compiled factor networks alone (their share of a step), one more column")
+    ap.add_argument("--jax", metavar="PYTHON", help="also SPINN's step in JAX (bench/spinn_jax.py) run by PYTHON")
     ap.add_argument("--one", nargs=4, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.one:
         problem, n, mode, repeats = args.one
         print(json.dumps(measure_one(problem, int(n), mode, int(repeats))))
         return
-    print(f"# {platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, "
-          f"torch {torch.__version__}, float32; ms per step (peak memory growth)")
-    print("| problem | points/axis | eager | compiled | compiled, grid-free where it applies | SPINN-JAX (issue) "
-          "| best / SPINN-JAX | dense PINN |" + (" networks alone |" if args.networks else ""))
-    print("|---|---|---|---|---|---|---|---|" + ("---|" if args.networks else ""))
+    print(f"# {cpu_name()}, {torch.get_num_threads()} threads, torch {torch.__version__}, float32; "
+          "ms per step (peak memory growth)")
+    head = ["problem", "points/axis", "eager", "compiled", "compiled, grid-free where it applies", "SPINN-JAX (issue)",
+            "best / SPINN-JAX (issue)"]
+    head += ["SPINN-JAX here", "best / SPINN-JAX here"] if args.jax else []
+    head += ["dense PINN"] + (["networks alone"] if args.networks else [])
+    print("| " + " | ".join(head) + " |")
+    print("|" + "---|" * len(head))
     for problem in args.problems:
         for n in args.sizes:
             res = {mode: measure(problem, n, mode, args.repeats) for mode in MODES}
-            dense = measure(problem, n, "dense", args.repeats) if n <= args.dense_max else "skipped"
-            jax = SPINN_JAX_MS.get(problem, {}).get(n)
             best = min((r["ms"] for r in res.values() if isinstance(r, dict)), default=float("nan"))
-            ratio = f"{best / jax:.2f}" if jax else "-"
-            print(f"| {problem} | {n}^3 | " + " | ".join(cell(res[m]) for m in MODES)
-                  + f" | {jax if jax else '-'} | {ratio} | {cell(dense) if isinstance(dense, dict) else dense} |"
-                  + (f" {cell(measure(problem, n, NETWORKS, args.repeats))} |" if args.networks else ""), flush=True)
+            jax = SPINN_JAX_MS.get(problem, {}).get(n)
+            row = [problem, f"{n}^3"] + [cell(res[m]) for m in MODES]
+            row += [f"{jax}" if jax else "-", f"{best / jax:.2f}" if jax else "-"]
+            if args.jax:
+                here = measure_jax(args.jax, problem, n, args.repeats)
+                row += ([f"{here['ms']:.2f}", f"{best / here['ms']:.2f}"] if isinstance(here, dict)
+                        else [f"- ({here})", "-"])
+            dense = measure(problem, n, "dense", args.repeats) if n <= args.dense_max else "skipped"
+            row.append(cell(dense) if isinstance(dense, dict) else dense)
+            if args.networks:
+                row.append(cell(measure(problem, n, NETWORKS, args.repeats)))
+            print("| " + " | ".join(row) + " |", flush=True)
     if "helmholtz3d" in args.problems:
         for n in args.gridfree_sizes:
             r = measure("helmholtz3d", n, "grid-free", args.repeats)
-            print(f"| helmholtz3d | {n}^3 | - | - | {cell(r)} | - | - | - |", flush=True)
+            print("| " + " | ".join(["helmholtz3d", f"{n}^3", "-", "-", cell(r)] + ["-"] * (len(head) - 5)) + " |",
+                  flush=True)
 
 
 if __name__ == "__main__":
