@@ -143,25 +143,24 @@ def measure_one(problem: str, n: int, mode: str, repeats: int) -> dict[str, floa
     return {"ms": ms, "mib": peak_mib() - before, "first_s": float("nan")}
 
 
-def measure(problem: str, n: int, mode: str, repeats: int) -> dict[str, float] | str:
-    """``measure_one`` in a fresh process; a string says why it did not run."""
-    out = subprocess.run([sys.executable, __file__, "--one", problem, str(n), mode, str(repeats)],
-                         capture_output=True, text=True)
-    lines = [line for line in out.stdout.splitlines() if line.startswith("{")]
-    if out.returncode != 0 or not lines:
-        err = (out.stderr.strip().splitlines() or ["failed"])[-1]
-        return err[:120]
-    return json.loads(lines[-1])
-
-
-def measure_jax(python: str, problem: str, n: int, repeats: int) -> dict[str, float] | str:
-    """``bench/spinn_jax.py`` for one (problem, n) in a fresh process of ``python``."""
-    out = subprocess.run([python, str(Path(__file__).with_name("spinn_jax.py")), "--problems", problem,
-                          "--sizes", str(n), "--repeats", str(repeats)], capture_output=True, text=True)
+def last_json(cmd: list[str]) -> dict[str, float] | str:
+    """Run ``cmd`` in a fresh process: its last JSON line, or a string that says why it did not run."""
+    out = subprocess.run(cmd, capture_output=True, text=True)
     lines = [line for line in out.stdout.splitlines() if line.startswith("{")]
     if out.returncode != 0 or not lines:
         return ((out.stderr.strip().splitlines() or ["failed"])[-1])[:120]
     return json.loads(lines[-1])
+
+
+def measure(problem: str, n: int, mode: str, repeats: int) -> dict[str, float] | str:
+    """``measure_one`` in a fresh process."""
+    return last_json([sys.executable, __file__, "--one", problem, str(n), mode, str(repeats)])
+
+
+def measure_jax(python: str, problem: str, n: int, repeats: int) -> dict[str, float] | str:
+    """``bench/spinn_jax.py`` for one (problem, n) in a fresh process of ``python``."""
+    return last_json([python, str(Path(__file__).with_name("spinn_jax.py")), "--problems", problem,
+                      "--sizes", str(n), "--repeats", str(repeats)])
 
 
 def cpu_name() -> str:

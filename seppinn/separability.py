@@ -184,16 +184,14 @@ def combine(body: sp.Expr, placeholders: Sequence[sp.Symbol], fields: Sequence[s
             if isinstance(lam, sp.Float):  # its exact value: 1.0 -> 1, so equal factors compare equal
                 lam = sp.Rational(lam)
             q = sp.Dummy("sum")
-            coefs = dict(groups[b][1])
-            for j, c in groups[a][1].items():
-                coefs[j] = coefs.get(j, sp.Integer(0)) + lam * c
+            coefs = {**groups[b][1], **{j: lam * c for j, c in groups[a][1].items()}}  # a and b: disjoint
             body = body.xreplace({a: sp.Integer(0), b: q})
             groups[q] = (groups[b][0], coefs)
             del groups[a], groups[b]
             merged = True
             break
     ones = [sp.Integer(1)] * D
-    sums = [(q, LinearPart(_merge([(f, alphas[j], c, ones) for j, c in coefs.items() if c != 0], D), sp.S.Zero))
+    sums = [(q, LinearPart(_merge([(f, alphas[j], c, ones) for j, c in coefs.items()], D), sp.S.Zero))
             for q, (f, coefs) in groups.items() if len(coefs) > 1]
     return body, sums
 

@@ -260,8 +260,9 @@ class Trainer:
         # in its rest the combinations of derivatives it uses as a whole (``separability.combine``)
         self.block_slots = {id(lin): block_slots(lin) for t in compiled.terms for p in t.parts
                             for lin in self._linear_parts(p)}
-        self.distinct_columns = {id(lin): self._distinct_columns(lin) for t in compiled.terms for p in t.parts
-                                 if self.modes[id(p)] == "grid-free" for lin in self._linear_parts(p)[:1]}
+        self.distinct_columns = {id(p.residual.linear): self._distinct_columns(p.residual.linear)
+                                 for t in compiled.terms for p in t.parts
+                                 if self.modes[id(p)] == "grid-free" and p.residual.linear is not None}
         # Jets: per field, one factor pass per derivative order needed, over the point sets that
         # need that order on each axis (scattered data need order 0 even when the PDE needs 2).
         need: dict[tuple[str, int, PointSetKey], int] = {}
