@@ -16,7 +16,12 @@
    the estimate and the limit; the estimate against the measured peak RSS of 20 iterations of
    Helmholtz on the grid at 32^3-256^3 and grid-free at 256^3-2048^3.
 
-    python bench/reliability.py [--only interrupt_resume divergence full_disk hostile memory]
+7. hostile files (issue 15): crafted checkpoints, FIFOs and devices, expansion, derivative and
+   decompression bombs, unbounded reference-solver work, the memory guard on test grids and
+   exports, corrupt checkpoints, multi-line input, non-finite references, HDF5 external storage,
+   foreign folders: one row per kind with each case's exit status and time.
+
+    python bench/reliability.py [--only interrupt_resume divergence full_disk hostile hostile_files memory]
 """
 
 from __future__ import annotations
@@ -93,10 +98,10 @@ def interrupt_resume(d: Path) -> None:
     time.sleep(1.0)
     proc.send_signal(signal.SIGINT)
     err = proc.communicate()[1]
-    stopped = torch.load(d / "part/model.pt", weights_only=False)["iteration"]
+    stopped = torch.load(d / "part/model.pt", weights_only=True)["iteration"]
     resumed = cli("solve", str(p), "--resume", str(d / "part"), "--quiet", cwd=d)
-    a = torch.load(d / "full/model.pt", weights_only=False)
-    b = torch.load(d / "part/model.pt", weights_only=False)
+    a = torch.load(d / "full/model.pt", weights_only=True)
+    b = torch.load(d / "part/model.pt", weights_only=True)
     same_params = all(torch.equal(a["model"][k], b["model"][k]) for k in a["model"])
     same_hist = all((a["history"][k] == b["history"][k]).all() for k in a["history"] if k != "seconds")
     row("interrupt (SIGINT) + --resume, float64, SepPGD, random points",
@@ -114,7 +119,7 @@ def divergence(d: Path) -> None:
                  "train.eval_every=5", "train.checkpoint_every=10", "model.rank=4", "model.width=8",
                  "model.activation=tanh", "train.points=8"])
     r = cli("solve", str(p), "--out", str(d / "nan"), "--quiet", *args, "--set", "train.iterations=300", cwd=d)
-    ckpt = torch.load(d / "nan/model.pt", weights_only=False) if (d / "nan/model.pt").exists() else None
+    ckpt = torch.load(d / "nan/model.pt", weights_only=True) if (d / "nan/model.pt").exists() else None
     finite = ckpt is not None and all(torch.isfinite(v).all() for v in ckpt["model"].values())
     row("divergence (non-finite loss)", r.returncode == 1 and finite and (d / "nan/solution.h5").exists(),
         f"exit {r.returncode}: '{r.stderr.strip()}'; model.pt (iteration {ckpt and ckpt['iteration']}) finite: {finite}")
@@ -170,6 +175,144 @@ def hostile(d: Path) -> None:
         "; ".join(f"{name}: exit {code}" for name, code, _, _ in results) + "; no code ran, nothing written")
 
 
+class _Sentinel:
+    """Unpickling it creates the file PWNED: the payload of a crafted checkpoint."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+
+    def __reduce__(self):  # type: ignore[no-untyped-def]
+        return open, (self.path, "w")
+
+
+def _png_header(path: Path, width: int, height: int) -> None:
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0))
+                     + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(b"IEND", b""))
+
+
+def hostile_files(d: Path) -> None:
+    """Issue 15's kinds through the CLI: one row per kind, each case: exit status, lines printed,
+    seconds (start-up included), whether anything was written or executed."""
+    import h5py
+    import numpy as np
+
+    d = d / "hf"
+    d.mkdir()
+    base = PROBLEM.replace("RESIDUAL", "lap(u) - lap(exact)").replace('[data]\nu = "exact"\n', "")
+    good = d / "p.toml"
+    good.write_text(base)
+    data = textwrap.dedent("""
+        [problem]
+        name = "fit"
+        kind = "data"
+        [axes]
+        x = [0.0, 1.0]
+        y = [0.0, 1.0]
+        [fields]
+        u = {}
+        [data]
+        u = SPEC
+    """)
+
+    def problem(name: str, text: str) -> str:
+        (d / name).write_text(text)
+        return str(d / name)
+
+    tiny = sets(["train.iterations=4", "train.points=8", "train.test_points=6", "model.rank=4", "model.width=8"])
+    run = d / "run"
+    cli("solve", str(good), "--out", str(run), "--quiet", *tiny, cwd=d, check=True)
+    evil = d / "evil"
+    evil.mkdir()
+    torch.save({"format": "seppinn-checkpoint", "x": _Sentinel(str(d / "PWNED"))}, evil / "model.pt")
+    fifos = d / "fifos"
+    fifos.mkdir()
+    for name in ("p.toml", "s.toml", "d.npy", "d.h5", "d.csv", "target.h5", "model.pt", "summary.json", "solution.h5"):
+        os.mkfifo(fifos / name)
+    with h5py.File(d / "link.h5", "w") as f:
+        f["u"] = h5py.ExternalLink(str(fifos / "target.h5"), "/u")
+    with h5py.File(d / "external.h5", "w") as f:
+        f.create_dataset("u", shape=(4, 4), dtype="u1", external=[("/etc/passwd", 0, 16)])
+    ckpt = torch.load(run / "model.pt", weights_only=True)
+    broken = d / "broken"
+    broken.mkdir()
+    torch.save({k: v for k, v in ckpt.items() if k != "model"}, broken / "model.pt")
+    _png_header(d / "bomb.png", 20000, 20000)
+    mine = d / "mine"
+    mine.mkdir()
+    (mine / "solution.h5").write_bytes(b"the user's own file")
+    bomb = "(x + y + sin(x) + cos(y) + exp(x) + tanh(y))**64"
+    diffusion = (ROOT / "problems/diffusion3d.toml").read_text().replace("D = 0.05", "D = 1e6")
+    kinds: dict[str, list[tuple[list[str], int]]] = {
+        "crafted model.pt (export, --resume, solve --out)": [
+            (["export", str(evil)], 2), (["solve", str(good), "--resume", str(evil)], 2),
+            (["solve", str(good), "--out", str(evil), *tiny], 2)],
+        "FIFOs (problem, solver, .npy, .h5, CSV, HDF5 external link, model.pt, summary.json, solution.h5)": [
+            (["check", str(fifos / "p.toml")], 2), (["check", str(good), "--solver", str(fifos / "s.toml")], 2),
+            (["check", problem("npy.toml", data.replace("SPEC", f'{{ file = "{fifos}/d.npy" }}'))], 2),
+            (["check", problem("h5.toml", data.replace("SPEC", f'{{ file = "{fifos}/d.h5" }}'))], 2),
+            (["check", problem("csv.toml", data.replace("SPEC", f'{{ points = "{fifos}/d.csv" }}'))], 2),
+            (["check", problem("link.toml", data.replace("SPEC", '{ file = "link.h5" }'))], 2),
+            (["export", str(fifos)], 2), (["solve", str(good), "--out", str(fifos), *tiny], 2),
+            (["plot", str(fifos), "--out", str(d / "c.png")], 2)],
+        "devices (/dev/zero as problem file and as points CSV)": [
+            (["check", "/dev/zero"], 2),
+            (["check", problem("zero.toml", data.replace("SPEC", '{ points = "/dev/zero" }'))], 2)],
+        "expansion bomb (6-term sum to the 64th in a source and a reference; accepted unexpanded)": [
+            (["check", problem("bomb.toml", base.replace('exact = "sin(pi*x)*sin(pi*y)"', f'exact = "sin(pi*x)*sin(pi*y)"\nbomb = "{bomb}"')
+                                .replace('"lap(u) - lap(exact)"', '"lap(u) - lap(exact) + 1e-60*bomb"')
+                                .replace('u = "exact"', 'u = "exact + 1e-60*bomb"'))], 0)],
+        "derivative bombs (diff(g, x, 4, 4, ...) x 300; lap(lap(lap(u))))": [
+            (["check", problem("diff.toml", base.replace('exact = "sin(pi*x)*sin(pi*y)"',
+                                                         'exact = "diff(sin(x)*exp(x), x' + ", 4" * 300 + ')"'))], 2),
+            (["check", problem("lap3.toml", base.replace('"lap(u) - lap(exact)"', '"lap(lap(lap(u)))"'))], 2)],
+        "reference solver work (diffusion D = 1e6)": [
+            (["solve", problem("diff3d.toml", diffusion), "--out", str(d / "o1"), *tiny], 2)],
+        "decompression bomb (PNG declaring 20,000^2 pixels, 200 bytes)": [
+            (["check", problem("png.toml", data.replace("SPEC", '{ file = "bomb.png" }'))], 2)],
+        "memory guard (train.test_points = 100000 in 3-D; export --points 200000 vtu)": [
+            (["check", str(ROOT / "problems/helmholtz3d.toml"), "--set", "train.test_points=100000"], 2),
+            (["export", str(run), "--format", "vtu", "--points", "200000"], 2)],
+        "corrupt checkpoint (no weights)": [(["export", str(broken)], 2)],
+        "multi-line text in the input (a TOML multi-line string)": [
+            (["check", problem("ml.toml", base.replace('"lap(u) - lap(exact)"', '"""lap(u)\nTraceback (most recent call last):"""'))], 2)],
+        "non-finite references and constants (log(x) on [-1, 1]; 1e200*1e200)": [
+            (["solve", problem("log.toml", base.replace('u = "exact"', 'u = "log(x)"')), "--out", str(d / "o2"), *tiny], 2),
+            (["solve", problem("big.toml", base.replace('u = "exact"', 'u = "1e200*1e200*exact"')), "--out", str(d / "o3"),
+              *tiny], 2)],
+        "HDF5 external storage (/etc/passwd's bytes)": [
+            (["check", problem("ext.toml", data.replace("SPEC", '{ file = "external.h5" }'))], 2)],
+        "foreign folder (the user's solution.h5 in --out)": [(["solve", str(good), "--out", str(mine), *tiny], 2)],
+    }
+    for kind, cases in kinds.items():
+        parts, ok = [], True
+        for args, want in cases:
+            t = time.perf_counter()
+            try:
+                r = cli(*args, cwd=d, timeout=120)
+                code, lines = r.returncode, r.stderr.strip().splitlines()
+            except subprocess.TimeoutExpired:
+                code, lines = None, ["(hung: killed after 120 s)"]
+            secs = time.perf_counter() - t
+            ok &= code == want and (want == 0 or len(lines) == 1)
+            excerpt = lines[0].replace(str(d), "DIR")[:90] if lines else ""
+            parts.append(f"exit {code} in {secs:.1f} s" + (f" ('{excerpt}...')" if want and not parts else ""))
+        row(kind, ok, "; ".join(parts))
+    t = time.perf_counter()
+    cli("check", str(good), cwd=d, check=True)
+    startup = time.perf_counter() - t
+    unchanged = (mine / "solution.h5").read_bytes() == b"the user's own file"
+    written = [p.name for p in d.glob("o*") if p.is_dir()]
+    row("after all of the above", unchanged and not (d / "PWNED").exists() and not written,
+        f"the user's file {'unchanged' if unchanged else 'CHANGED'}; no code ran: {not (d / 'PWNED').exists()}; "
+        f"result folders written: {written or 'none'}; for scale, `seppinn check` of a good problem (the "
+        f"interpreter and torch starting) takes {startup:.1f} s")
+
+
 def memory(d: Path) -> None:
     r = cli("check", str(ROOT / "problems/klein_gordon3d.toml"), "--set", "train.points=1024", cwd=d)
     row("memory guard: klein_gordon3d at 1024^3", r.returncode == 2, f"exit {r.returncode}: '{r.stderr.strip()}'")
@@ -215,7 +358,7 @@ def memory(d: Path) -> None:
 
 
 def main() -> None:
-    scenarios = {f.__name__: f for f in (interrupt_resume, divergence, full_disk, hostile, memory)}
+    scenarios = {f.__name__: f for f in (interrupt_resume, divergence, full_disk, hostile, hostile_files, memory)}
     ap = argparse.ArgumentParser()
     ap.add_argument("--only", nargs="+", choices=list(scenarios), default=list(scenarios))
     args = ap.parse_args()

@@ -12,7 +12,10 @@ from pathlib import Path
 
 
 def row(run: Path) -> str:
-    s = json.loads((run / "summary.json").read_text())
+    from seppinn.errors import DataError
+    from seppinn.safe_files import read_text
+
+    s = json.loads(read_text(run / "summary.json", lambda m: DataError(m), what="summary.json"))
     best = s.get("metrics_at_min_loss", {})
     metrics = "; ".join(
         f"{f} rel_l2 {m['rel_l2']:.3e} (min-loss {best[f]['rel_l2']:.3e} @ {best['iteration']})"
@@ -35,10 +38,9 @@ def main(argv: list[str]) -> int:
     for arg in argv:
         print(row(Path(arg)))
     if figure is not None:
-        from seppinn.output import read_history
-        from seppinn.plots import convergence
+        from seppinn.plots import compare_runs
 
-        convergence({Path(a).name: read_history(Path(a) / "solution.h5") for a in argv}, figure)
+        compare_runs(argv, figure)
         print(f"\n![convergence]({figure})")
     return 0
 

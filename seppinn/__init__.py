@@ -1,24 +1,56 @@
-"""seppinn: separable physics-informed neural networks, trained with SepPGD."""
+"""seppinn: separable physics-informed neural networks, trained with SepPGD.
+
+The public names below are imported on first use (PEP 562), so ``import seppinn`` and the CLI's
+start-up import neither torch nor sympy: a Ctrl-C while they load is then the CLI's to handle.
+"""
 
 from __future__ import annotations
 
+import importlib
+from typing import TYPE_CHECKING, Any
+
 __version__ = "0.1.0"
 
-from .api import Result as Result
-from .api import check_report as check_report
-from .api import prepare as prepare
-from .api import resume as resume
-from .api import run as run
-from .api import solve as solve
-from .catalog import catalog as catalog
-from .catalog import load_plugin as load_plugin
-from .errors import DataError as DataError
-from .errors import ProblemError as ProblemError
-from .errors import RunError as RunError
-from .errors import SeppinnError as SeppinnError
-from .errors import SolverConfigError as SolverConfigError
-from .expressions import operator as operator
-from .problem import Axis as Axis
-from .problem import Problem as Problem
-from .problem import TimeAxis as TimeAxis
-from .problem_file import load_problem as load_problem
+_EXPORTS = {
+    "Result": "api", "check_report": "api", "prepare": "api", "resume": "api", "run": "api", "solve": "api",
+    "catalog": "name_catalog", "load_plugin": "name_catalog",
+    "DataError": "errors", "ProblemError": "errors", "RunError": "errors", "SeppinnError": "errors",
+    "SolverConfigError": "errors",
+    "operator": "expressions",
+    "Axis": "problem", "Problem": "problem", "TimeAxis": "problem",
+    "load_problem": "problem_file",
+}
+__all__ = ["__version__", *_EXPORTS]
+
+if TYPE_CHECKING:
+    from .api import Result as Result
+    from .api import check_report as check_report
+    from .api import prepare as prepare
+    from .api import resume as resume
+    from .api import run as run
+    from .api import solve as solve
+    from .name_catalog import catalog as catalog
+    from .name_catalog import load_plugin as load_plugin
+    from .errors import DataError as DataError
+    from .errors import ProblemError as ProblemError
+    from .errors import RunError as RunError
+    from .errors import SeppinnError as SeppinnError
+    from .errors import SolverConfigError as SolverConfigError
+    from .expressions import operator as operator
+    from .problem import Axis as Axis
+    from .problem import Problem as Problem
+    from .problem import TimeAxis as TimeAxis
+    from .problem_file import load_problem as load_problem
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'seppinn' has no attribute '{name}'")
+    value = getattr(importlib.import_module(f".{module}", __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)

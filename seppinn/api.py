@@ -19,13 +19,15 @@ import torch
 from . import plots, seppgd
 from .compiler import CompiledProblem, Residual, compile_problem, part_sizes, per_axis
 from .data_sources import load_all
-from .errors import DataError, Interrupted, RunError, SeppinnError, SolverConfigError
+from .errors import DataError, Interrupted, RunError, SolverConfigError
+from .expressions import symbolic_budget
 from .output import squeeze_components, write_json, write_solution_h5, write_torch
 from .problem import Problem
 from .problem_file import load_problem
+from .runs import checkpoint_payload, check_run_dir, read_checkpoint, write_checkpoint, write_marker
 from .solver_config import SolverConfig, resolve
 from .training import (Diverged, Evaluation, Trainer, TrainState, check_memory, compiles, estimate_memory,
-                       history_columns, metric_mode, part_mode, pick_device)
+                       history_columns, metric_mode, part_mode, pick_device, test_grid_sizes)
 
 SolverSpec = str | Path | Mapping[str, Any] | None
 Overrides = Mapping[str, Any] | Sequence[str] | None
@@ -45,17 +47,19 @@ class Prepared:
 
 def prepare(problem: Problem | str | Path, solver: SolverSpec = None, overrides: Overrides = None) -> Prepared:
     """Parse, validate, resolve settings, read data files and compile. Raises SeppinnError."""
-    if not isinstance(problem, Problem):
-        problem = load_problem(problem)
-    problem.validate()
+    with symbolic_budget(f"'{problem}'" if not isinstance(problem, Problem) else f"problem '{problem.name}'"):
+        if not isinstance(problem, Problem):
+            problem = load_problem(problem)
+        problem.validate()
     ov = list(overrides) if isinstance(overrides, (list, tuple)) else overrides
     config = resolve(problem.solver_table, problem.source, solver, ov)  # type: ignore[arg-type]
     data_arrays, ref_arrays = load_all(problem)
     try:
-        compiled = compile_problem(problem, config, data_arrays)
+        with symbolic_budget(f"compiling '{problem.source}'"):
+            compiled = compile_problem(problem, config, data_arrays)
         compiled.preconditioned = seppgd.plan(compiled, config)
         device = pick_device(config.train.device)
-        check_memory(compiled, config, device)
+        check_memory(compiled, config, device, test_grid_sizes(compiled, config, ref_arrays))
     except SolverConfigError as exc:  # settings that do not fit this problem; any layer may have set them
         raise exc.located("solver settings")
     return Prepared(problem, config, compiled, data_arrays, ref_arrays, device)
@@ -126,13 +130,14 @@ def check_report(prep: Prepared) -> str:
         lines.append("SepPGD: no term qualifies (data terms and value conditions on one field)")
     orders = "; ".join(f"{f}: " + ", ".join(f"{a} {o}" for a, o in zip(c.axes, os)) for f, os in c.orders.items())
     lines.append(f"jet orders per axis: {orders}")
-    mem = estimate_memory(c, cfg)
+    mem = estimate_memory(c, cfg, test_grid_sizes(c, cfg, prep.ref_arrays))
 
     def mib(b: float) -> str:
         return f"{b / 2**20:.1f} MiB"
 
     lines.append(f"memory per iteration (estimate): {mib(mem['total'])} (grid tensors {mib(mem['grid_tensors'])}, "
-                 f"contractions {mib(mem['contractions'])}, factor networks {mib(mem['factor_networks'])})")
+                 f"contractions {mib(mem['contractions'])}, factor networks {mib(mem['factor_networks'])}, "
+                 f"test grid and outputs {mib(mem['test_grid'])})")
     return "\n".join(lines)
 
 
@@ -188,31 +193,32 @@ class Result:
 
     def _checkpoint(self, model_state: Mapping[str, torch.Tensor], iteration: int,
                     training: Mapping[str, Any] | None = None) -> dict[str, Any]:
-        return checkpoint_payload(self.prepared, model_state, iteration, self.history, training)
+        return checkpoint_payload(self.problem, self.config.to_toml(), model_state, iteration, self.history, training)
 
     def save(self, out: str | Path) -> Path:
         """Write solution.h5, summary.json, model.pt, best.pt, the plots and (image fields) <field>.png into ``out``."""
-        import seppinn
+        from . import __version__
 
         out = Path(out)
         out.mkdir(parents=True, exist_ok=True)
+        write_marker(out, self.problem.name)
         tr = self.trainer
         fields, reference = tr.test_solution()
         attrs = {
             "problem": self.problem.text, "solver": self.config.to_toml(), "seed": self.config.train.seed,
-            "seppinn_version": seppinn.__version__, "torch_version": torch.__version__,
+            "seppinn_version": __version__, "torch_version": torch.__version__,
         }
         axes = dict(zip(self.prepared.compiled.axes, tr.test_axes))
         time_axis = next((d for d, a in enumerate(self.problem.axis_list) if a.time), None)
         write_solution_h5(out / "solution.h5", axes, fields, reference, self.history, attrs, time_axis)
-        write_torch(out / "model.pt", self._checkpoint(self.model.state_dict(), self.iterations, self.state.last_good))
+        write_checkpoint(out / "model.pt", self._checkpoint(self.model.state_dict(), self.iterations, self.state.last_good))
         plots.convergence({self.problem.name: self.history}, out / "convergence.png")
         plots.slices(axes, fields, reference, out / "slices.png", time_axis)
         for f, spec in tr.metric_specs.items():
             if spec.psnr and len(axes) == 2:
                 plots.image(fields[f], out / f"{f}.png")
         if self.state.best_state is not None and self.state.best is not None:
-            write_torch(out / "best.pt", self._checkpoint(self.state.best_state, self.state.best.iteration))
+            write_checkpoint(out / "best.pt", self._checkpoint(self.state.best_state, self.state.best.iteration))
         write_json(out / "summary.json", self.summary())
         return out
 
@@ -235,61 +241,7 @@ def resume(problem: Problem | str | Path, run_dir: str | Path, overrides: Overri
     settings plus ``overrides`` (e.g. a larger ``train.iterations``); writes into ``out`` or
     back into ``run_dir``."""
     prep, snapshot = prepare_resume(problem, run_dir, overrides)
-    return run(prep, run_dir if out is None else out, progress=progress, resume=snapshot)
-
-
-def checkpoint_payload(prep: Prepared, model_state: Mapping[str, torch.Tensor], iteration: int,
-                       history: Mapping[str, np.ndarray], training: Mapping[str, Any] | None) -> dict[str, Any]:
-    """model.pt / best.pt: weights, settings, problem text and history; ``training`` (a
-    ``Trainer.snapshot``) is what ``--resume`` continues from."""
-    import seppinn
-
-    problem = prep.problem
-    return {
-        "format": "seppinn-checkpoint", "seppinn_version": seppinn.__version__,
-        "iteration": iteration, "model": dict(model_state), "problem_name": problem.name,
-        "problem": problem.text, "problem_file": str(Path(problem.source).resolve())
-        if problem.source != "<python>" else "", "solver": prep.config.to_toml(),
-        "history": dict(history), "training": dict(training) if training is not None else None,
-    }
-
-
-def read_checkpoint(run_dir: str | Path) -> dict[str, Any]:
-    """A run folder's model.pt (DataError when missing or unreadable)."""
-    path = Path(run_dir) / "model.pt"
-    if not path.exists():
-        raise DataError(f"no model.pt in '{run_dir}' (is it a seppinn run folder?)", file=str(run_dir))
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=False)
-        if not isinstance(ckpt, dict) or ckpt.get("format") != "seppinn-checkpoint":
-            raise ValueError("not a seppinn checkpoint")
-    except Exception as exc:  # truncated or foreign files
-        raise DataError(f"cannot read the checkpoint: {exc}", file=str(path)) from None
-    return ckpt
-
-
-def run_owner(run_dir: str | Path) -> str | None:
-    """The problem name of the run stored in ``run_dir`` (None when it holds none)."""
-    path = Path(run_dir) / "summary.json"
-    if path.exists():
-        try:
-            return str(json.loads(path.read_text(encoding="utf-8"))["problem"])
-        except (OSError, ValueError, KeyError):
-            return "<unreadable summary.json>"
-    if (Path(run_dir) / "model.pt").exists():
-        try:
-            return str(read_checkpoint(run_dir).get("problem_name", "<unknown>"))
-        except DataError:
-            return "<unreadable model.pt>"
-    return None
-
-
-def check_run_dir(out: str | Path, problem: Problem, force: bool = False) -> None:
-    """Refuse to overwrite a run folder that holds a different problem's run unless ``force``."""
-    owner = run_owner(out)
-    if owner is not None and owner != problem.name and not force:
-        raise SeppinnError(f"'{out}' holds a run of problem '{owner}', not '{problem.name}'; "
-                           "choose another --out or pass --force to overwrite it", key="--out")
+    return run(prep, run_dir if out is None else out, progress=progress, resume=snapshot, force=out is None)
 
 
 def prepare_resume(problem: Problem | str | Path, run_dir: str | Path,
@@ -327,11 +279,14 @@ def run(prep: Prepared, out: str | Path | None = None, *, progress: bool = True,
         if out is not None:
             Path(out).mkdir(parents=True, exist_ok=True)
             history = history_columns([Evaluation(**ev) for ev in snap["history"]])
-            write_torch(Path(out) / "model.pt", checkpoint_payload(prep, snap["model"], snap["iteration"], history, snap))
+            write_checkpoint(Path(out) / "model.pt", checkpoint_payload(prep.problem, prep.config.to_toml(), snap["model"],
+                                                                        snap["iteration"], history, snap))
 
     with _stop_on_signals(trainer, handle_signals):
         try:
             state = trainer.train(on_checkpoint, resume)
+        except DataError as exc:  # a resumed training state that does not fit
+            raise exc.located(str(Path(out) / "model.pt") if out is not None else "<checkpoint>") from None
         except Diverged as exc:
             good = exc.state.last_good
             where = ""

@@ -10,8 +10,8 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from .errors import Interrupted, RunError, SeppinnError
-from .export import FORMATS
+from .errors import Interrupted, RunError, SeppinnError, one_line
+from .formats import FORMATS
 
 
 class _Parser(argparse.ArgumentParser):
@@ -59,6 +59,7 @@ def _parser() -> argparse.ArgumentParser:
 
     e = sub.add_parser("examples", help="copy the shipped problem files into a folder")
     e.add_argument("dir", nargs="?", default="seppinn-examples")
+    e.add_argument("--force", action="store_true", help="overwrite files that already exist there (kept otherwise)")
 
     ls = sub.add_parser("list", help="every name a problem or solver file can use (operators, models, ...)")
     _plugin_option(ls)
@@ -82,7 +83,9 @@ def _solve(args: argparse.Namespace) -> int:
         prep, snapshot = prepare(args.problem, args.solver, args.overrides), None
         out = Path(args.out) if args.out else Path("runs") / prep.problem.name
     try:
-        result = run(prep, out, progress=not args.quiet, resume=snapshot, handle_signals=True, force=args.force)
+        # a resumed run writes back into its own folder (its checkpoint was just read as this problem's)
+        result = run(prep, out, progress=not args.quiet, resume=snapshot, handle_signals=True,
+                     force=args.force or (bool(args.resume) and not args.out))
     except Interrupted as exc:
         print(f"{exc}\ncontinue with: seppinn solve {args.problem} --resume {out}", file=sys.stderr)
         return 130
@@ -135,22 +138,24 @@ def _examples(args: argparse.Namespace) -> int:
     from .resources import copy_examples
 
     dest = Path(args.dir)
-    copied = copy_examples(dest)
-    print(f"copied {len(copied)} files into {dest}: {', '.join(copied)}")
+    copied, kept = copy_examples(dest, force=args.force)
+    print(f"copied {len(copied)} files into {dest}" + (f": {', '.join(copied)}" if copied else ""))
+    if kept:
+        print(f"kept {len(kept)} existing files as they are (--force overwrites them): {', '.join(kept)}")
     return 0
 
 
 def _list(args: argparse.Namespace) -> int:
-    from .catalog import catalog, format_catalog
+    from .name_catalog import catalog, format_catalog
 
     print(format_catalog(catalog()))
     return 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
     try:
-        from .catalog import load_plugin
+        args = _parser().parse_args(argv)
+        from .name_catalog import load_plugin
 
         for module in getattr(args, "plugin", []):
             load_plugin(module)
@@ -163,7 +168,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"run failed: {exc}", file=sys.stderr)
         return 1
     except OSError as exc:  # a full disk, a read-only folder: earlier outputs stay as they were
-        print(f"run failed: cannot write: {exc}", file=sys.stderr)
+        print(one_line(f"run failed: cannot write: {exc}"), file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

@@ -107,11 +107,24 @@ class CompiledProblem:
     separable_references: dict[str, SeparableReference] = field(default_factory=dict)
 
 
+def with_parameters(problem: Problem, expr: sp.Expr, key: str) -> sp.Expr:
+    """``expr`` with the parameters' values substituted; a division by zero this makes (``1/(k - 1)``
+    with k = 1) is a ProblemError naming the key and the definition where it happens."""
+    params = {problem.ctx.parameters[p]: sp.Float(v, 17) for p, v in problem.parameter_values.items()}
+    out = expr.xreplace(params)
+    infinite = (sp.zoo, sp.oo, -sp.oo, sp.nan)
+    if out.has(*infinite):
+        where = [f"definitions.{n}" for n, d in problem.ctx.definitions.items() if d.xreplace(params).has(*infinite)]
+        raise ProblemError("division by zero (or an infinite value) once the parameters' values are substituted"
+                           + (f", in {where[0]}" if where else ""), file=problem.source, key=key)
+    return out
+
+
 def compile_residual(problem: Problem, expr: sp.Expr, key: str,
                      arrays: dict[sp.Symbol, np.ndarray] | None = None) -> Residual:
     """Lower a residual expression (fields as u(x, ...)) to a Residual."""
     axis_syms = list(problem.ctx.axes.values())
-    expr = expr.xreplace({problem.ctx.parameters[p]: sp.Float(v, 17) for p, v in problem.parameter_values.items()})
+    expr = with_parameters(problem, expr, key)
     fields = {str(f.func): f for f in problem.ctx.fields.values()}
     replace: dict[sp.Expr, sp.Symbol] = {}
     derivs: list[Deriv] = []
@@ -244,6 +257,9 @@ def compile_problem(problem: Problem, config: SolverConfig,
             if src.keep is not None:
                 rng = np.random.default_rng(src.seed)
                 mask = (rng.random(y.shape[:n]) < src.keep)[..., None]
+                if not mask.any():
+                    raise ProblemError(f"keep = {src.keep:g} keeps none of the file's {mask.size} points; "
+                                       "raise it", file=problem.source, key=f"{src.key}.keep")
         terms.append(Term(name, "data", src.key, [TermPart(grid, res, "data", mask)]))
 
     names = [t.name for t in terms]
@@ -285,12 +301,16 @@ def compile_problem(problem: Problem, config: SolverConfig,
             missing = [a for a in names_ax if a not in value]
             if missing:
                 raise SolverConfigError(f"no value for axis {', '.join(missing)}", key=f"train.{table}")
-    params = {problem.ctx.parameters[p]: sp.Float(v, 17) for p, v in problem.parameter_values.items()}
-    lifts = {f: g.xreplace(params) for f, g in lifts.items()}
+    lifts = {f: with_parameters(problem, g, f"conditions (the hard condition of {f})") for f, g in lifts.items()}
     separable_refs = {}
     for f, src in problem.reference.items():
         if src.kind == "expr" and src.expr is not None:
-            sep = separable_reference(src.expr.xreplace(params), lifts.get(f), list(problem.ctx.axes.values()))
+            ref = with_parameters(problem, src.expr, src.key)
+            try:
+                lower(ref)  # constants beyond float range are refused now, not at the first evaluation
+            except ProblemError as exc:
+                raise exc.located(problem.source, src.key)
+            sep = separable_reference(ref, lifts.get(f), list(problem.ctx.axes.values()))
             if sep is not None:
                 separable_refs[f] = sep
     return CompiledProblem(problem, [a.name for a in axes], [(a.lo, a.hi) for a in axes],

@@ -9,11 +9,13 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from .errors import DataError
 from .problem import DataSource, Problem
+from .safe_files import MAX_CSV_BYTES, MAX_DATA_BYTES, MAX_IMAGE_PIXELS, read_text, regular_file
 
 
 def _resolve(problem: Problem, src: DataSource) -> Path:
@@ -30,10 +32,58 @@ def _error_for(problem: Problem, src: DataSource) -> Callable[[str], DataError]:
     return err
 
 
+def _h5_member(group: Any, name: str, path: Path, err: Callable[[str], DataError]) -> Any:
+    """``group[name]`` (``name`` may be a path ``a/b``), or None when it does not exist. Every
+    link on the way must be a hard link: external and soft links are refused before they are
+    followed (an external link may name a FIFO, a device or any file on the machine)."""
+    import h5py
+    from h5py import h5l
+
+    obj = group
+    for part in (p for p in name.split("/") if p):
+        if not isinstance(obj, h5py.Group) or not obj.id.links.exists(part.encode()):
+            return None
+        kind = obj.id.links.get_info(part.encode()).type
+        if kind != h5l.TYPE_HARD:
+            what = "an external link" if kind == h5l.TYPE_EXTERNAL else "a soft link"
+            raise err(f"'{path}': '{name}' is {what}; a data file must hold its datasets itself")
+        obj = obj[part]
+    return obj
+
+
+def _h5_values(ds: Any, path: Path, err: Callable[[str], DataError]) -> np.ndarray:
+    """A dataset's values, after refusing external storage (raw bytes of another file), virtual
+    datasets (views of other files) and a declared size beyond MAX_DATA_BYTES (a compressed bomb)."""
+    if ds.external:
+        raise err(f"'{path}': '{ds.name}' keeps its values in external files; store them in the HDF5 file itself")
+    if ds.is_virtual:
+        raise err(f"'{path}': '{ds.name}' is a virtual dataset (a view of other files); store its values instead")
+    if ds.size * ds.dtype.itemsize > MAX_DATA_BYTES:
+        raise err(f"'{path}': '{ds.name}' declares {ds.size * ds.dtype.itemsize / 2**30:.1f} GiB of values, more "
+                  f"than the {MAX_DATA_BYTES / 2**30:.0f} GiB a data file may hold")
+    return np.asarray(ds[()])
+
+
+def _check_image_size(path: Path, err: Callable[[str], DataError]) -> None:
+    """Refuse an image whose header declares more than MAX_IMAGE_PIXELS, before decoding it
+    (matplotlib's reader skips Pillow's decompression-bomb check)."""
+    from PIL import Image
+
+    try:
+        with Image.open(path) as im:
+            size = f"{im.size[0]} x {im.size[1]}" if im.size[0] * im.size[1] > MAX_IMAGE_PIXELS else ""
+    except Image.DecompressionBombError:  # Pillow's own cap (above ours) is checked on opening
+        size = "far more"
+    if size:
+        raise err(f"'{path}' declares {size} pixels; images of more than {MAX_IMAGE_PIXELS:,} pixels are "
+                  "refused before they are decoded")
+
+
 def _read(path: Path, src: DataSource, problem: Problem) -> np.ndarray:
     err = _error_for(problem, src)
     if not path.exists():
         raise err(f"data file '{path}' not found")
+    regular_file(path, err, what="data file", max_bytes=MAX_DATA_BYTES)
     suffix = path.suffix.lower()
     try:
         if suffix == ".npy":
@@ -43,19 +93,21 @@ def _read(path: Path, src: DataSource, problem: Problem) -> np.ndarray:
 
             with h5py.File(path, "r") as f:
                 name = src.dataset or src.field
-                if name not in f:
-                    names = [k for k in f.keys() if isinstance(f[k], h5py.Dataset)]
+                obj = _h5_member(f, name, path, err)
+                if obj is None:
+                    names = [k for k in f.keys() if isinstance(_h5_member(f, k, path, err), h5py.Dataset)]
                     if src.dataset is None and len(names) == 1:
                         name = names[0]
+                        obj = f[name]
                     else:
                         raise err(f"'{path}' has no dataset '{name}' (datasets: {', '.join(names) or 'none'})")
-                obj = f[name]
                 if not isinstance(obj, h5py.Dataset):
                     raise err(f"'{path}': '{name}' is a group, not a dataset")
-                return np.asarray(obj[()])
+                return _h5_values(obj, path, err)
         if suffix in (".png", ".jpg", ".jpeg"):
             import matplotlib.image as mpimg
 
+            _check_image_size(path, err)
             img = np.asarray(mpimg.imread(path))
             if img.dtype == np.uint8:
                 return img.astype(np.float64) / 255.0
@@ -117,11 +169,15 @@ def load_points(problem: Problem, src: DataSource) -> np.ndarray:
         raise err(f"data file '{path}' not found")
     want = point_columns(problem, src.field)
     suffix = path.suffix.lower()
+    regular_file(path, err, what="data file", max_bytes=MAX_CSV_BYTES if suffix == ".csv" else MAX_DATA_BYTES)
     try:
         if suffix == ".csv":
-            with open(path, encoding="utf-8") as fh:
-                header = [h.strip() for h in fh.readline().split(",")]
-                rows = [line for line in fh if line.strip()]
+            lines = read_text(path, err, what="data file", max_bytes=MAX_CSV_BYTES).splitlines()
+            header = [h.strip() for h in lines[0].split(",")] if lines else []
+            twice = sorted({h for h in header if header.count(h) > 1})
+            if twice:
+                raise err(f"'{path}': column {', '.join(twice)} appears more than once in the header")
+            rows = [line for line in lines[1:] if line.strip()]
             table = np.loadtxt(rows, delimiter=",", ndmin=2, dtype=np.float64) if rows else np.zeros((0, len(header)))
             columns = dict(zip(header, table.T))
             if table.shape[1] != len(header):
@@ -130,18 +186,20 @@ def load_points(problem: Problem, src: DataSource) -> np.ndarray:
             import h5py
 
             with h5py.File(path, "r") as f:
-                group = f[src.dataset] if src.dataset else f
+                group = _h5_member(f, src.dataset, path, err) if src.dataset else f
+                if group is None:
+                    raise err(f"'{path}' has no group '{src.dataset}'")
                 if not isinstance(group, h5py.Group):
                     raise err(f"'{path}': '{src.dataset}' is not a group of 1-D datasets")
                 header = list(group.keys())
                 columns = {}
                 for k in header:
-                    obj = group[k]
+                    obj = _h5_member(group, k, path, err)
                     if not isinstance(obj, h5py.Dataset) or obj.ndim != 1:
                         raise err(f"'{path}': '{k}' is not a 1-D dataset (one value per observation)")
                     if obj.dtype.kind not in "fiu":
                         raise err(f"'{path}': '{k}': expected numbers, got dtype {obj.dtype}")
-                    columns[k] = np.asarray(obj[()], dtype=np.float64)
+                    columns[k] = np.asarray(_h5_values(obj, path, err), dtype=np.float64)
         else:
             raise err(f"unsupported file type '{suffix}' for scattered observations (use .csv, .h5, .hdf5)")
     except DataError:

@@ -7,7 +7,34 @@ what is wrong; ``str(err)`` is the one line the CLI prints before exiting with s
 from __future__ import annotations
 
 import difflib
+import unicodedata
 from collections.abc import Iterable
+
+MAX_MESSAGE_CHARS = 1000  # a message longer than this keeps its start and its end
+
+
+def one_line(text: str, limit: int = MAX_MESSAGE_CHARS) -> str:
+    """``text`` as one printable line: line breaks and other control characters shown as escapes
+    (``\\n``), and the middle of an overlong message left out. What a user wrote (a multi-line
+    TOML string, a key with a newline, a library's message) can then never print a second line,
+    such as a fake "Traceback"."""
+    out = []
+    for ch in text:
+        if ch == "\n":
+            out.append("\\n")
+        elif ch == "\r":
+            out.append("\\r")
+        elif ch == "\t":
+            out.append(" ")
+        elif unicodedata.category(ch) in ("Cc", "Cf", "Zl", "Zp", "Cs"):
+            out.append(ascii(ch)[1:-1])
+        else:
+            out.append(ch)
+    line = "".join(out)
+    if len(line) > limit:
+        keep = limit - 40
+        line = f"{line[:keep - 200]} ...[{len(line) - keep} characters left out]... {line[-200:]}"
+    return line
 
 
 class SeppinnError(Exception):
@@ -29,7 +56,7 @@ class SeppinnError(Exception):
 
     def __str__(self) -> str:
         parts = [p for p in (self.file, self.key) if p]
-        return ": ".join([*parts, self.message])
+        return one_line(": ".join([*parts, str(self.message)]))
 
 
 class ProblemError(SeppinnError):
@@ -46,6 +73,9 @@ class DataError(SeppinnError):
 
 class RunError(Exception):
     """A failure during training (not bad input): exit status 1."""
+
+    def __str__(self) -> str:
+        return one_line(super().__str__())
 
 
 class Interrupted(Exception):

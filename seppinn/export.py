@@ -7,20 +7,25 @@ hexahedra/quads/lines) and vti (VTK ImageData) hold whole arrays: one file per t
 
 from __future__ import annotations
 
+import shutil
 import tomllib
 from pathlib import Path
+from typing import TYPE_CHECKING
 from xml.sax.saxutils import quoteattr
 
 import numpy as np
 import torch
 
 from .errors import DataError, SeppinnError
+from .formats import FORMATS
 from .output import Slab, squeeze_components, write_atomic, write_solution_h5
+from .safe_files import read_text
 from .xdmf import scalar_arrays, vtk_order
 
+if TYPE_CHECKING:
+    from .api import Prepared
+
 SLAB_POINTS = 2**21  # grid points evaluated at once by an XDMF export (16 MiB per float64 array)
-FORMATS = {"xdmf": "XDMF index + HDF5 (ParaView, time series)", "vtu": "VTK unstructured grid (meshio)",
-           "vti": "VTK image data"}
 
 
 def _cells(dims: list[int]) -> tuple[str, np.ndarray]:
@@ -61,10 +66,61 @@ def _write_vti(target: Path, coords: list[np.ndarray], arrays: dict[str, np.ndar
     write_atomic(target, lambda tmp: tmp.write_text(text, encoding="utf-8"))
 
 
+def _same_text(path: str, text: str) -> bool:
+    """Whether ``path`` (as a checkpoint names it: not trusted) is a regular file holding ``text``."""
+    if not path:
+        return False
+    try:
+        return read_text(path, lambda m: DataError(m), what="problem file") == text
+    except DataError:
+        return False
+
+
+def export_bytes(sizes: list[int], fmt: str, arrays: int, solver_arrays: int, rank: int) -> float:
+    """Rough peak bytes of an export on a grid of ``sizes``: ``arrays`` float64 arrays (fields,
+    references, errors, one per component) written, ``solver_arrays`` of them computed on the
+    whole grid by a reference solver. xdmf holds one slab at a time; vtu (points, cells) and vti
+    (ASCII text) hold every array whole."""
+    n = float(np.prod(sizes))
+    rest = float(np.prod(sizes[1:]))
+    slab = n if fmt != "xdmf" else min(n, max(1, SLAB_POINTS // max(int(rest), 1)) * rest)
+    per_point = {"xdmf": 8 * 4 * arrays, "vtu": 8 * 3 * arrays + 48 + 128, "vti": 75 * arrays}[fmt]
+    return slab * (per_point + 8 * rank) + n * 8 * solver_arrays
+
+
+def check_export_memory(prep: Prepared, run: Path, fmt: str, points: int) -> None:
+    """Refuse an export whose files would not fit on the disk of ``run``, or whose estimated memory
+    (``export_bytes``) exceeds the run's memory limit."""
+    from .training import memory_limit
+
+    c = prep.compiled
+    sizes = list(next(iter(prep.ref_arrays.values())).shape[:-1]) if prep.ref_arrays else [points] * len(c.axes)
+    comps = {f: c.components[f] for f in c.components}
+    refs = {f: comps[f] for f in prep.problem.reference}
+    solver_refs = sum(comps[f] for f, s in prep.problem.reference.items() if s.kind == "solver")
+    rank = prep.config.model.rank if isinstance(prep.config.model.rank, int) else max(prep.config.model.rank)
+    arrays = sum(comps.values()) + 2 * sum(refs.values())
+    need = export_bytes(sizes, fmt, arrays, solver_refs, rank)
+    limit, source = memory_limit(prep.config, torch.device("cpu"))
+    n = float(np.prod(sizes))
+    written = n * {"xdmf": 16 * arrays, "vtu": 8 * arrays + 100, "vti": 25 * arrays}[fmt]
+    free = shutil.disk_usage(run).free
+    if written > free:
+        raise SeppinnError(f"exporting {' x '.join(map(str, sizes))} points as {fmt} writes about "
+                           f"{written / 2**30:.1f} GiB, more than the {free / 2**30:.1f} GiB free in '{run}'; "
+                           "use fewer --points", key="--points")
+    if need > limit:
+        raise SeppinnError(f"exporting {' x '.join(map(str, sizes))} points as {fmt} needs about "
+                           f"{need / 2**30:.1f} GiB, more than the limit {limit / 2**30:.1f} GiB ({source}); "
+                           "use fewer --points" + (" or --format xdmf (written slab by slab)" if fmt != "xdmf" else ""),
+                           key="--points")
+
+
 def export(run: str | Path, fmt: str = "xdmf", points: int = 64) -> list[Path]:
     """Re-evaluate the model of ``run`` on ``points`` per axis and write ``fmt`` files into it."""
-    from .api import prepare, read_checkpoint
+    from .api import prepare
     from .problem_file import load_problem, load_problem_text
+    from .runs import load_weights, read_checkpoint
     from .training import Trainer
 
     if fmt not in FORMATS:
@@ -75,13 +131,14 @@ def export(run: str | Path, fmt: str = "xdmf", points: int = 64) -> list[Path]:
     ckpt = read_checkpoint(run)
     solver = tomllib.loads(ckpt["solver"])
     src = ckpt.get("problem_file") or ""
-    if src and Path(src).exists() and Path(src).read_text(encoding="utf-8") == ckpt["problem"]:
+    if _same_text(src, ckpt["problem"]):
         problem = load_problem(src)
     else:
         problem = load_problem_text(ckpt["problem"], src or str(run / "problem.toml"))
     prep = prepare(problem, solver)  # the run's own settings; the export grid is separate
+    check_export_memory(prep, run, fmt, points)
     tr = Trainer(prep.compiled, prep.config, prep.ref_arrays, device=torch.device("cpu"), progress=False)
-    tr.model.load_state_dict(ckpt["model"])
+    load_weights(tr.model, ckpt["model"], str(run / "model.pt"))
     # a reference file fixes the grid (its values exist there only); otherwise points per axis
     grid = tr.test_axes if prep.ref_arrays else [np.linspace(lo, hi, points) for lo, hi in prep.compiled.ranges]
     whole = {f: r for f, r in tr.reference.items() if f in prep.ref_arrays}

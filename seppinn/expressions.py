@@ -9,9 +9,12 @@ so that no expression can run code or exhaust the machine.
 from __future__ import annotations
 
 import ast
+import contextlib
 import math
 import re
-from collections.abc import Callable, Mapping, Sequence
+import signal
+import threading
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -26,6 +29,8 @@ MAX_NODES = 5_000  # sympy tree size after definitions and derivatives are expan
 MAX_DIFF_NODES = MAX_NODES // 4  # largest expression a derivative is taken of (derivatives grow)
 MAX_DIFF_COUNT = 4  # diff(f, x, n): n per axis (jets carry derivatives up to order 4)
 MAX_MAGNITUDE = 1e300
+MAX_EXPANDED_TERMS = 5_000  # sympy.expand is only called when the result has at most this many terms
+SYMBOLIC_SECONDS = 60.0  # symbolic work (parsing, separability, lowering) of one problem at most
 
 CONSTANTS: dict[str, sp.Expr] = {"pi": sp.pi, "E": sp.E}
 
@@ -143,10 +148,26 @@ def _diff(ctx: ExprContext, args: list[sp.Expr]) -> sp.Expr:
             spec[-1] = (spec[-1][0], spec[-1][1] + n - 1)
         else:
             spec.append((_axis_arg(ctx, a, "diff"), 1))
+    totals: dict[sp.Symbol, int] = {}
+    for sym, n in spec:
+        totals[sym] = totals.get(sym, 0) + n
+    for sym, n in totals.items():
+        if n > MAX_DIFF_COUNT:
+            raise ProblemError(f"diff: order {n} along {sym}; at most {MAX_DIFF_COUNT} per axis")
     out = f
     for sym, n in spec:
         out = sp.diff(out, sym, n)
-    return out
+    return check_derivative_orders(out)
+
+
+def check_derivative_orders(expr: sp.Expr) -> sp.Expr:
+    """``expr`` when no field derivative in it exceeds order MAX_DIFF_COUNT along any axis (the
+    jets carry derivatives up to that order); nested operators add up (lap(lap(lap(u))) is 6)."""
+    for d in expr.atoms(sp.Derivative):
+        for sym, n in d.variable_count:
+            if n > MAX_DIFF_COUNT:
+                raise ProblemError(f"a derivative of order {n} along {sym}; at most {MAX_DIFF_COUNT} per axis")
+    return expr
 
 
 @register_operator("lap", "lap(f): sum of second derivatives over the non-time axes")
@@ -154,7 +175,7 @@ def _lap(ctx: ExprContext, args: list[sp.Expr]) -> sp.Expr:
     if len(args) != 1:
         raise ProblemError("lap takes one argument: lap(f)")
     f = _differentiable(args[0], "lap")
-    return sp.Add(*[sp.diff(f, s, 2) for s in ctx.spatial])
+    return check_derivative_orders(sp.Add(*[sp.diff(f, s, 2) for s in ctx.spatial]))
 
 
 @register_operator("grad2", "grad2(f): |grad f|^2 over the non-time axes")
@@ -162,7 +183,7 @@ def _grad2(ctx: ExprContext, args: list[sp.Expr]) -> sp.Expr:
     if len(args) != 1:
         raise ProblemError("grad2 takes one argument: grad2(f)")
     f = _differentiable(args[0], "grad2")
-    return sp.Add(*[sp.diff(f, s) ** 2 for s in ctx.spatial])
+    return check_derivative_orders(sp.Add(*[sp.diff(f, s) ** 2 for s in ctx.spatial]))
 
 
 BUILTIN_OPERATORS = frozenset(OPERATORS)  # users may add operators, never replace these
@@ -182,6 +203,76 @@ def _check_size(expr: sp.Expr) -> sp.Expr:
     if count_nodes(expr) > MAX_NODES:
         raise ProblemError(f"expression too large after expansion (more than {MAX_NODES} nodes)")
     return expr
+
+
+def expanded_terms(expr: sp.Expr, limit: int = MAX_EXPANDED_TERMS) -> int:
+    """An upper bound on the number of terms ``sympy.expand(expr)`` gives, counting no further
+    than ``limit + 1``: sums add, products multiply, an integer power n of a k-term sum gives
+    C(n + k - 1, k - 1) terms (the multinomial count). Arguments of functions are expanded too,
+    so each of them must stay within ``limit`` as well."""
+    if expr.is_Add:
+        total = 0
+        for a in expr.args:
+            total += expanded_terms(a, limit)
+            if total > limit:
+                return limit + 1
+        return total
+    if expr.is_Mul:
+        prod = 1
+        for a in expr.args:
+            prod *= expanded_terms(a, limit)
+            if prod > limit:
+                return limit + 1
+        return prod
+    if expr.is_Pow:
+        base, exp = expr.args
+        k = expanded_terms(base, limit)
+        if exp.is_Integer and int(exp) > 1:
+            n = int(exp)
+            return limit + 1 if k > limit else min(math.comb(n + k - 1, k - 1), limit + 1)
+        return limit + 1 if k > limit or expanded_terms(exp, limit) > limit else 1
+    if any(expanded_terms(a, limit) > limit for a in expr.args):
+        return limit + 1
+    return 1
+
+
+def expand_bounded(expr: sp.Expr, limit: int = MAX_EXPANDED_TERMS) -> sp.Expr | None:
+    """``sympy.expand(expr)``, or None when it would have more than ``limit`` terms (checked
+    before expanding, so a 6-term sum to the 64th power costs nothing)."""
+    if expanded_terms(expr, limit) > limit:
+        return None
+    return sp.expand(expr)
+
+
+class _OutOfTime(BaseException):
+    """Raised by the SIGALRM handler of ``symbolic_budget`` (a BaseException: no ``except
+    Exception`` on the way may swallow it)."""
+
+
+@contextlib.contextmanager
+def symbolic_budget(what: str, seconds: float | None = None) -> Iterator[None]:
+    """Raise ProblemError when the block runs longer than ``seconds`` (default SYMBOLIC_SECONDS):
+    the backstop for symbolic work that no size cap foresaw. Uses SIGALRM, so it only applies
+    in the main thread on POSIX; nested budgets keep the outer one."""
+    seconds = SYMBOLIC_SECONDS if seconds is None else seconds
+    usable = hasattr(signal, "setitimer") and threading.current_thread() is threading.main_thread()
+    if not usable or signal.getsignal(signal.SIGALRM) is _on_alarm:
+        yield
+        return
+    previous = signal.signal(signal.SIGALRM, _on_alarm)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    except _OutOfTime:
+        raise ProblemError(f"{what} took more than {seconds:g} s of symbolic work (expansion, "
+                           "differentiation); simplify the expressions") from None
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+def _on_alarm(signum: int, frame: object) -> None:
+    raise _OutOfTime
 
 
 def _differentiable(expr: sp.Expr, op: str) -> sp.Expr:

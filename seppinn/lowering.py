@@ -8,6 +8,7 @@ grid instead of at every iteration.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Mapping, Sequence
 
 import sympy as sp
@@ -51,9 +52,13 @@ def _pow(base: Lowered, exp: sp.Expr) -> Lowered:
 def lower(expr: sp.Expr) -> Lowered:
     """A torch function of ``env`` computing ``expr`` elementwise with broadcasting."""
     if expr.is_number:
+        if expr.has(sp.zoo, sp.oo, -sp.oo, sp.nan):
+            raise ProblemError(f"'{expr}' is not finite (a division by zero?)")
         value = complex(expr)
         if value.imag != 0:
             raise ProblemError(f"'{expr}' is not real")
+        if not math.isfinite(value.real):
+            raise ProblemError(f"'{str(expr)[:40]}' is beyond double precision (about 1.8e308)")
         v = value.real
         return lambda env: v
     if isinstance(expr, sp.Symbol):

@@ -101,14 +101,29 @@ def compare_runs(runs: Sequence[str | Path], target: Path) -> Path:
     """``seppinn plot``: the convergence histories of several run folders in one PNG."""
     from .errors import DataError
     from .output import read_history
+    from .safe_files import regular_file
 
     histories = {}
     for run in runs:
         path = Path(run) / "solution.h5"
+
+        def err(message: str) -> DataError:
+            return DataError(message, file=str(path))
+
+        regular_file(path, err, what="result file (solution.h5)")
         try:
-            histories[Path(run).name or str(run)] = read_history(path)
-        except (OSError, KeyError) as exc:
-            raise DataError(f"cannot read the history: {exc}", file=str(path)) from None
+            history = read_history(path)
+        except Exception as exc:  # h5py raises OSError, KeyError, TypeError, ... on foreign files
+            raise err(f"cannot read the history: {exc}") from None
+        bad = [k for k, v in history.items() if v.ndim != 1 or v.dtype.kind not in "fiu"]
+        if bad:
+            raise err(f"'/history/{bad[0]}' is not a column of numbers")
+        missing = [k for k in ("iteration", "seconds") if k not in history]
+        if missing:
+            raise err(f"no '/history/{missing[0]}' column")
+        if len({len(v) for v in history.values()}) > 1:
+            raise err("the '/history' columns have different lengths")
+        histories[Path(run).name or str(run)] = history
     convergence(histories, target)
     return target
 

@@ -24,7 +24,10 @@ from .expressions import (
     parse_expression,
 )
 
-PROBLEM_NAME_RE = re.compile(r"^[A-Za-z0-9_-]+$")
+PROBLEM_NAME_RE = re.compile(r"^[A-Za-z0-9_-]{1,100}$")  # also the default output folder's name
+MAX_AXES = 10
+MAX_COORDINATE = 1e30  # |lo|, |hi| of an axis
+MIN_RELATIVE_WIDTH = 1e-6  # hi - lo against max(|lo|, |hi|): points must stay distinct in float32
 PROBLEM_KINDS = ("pde", "data")
 
 ExprLike = Union[str, float, int, sp.Expr]
@@ -126,7 +129,7 @@ class Problem:
         self.data: dict[str, DataSource] = {}
         self.reference: dict[str, DataSource] = {}
         if not isinstance(self.name, str) or not PROBLEM_NAME_RE.match(self.name):
-            raise self.error("problem.name", f"{self.name!r} is not a valid name (letters, digits, '_' and '-')")
+            raise self.error("problem.name", f"{self.name!r} is not a valid name (1 to 100 letters, digits, '_' and '-')")
         if self.kind not in PROBLEM_KINDS:
             raise self.error("problem.kind", f"{self.kind!r} is not one of {', '.join(PROBLEM_KINDS)}")
         self.axis_list: list[Axis] = self._make_axes(self.axes)
@@ -149,6 +152,8 @@ class Problem:
     def _make_axes(self, axes: Any) -> list[Axis]:
         if not isinstance(axes, Mapping) or not axes:
             raise self.error("axes", "at least one axis is needed, e.g. x = [-1.0, 1.0]")
+        if len(axes) > MAX_AXES:
+            raise self.error("axes", f"{len(axes)} axes; at most {MAX_AXES} are supported")
         out: list[Axis] = []
         for name, spec in axes.items():
             key = f"axes.{name}"
@@ -168,6 +173,12 @@ class Problem:
                     raise self.error(key, f"interval ends must be finite numbers, got {v!r}")
             if not lo < hi:
                 raise self.error(key, f"interval [{lo}, {hi}] is empty or reversed: need lo < hi")
+            if max(abs(lo), abs(hi)) > MAX_COORDINATE:
+                raise self.error(key, f"interval [{lo}, {hi}]: ends beyond +-{MAX_COORDINATE:g} are not usable; "
+                                      "rescale the axis")
+            if hi - lo < MIN_RELATIVE_WIDTH * max(abs(lo), abs(hi)) or hi - lo < 1e-30:
+                raise self.error(key, f"interval [{lo}, {hi}] is too narrow for its position (width {hi - lo:g}): "
+                                      "its points would not be distinct; shift or rescale the axis")
             if periodic and time:
                 raise self.error(key, "the time axis cannot be periodic")
             if time:
@@ -450,8 +461,8 @@ class Problem:
             if isinstance(keep, bool) or not isinstance(keep, (int, float)) or not 0 < keep <= 1:
                 raise self.error(f"{key}.keep", f"expected a fraction in (0, 1], got {keep!r}")
         seed = spec.get("seed", 0)
-        if isinstance(seed, bool) or not isinstance(seed, int):
-            raise self.error(f"{key}.seed", f"expected an integer, got {seed!r}")
+        if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**63:
+            raise self.error(f"{key}.seed", f"expected an integer in [0, 2^63), got {seed!r}")
         return DataSource(field_name, kind, key, path=path, dataset=ds, keep=keep, seed=seed)
 
     def add_data(self, field_name: str, spec: Any) -> DataSource:

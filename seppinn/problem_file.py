@@ -9,6 +9,7 @@ from typing import Any
 
 from .errors import ProblemError, did_you_mean
 from .problem import Axis, Problem
+from .safe_files import MAX_TEXT_BYTES, read_text
 
 TOP_KEYS = ("problem", "axes", "fields", "parameters", "definitions", "equations",
             "conditions", "data", "reference", "solver")
@@ -30,17 +31,20 @@ def check_keys(table: Mapping[str, Any], allowed: tuple[str, ...], file: str, pr
 
 
 def read_toml(path: Path, error: type[ProblemError] = ProblemError) -> tuple[dict[str, Any], str]:
-    """Parse a TOML file; unreadable files and syntax errors become one-line errors."""
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise error("file not found", file=str(path)) from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise error(f"cannot read file: {exc}", file=str(path)) from None
+    """Parse a TOML file (a regular file of at most MAX_TEXT_BYTES, UTF-8 with or without a
+    byte-order mark); unreadable files and syntax errors become one-line errors."""
+    def err(message: str) -> ProblemError:
+        return error(message, file=str(path))
+
+    if not path.exists():
+        raise err("file not found")
+    text = read_text(path, err, what="TOML file", max_bytes=MAX_TEXT_BYTES)
     try:
         return tomllib.loads(text), text
     except tomllib.TOMLDecodeError as exc:
-        raise error(f"TOML syntax error: {exc}", file=str(path)) from None
+        raise err(f"TOML syntax error: {exc}") from None
+    except RecursionError:
+        raise err("TOML nested too deeply") from None
 
 
 def _table(doc: Mapping[str, Any], key: str, file: str) -> dict[str, Any]:
@@ -70,6 +74,8 @@ def load_problem_text(text: str, source: str) -> Problem:
         doc = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ProblemError(f"TOML syntax error: {exc}", file=source) from None
+    except RecursionError:
+        raise ProblemError("TOML nested too deeply", file=source) from None
     return problem_from_toml(doc, text, source)
 
 

@@ -15,6 +15,9 @@ from pathlib import Path
 import numpy as np
 
 Solver = Callable[..., np.ndarray]
+# nonlinear_diffusion2d: RK4 steps x grid points at most (the shipped diffusion3d: ~8,000 steps on
+# 397^2 points, 1.2e9); beyond it the solve would run for many minutes
+MAX_SOLVER_WORK = 2e10
 REFERENCE_SOLVERS: dict[str, tuple[Solver, str]] = {}
 
 
@@ -49,8 +52,15 @@ def nonlinear_diffusion_fd(u0: np.ndarray, D: float, h: float, times: Sequence[f
     u = u0.copy()
     u[0, :] = u[-1, :] = u[:, 0] = u[:, -1] = wall
     umax = max(float(np.abs(u0).max()), 1e-12)
+    if not D > 0:
+        raise ValueError(f"needs D > 0, got {D:g}")
+    dt_max = 0.1 * h * h / (D * umax)
+    total = float(sum(np.ceil((t1 - t0) / dt_max) for t0, t1 in zip(times[:-1], times[1:])))
+    if not total * u0.size <= MAX_SOLVER_WORK:
+        raise ValueError(f"D = {D:g} needs {total:.3g} RK4 steps on the {u0.shape[0]}^2-point grid, more than "
+                         f"{MAX_SOLVER_WORK:.0e} point updates; lower D, the time range or train.test_points")
     for t0, t1 in zip(times[:-1], times[1:]):
-        steps = max(1, int(np.ceil((t1 - t0) / (0.1 * h * h / (D * umax)))))
+        steps = max(1, int(np.ceil((t1 - t0) / dt_max)))
         dt = (t1 - t0) / steps
         for _ in range(steps):
             k1 = rhs(u)
@@ -87,8 +97,8 @@ def _nonlinear_diffusion2d(problem, test_axes: Sequence[np.ndarray], refine: int
     key = hashlib.sha256(repr((str(u0_expr), sorted(problem.parameter_values.items()), m,
                                np.asarray(test_axes[0]).tolist())).encode()).hexdigest()[:24]
     cache = Path(os.environ.get("SEPPINN_CACHE", Path.home() / ".cache" / "seppinn")) / f"diffusion2d-{key}.npy"
-    if cache.exists():
-        sol = np.load(cache)
+    if cache.is_file() and not cache.is_symlink():
+        sol = np.load(cache, allow_pickle=False)
     else:
         import torch  # only here: problem.py reads the registry, and Problem never imports torch
 

@@ -20,6 +20,8 @@ from dataclasses import dataclass
 
 import sympy as sp
 
+from .expressions import expand_bounded
+
 MAX_SEPARABLE_TERMS = 64  # products after expansion; above this the grid path is used
 
 
@@ -86,7 +88,10 @@ def separate(expr: sp.Expr, axes: Sequence[sp.Symbol]) -> Products | None:
     """expr = sum_m c_m prod_d g_{m,d}(x_d) -> [(c_m, [g_{m,1}, ..., g_{m,D}])], or None when expr is
     not such a sum (or has more than MAX_SEPARABLE_TERMS products after expansion)."""
     index = {s: d for d, s in enumerate(axes)}
-    terms = sp.Add.make_args(sp.expand(expr))
+    expanded = expand_bounded(expr)
+    if expanded is None:
+        return None
+    terms = sp.Add.make_args(expanded)
     if len(terms) > MAX_SEPARABLE_TERMS:
         return None
     out: Products = []
@@ -125,7 +130,10 @@ def linear_part(body: sp.Expr, placeholders: Sequence[sp.Symbol], fields: Sequen
     sources: list[sp.Expr] = []
     pset = set(placeholders)
     D = len(axes)
-    for term in sp.Add.make_args(sp.expand(body)):
+    expanded = expand_bounded(body)
+    if expanded is None:  # too many terms to look at one by one: the whole residual stays on the grid
+        return None
+    for term in sp.Add.make_args(expanded):
         used = [j for j, p in enumerate(placeholders) if term.has(p)]
         if len(used) > 1:
             rest.append(term)

@@ -119,10 +119,11 @@ def _choice(*options: str) -> Callable[[Any], Any]:
     return check
 
 
-def _int(lo: int) -> Callable[[Any], Any]:
+def _int(lo: int, hi: int | None = None) -> Callable[[Any], Any]:
     def check(v: Any) -> Any:
-        if isinstance(v, bool) or not isinstance(v, int) or v < lo:
-            raise ValueError(f"expected an integer >= {lo}, got {v!r}")
+        if isinstance(v, bool) or not isinstance(v, int) or v < lo or (hi is not None and v > hi):
+            raise ValueError(f"expected an integer >= {lo}" + (f" and <= {hi}" if hi is not None else "")
+                             + f", got {v!r}")
         return v
     return check
 
@@ -202,7 +203,7 @@ CHECKS: dict[str, dict[str, Callable[[Any], Any]]] = {
         "face_reduction": _choice(*FACE_REDUCTIONS), "checkpoint_every": _int(0),
         "on_nan": _choice("stop", "rollback"), "memory_limit": _auto_or_float,
         "compile": _auto_or_bool, "grid_free": _auto_or_bool,
-        "dtype": _choice(*DTYPES), "seed": _int(0), "device": _device, "weights": _weights,
+        "dtype": _choice(*DTYPES), "seed": _int(0, 2**63 - 2), "device": _device, "weights": _weights,
     },
     "precondition": {
         "method": _choice(*PRECONDITIONERS), "k": _k, "scale": _choice("normalized", "paper"),
@@ -235,6 +236,9 @@ def _merge_layer(target: dict[str, dict[str, Any]], layer: Mapping[str, Any], fi
 
 def parse_override(text: str) -> dict[str, Any]:
     """``train.iterations=200`` -> {"train": {"iterations": 200}}; a value that is not TOML is a string."""
+    if any(ch in text for ch in "\n\r\x00") or not text.isprintable():
+        raise SolverConfigError(f"'{text}' holds a line break or a control character; give one KEY=VALUE "
+                                "per --set", file="--set")
     if "=" not in text:
         raise SolverConfigError(f"expected KEY=VALUE, got '{text}'", file="--set")
     key, raw = (s.strip() for s in text.split("=", 1))

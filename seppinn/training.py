@@ -23,7 +23,7 @@ import sympy as sp
 import torch
 
 from .compiler import CompiledProblem, PointSetKey, TermPart, part_sizes, per_axis
-from .errors import ProblemError, RunError, SolverConfigError
+from .errors import DataError, ProblemError, RunError, SolverConfigError
 from .gridfree import preconditioned_sum, squared_error, sum_of_squares
 from .lowering import lower
 from .metrics import MetricSpec, field_metrics
@@ -172,14 +172,16 @@ def memory_limit(config: SolverConfig, device: torch.device) -> tuple[float, str
     return 0.8 * avail, f"80 % of the {avail / 2**30:.1f} GiB available"
 
 
-def check_memory(compiled: CompiledProblem, config: SolverConfig, device: torch.device) -> None:
+def check_memory(compiled: CompiledProblem, config: SolverConfig, device: torch.device,
+                 test_sizes: Sequence[int] | None = None) -> None:
     """Refuse a run whose estimated peak memory (``estimate_memory``) exceeds the limit."""
-    need = estimate_memory(compiled, config)["total"]
+    need = estimate_memory(compiled, config, test_sizes)["total"]
     limit, source = memory_limit(config, device)
     if need > limit:
         raise SolverConfigError(
             f"estimated peak memory {need / 2**30:.2f} GiB exceeds the limit {limit / 2**30:.2f} GiB ({source}); "
-            "use fewer points per axis, a smaller rank or width, float32, or raise train.memory_limit (GiB)",
+            "use fewer points per axis (train.points, train.test_points), a smaller rank or width, float32, "
+            "or raise train.memory_limit (GiB)",
             key="train.memory_limit")
 
 
@@ -283,6 +285,7 @@ class Trainer:
                       for p in t.parts if p.mask is not None}
         self._prepare_all()
         self._setup_test(ref_arrays or {})
+        self._check_finite_inputs()
         self.progress_enabled = progress
         # SepPGD: factor preconditioners per term part (id) and free axis; built by rebuild_preconditioners
         self.factors: dict[int, dict[int, FactorPreconditioner]] = {}
@@ -343,6 +346,28 @@ class Trainer:
                     self.consts[id(res)] = res.prepare(self.part_coords(p), self.dtype)
                 for lin in self._linear_parts(p):
                     self.block_coefs[id(lin)] = self._block_coefs(p, lin)
+
+    def _check_finite_inputs(self) -> None:
+        """Refuse, before any training, sources, coefficients, condition values and references that
+        are NaN or infinite on their points (log(x) on [-1, 1], 1/(x + 1) at x = -1, exp(x) beyond
+        the dtype's range): ProblemError naming the term or reference."""
+        problem = self.c.problem
+        for t in self.c.terms:
+            for p in t.parts:
+                res = p.residual if self.modes[id(p)] == "grid" else p.residual.rest
+                values = list(self.consts[id(res)].values()) if res is not None else []
+                values += [c for lin in self._linear_parts(p) for block in self.block_coefs[id(lin)]
+                           for axis in block for c in axis if isinstance(c, torch.Tensor)]
+                if not all(bool(torch.isfinite(v).all()) for v in values):
+                    raise ProblemError(f"term '{t.name}' ({p.label}): its sources, coefficients or values are not "
+                                       f"finite in {self.cfg.train.dtype} (NaN or inf) at some of its points",
+                                       file=problem.source, key=t.key)
+        refs = dict(self.reference)
+        refs.update({f: torch.cat([g.flatten() for g in factors]) for f, (factors, _) in self.gridfree_metrics.items()})
+        for f, r in refs.items():
+            if not bool(torch.isfinite(r).all()):
+                raise ProblemError(f"the reference of '{f}' is not finite (NaN or inf) at some test-grid points",
+                                   file=problem.source, key=f"reference.{f}")
 
     def _linear_parts(self, part: TermPart) -> list[LinearPart]:
         """The CP tensors the part's mode contracts: none on the grid path, else its linear terms and
@@ -607,9 +632,7 @@ class Trainer:
 
     # ---------------------------------------------------------------- evaluation
     def _setup_test(self, ref_arrays: Mapping[str, np.ndarray]) -> None:
-        sizes = per_axis(self.cfg.train.test_points, self.c.axes)
-        if ref_arrays:
-            sizes = list(next(iter(ref_arrays.values())).shape[:-1])
+        sizes = test_grid_sizes(self.c, self.cfg, ref_arrays)
         self.test_axes = [np.linspace(lo, hi, n) for (lo, hi), n in zip(self.c.ranges, sizes)]
         for d, x in enumerate(self.test_axes):
             self.points[("test", d)] = self._t(x)
@@ -858,7 +881,11 @@ class Trainer:
                                             line_search_fn="strong_wolfe"))
         state = TrainState()
         if resume is not None:
-            self.restore(resume, state, opts)
+            try:
+                self.restore(resume, state, opts)
+            except (KeyError, TypeError, ValueError, RuntimeError, IndexError, AttributeError) as exc:
+                raise DataError(f"the checkpoint's training state cannot be restored ({type(exc).__name__}: "
+                                f"{str(exc)[:200]})") from None
         state.last_good = dict(resume) if resume is not None else self.snapshot(state, opts)
         progress = Progress(end, enabled=self.progress_enabled)
         first_bad = torch.full((len(self.c.terms),), -1, dtype=torch.long, device=self.device)
@@ -967,10 +994,21 @@ def history_columns(history: Sequence[Evaluation]) -> dict[str, np.ndarray]:
     return {k: np.asarray(v, dtype=np.int64 if k == "iteration" else np.float64) for k, v in cols.items()}
 
 
-def estimate_memory(compiled: CompiledProblem, config: SolverConfig) -> dict[str, float]:
-    """Rough peak bytes of one training iteration: grid tensors kept for the backward pass
-    (every field derivative, every residual operation), the contraction intermediates, and
-    the factor networks' activations."""
+def test_grid_sizes(compiled: CompiledProblem, config: SolverConfig,
+                    ref_arrays: Mapping[str, np.ndarray] | None = None) -> list[int]:
+    """Points per axis of the test grid: a reference file's grid, else ``train.test_points``."""
+    if ref_arrays:
+        return list(next(iter(ref_arrays.values())).shape[:-1])
+    return per_axis(config.train.test_points, compiled.axes)
+
+
+def estimate_memory(compiled: CompiledProblem, config: SolverConfig,
+                    test_sizes: Sequence[int] | None = None) -> dict[str, float]:
+    """Rough peak bytes of a run: one training iteration's grid tensors kept for the backward pass
+    (every field derivative, every residual operation), the contraction intermediates and the
+    factor networks' activations, plus the test grid (``test_sizes``, default ``test_grid_sizes``):
+    the prediction, references, errors and their VTK-ordered copies in float64, and the HDF5
+    image of solution.h5, all held at once when the outputs are written."""
     bytes_per = 4 if config.train.dtype == "float32" else 8
     n_train = per_axis(config.train.points, compiled.axes)
     R, width, depth = config.model.rank, config.model.width, config.model.depth
@@ -995,6 +1033,9 @@ def estimate_memory(compiled: CompiledProblem, config: SolverConfig) -> dict[str
     # the allocator's slack and autograd's temporaries on top of what is counted, and the runtime's
     # own working memory: calibrated so the estimate stays above the peak growth bench/reliability.py
     # measures (helmholtz3d, 32^3-128^3: measured 65-237 MiB against 4-129 MiB counted)
-    total = 1.5 * (grid_elems + inter + nets) * bytes_per + RUNTIME_BYTES
+    sizes = list(test_sizes) if test_sizes is not None else test_grid_sizes(compiled, config)
+    n_test = float(np.prod(sizes))
+    test = n_test * 8 * 10 * sum(compiled.components.values()) + float(np.prod(sizes[:-1])) * R * bytes_per
+    total = 1.5 * (grid_elems + inter + nets) * bytes_per + test + RUNTIME_BYTES
     return {"grid_tensors": grid_elems * bytes_per, "contractions": inter * bytes_per,
-            "factor_networks": nets * bytes_per, "total": total}
+            "factor_networks": nets * bytes_per, "test_grid": test, "total": total}

@@ -46,3 +46,17 @@ value = "exact"
 [reference]
 u = "exact"
 """
+
+
+DATA_PROBLEM = """
+[problem]
+name = "fit"
+kind = "data"
+[axes]
+x = [0.0, 1.0]
+y = [0.0, 1.0]
+[fields]
+u = {}
+[data]
+u = SPEC
+"""

@@ -61,7 +61,7 @@ def test_solve_writes_outputs_and_prints_error(tmp_path):
                    cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     out = tmp_path / "runs" / "poisson2d"
-    assert sorted(p.name for p in out.iterdir()) == ["best.pt", "convergence.png", "model.pt", "slices.png",
+    assert sorted(p.name for p in out.iterdir()) == ["best.pt", "convergence.png", "model.pt", "run.json", "slices.png",
                                                      "solution.h5", "solution.xdmf", "summary.json"]
     summary = json.loads((out / "summary.json").read_text())
     assert f"u: rel_l2 {summary['metrics']['u']['rel_l2']:.4e} (final)" in proc.stdout

@@ -21,6 +21,8 @@ from seppinn.errors import DataError, ProblemError, SolverConfigError
 from seppinn.expressions import MAX_DEPTH, MAX_NODES, count_nodes, parse_expression
 from seppinn.solver_config import CHECKS, resolve
 
+from .conftest import DATA_PROBLEM
+
 SETTINGS = settings(max_examples=1500, deadline=None, derandomize=True,
                     suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much])
 SENTINEL = "seppinn_pwned_sentinel"
@@ -131,20 +133,6 @@ def test_random_overrides_resolve_or_raise_solver_config_error(key, value):
 
 
 # ------------------------------------------------------------------ data files
-GRID = """
-[problem]
-name = "d"
-kind = "data"
-[axes]
-x = [0.0, 1.0]
-y = [0.0, 1.0]
-[fields]
-u = {}
-[data]
-u = { SPEC }
-"""
-
-
 def valid_files(folder: Path) -> dict[str, bytes]:
     """Good files of every supported type, as bytes to mutate."""
     arr = np.random.default_rng(0).random((5, 6))
@@ -170,7 +158,7 @@ def load(folder: Path, suffix: str, content: bytes) -> None:
     (folder / name).write_bytes(content)
     spec = f'points = "{name}"' if suffix == ".csv" else f'file = "{name}"'
     try:
-        p = seppinn.load_problem(_write(folder / "p.toml", GRID.replace("SPEC", spec)))
+        p = seppinn.load_problem(_write(folder / "p.toml", DATA_PROBLEM.replace("SPEC", f"{{ {spec} }}")))
         load_all(p)
     except DataError:
         pass
@@ -206,6 +194,6 @@ def test_mutated_data_files_load_or_raise_data_error(tmp_path, good_files, suffi
 ])
 def test_bad_arrays_raise_data_error(tmp_path, array):
     np.save(tmp_path / "a.npy", array, allow_pickle=True)
-    p = seppinn.load_problem(_write(tmp_path / "p.toml", GRID.replace("SPEC", 'file = "a.npy"')))
+    p = seppinn.load_problem(_write(tmp_path / "p.toml", DATA_PROBLEM.replace("SPEC", '{ file = "a.npy" }')))
     with pytest.raises(DataError):
         load_all(p)

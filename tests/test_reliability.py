@@ -17,6 +17,7 @@ import torch
 import seppinn
 from seppinn.api import prepare, prepare_resume
 from seppinn.cli import main
+from seppinn.runs import storable
 from seppinn.training import Trainer
 
 from .conftest import HELMHOLTZ_SMALL, ROOT, write
@@ -46,8 +47,8 @@ def test_resumed_run_equals_the_uninterrupted_one_exactly(tmp_path, stop_at):
     full_tr, full = trained(prepare(path, overrides=EXACT))
     part_tr, part = trained(prepare(path, overrides=EXACT), stop_at=stop_at)
     assert part.interrupted and part.iteration == stop_at
-    torch.save(part.last_good, tmp_path / "snap.pt")  # through a file, as --resume reads it
-    snap = torch.load(tmp_path / "snap.pt", weights_only=False)
+    torch.save(storable(part.last_good), tmp_path / "snap.pt")  # through a file, as --resume reads it
+    snap = torch.load(tmp_path / "snap.pt", weights_only=True)
     rest_tr, rest = trained(prepare(path, overrides=EXACT), resume=snap)
     assert rest.iteration == full.iteration == 36
     for (name, a), b in zip(full_tr.model.state_dict().items(), rest_tr.model.state_dict().values()):
@@ -75,7 +76,7 @@ def test_cli_sigint_writes_a_checkpoint_and_resume_finishes(tmp_path):
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 130, err
     assert f"continue with: seppinn solve {path} --resume {out}" in err
-    ckpt = torch.load(out / "model.pt", weights_only=False)
+    ckpt = torch.load(out / "model.pt", weights_only=True)
     stopped = ckpt["iteration"]
     assert stopped > 0 and ckpt["training"]["iteration"] == stopped
     assert (out / "solution.h5").exists() and json.loads((out / "summary.json").read_text())["iterations"] == stopped
@@ -127,7 +128,7 @@ def test_divergence_stops_names_term_and_iteration_and_keeps_the_last_good_state
     err = capsys.readouterr().err.strip()
     assert err.startswith("run failed: loss of term 'pde' is not finite at iteration "), err
     bad_it = int(err.split("at iteration ")[1].split(";")[0])
-    ckpt = torch.load(out / "model.pt", weights_only=False)
+    ckpt = torch.load(out / "model.pt", weights_only=True)
     good = (bad_it - 1) // 10 * 10  # the last checkpoint before the first non-finite loss
     assert 110 < bad_it < 140 and ckpt["iteration"] == good and f"(iteration {good})" in err
     assert all(torch.isfinite(v).all() for v in ckpt["model"].values())

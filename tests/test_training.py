@@ -76,7 +76,7 @@ def test_best_checkpoint_is_the_lowest_loss_state(poisson_run):
     best = result.metrics_at_min_loss
     assert best["iteration"] == hist["iteration"][i]
     assert best["u"]["rel_l2"] == pytest.approx(hist["rel_l2/u"][i])
-    ckpt = torch.load(out / "best.pt", weights_only=False)
+    ckpt = torch.load(out / "best.pt", weights_only=True)
     assert ckpt["iteration"] == best["iteration"]
     prep = seppinn.prepare(path, overrides=SMALL)
     trainer = Trainer(prep.compiled, prep.config, device=torch.device("cpu"), progress=False)

@@ -7,9 +7,9 @@ import importlib
 
 from .activations import ACTIVATIONS
 from .errors import SeppinnError
-from .export import FORMATS
 from .expressions import CONSTANTS, FUNCTIONS, OPERATOR_DOCS
 from .factor_nets import BODIES
+from .formats import FORMATS
 from .reference_solvers import REFERENCE_SOLVERS
 from .resources import shipped_names
 from .separable import MODEL_KINDS
