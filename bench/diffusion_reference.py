@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from seppinn import load_problem
+from seppinn.compile.lowering import evaluate_numpy
 from seppinn.reference_solvers import REFERENCE_SOLVERS
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -35,7 +36,7 @@ def main() -> None:
     os.environ["SEPPINN_CACHE"] = tempfile.mkdtemp()  # measure the solve, not the cache
     for refine in args.refine:
         start = time.perf_counter()
-        ours = solve(problem, [t, x, y], refine=refine)
+        ours = solve(problem, [t, x, y], evaluate_numpy, refine=refine)
         secs = time.perf_counter() - start
         rel = lambda a, b: np.linalg.norm(a - b) / np.linalg.norm(b)  # noqa: E731
         print(f"refine {refine} ({refine * (len(x) - 1) + 1}^2 FD grid, {secs:.1f} s): rel L2 vs SPINN "

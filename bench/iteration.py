@@ -37,8 +37,8 @@ from pathlib import Path
 import torch
 
 from seppinn.api import prepare
-from seppinn.progress import Progress
-from seppinn.training import Trainer, make_adam
+from seppinn.train.progress import Progress
+from seppinn.train.trainer import Trainer, make_adam
 
 ROOT = Path(__file__).resolve().parent.parent
 SPINN_JAX_MS = {  # issue 8: SPINN's JAX code, compiled, on this 2-core machine type

@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 
 import seppinn
-from seppinn.training import Trainer
+from seppinn.train.trainer import Trainer
 
 ROOT = Path(__file__).resolve().parent.parent
 

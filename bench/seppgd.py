@@ -64,8 +64,8 @@ def cost(points: int, blocks: int = 30, compiled: bool = False) -> None:
     alternating blocks of 10 iterations (one rebuild per SepPGD block: update_every = 10), so that
     the shared machine's drift hits all alike; medians over the blocks. Besides SepPGD on both terms
     (k = 5 data / 2 walls), SepPGD on the data term only and on the walls only, for the split."""
-    from seppinn.progress import Progress
-    from seppinn.training import Trainer, make_adam
+    from seppinn.train.progress import Progress
+    from seppinn.train.trainer import Trainer, make_adam
 
     ov = {"train.points": points, "train.test_points": 8, "precondition.update_every": 10, "train.compile": compiled,
           "precondition.method": "seppgd"}

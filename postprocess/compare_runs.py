@@ -38,7 +38,7 @@ def main(argv: list[str]) -> int:
     for arg in argv:
         print(row(Path(arg)))
     if figure is not None:
-        from seppinn.plots import compare_runs
+        from seppinn.io.plots import compare_runs
 
         compare_runs(argv, figure)
         print(f"\n![convergence]({figure})")

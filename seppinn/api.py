@@ -4,7 +4,6 @@ layer over these calls."""
 from __future__ import annotations
 
 import contextlib
-import json
 import signal
 import time
 import tomllib
@@ -16,18 +15,31 @@ from typing import Any
 import numpy as np
 import torch
 
-from . import plots, seppgd
-from .compiler import CompiledProblem, Residual, compile_problem, part_sizes, per_axis
-from .data_sources import load_all
+from .compile.compiler import CompiledProblem, Residual, compile_problem, part_sizes, per_axis
 from .errors import DataError, Interrupted, RunError, SolverConfigError
-from .expressions import symbolic_budget
-from .output import squeeze_components, write_json, write_solution_h5, write_torch
-from .problem import Problem
-from .problem_file import load_problem
-from .runs import checkpoint_payload, check_run_dir, read_checkpoint, write_checkpoint, write_marker
-from .solver_config import SolverConfig, resolve
-from .training import (Diverged, Evaluation, Trainer, TrainState, check_memory, compiles, estimate_memory,
-                       history_columns, metric_mode, part_mode, pick_device, test_grid_sizes)
+from .io import plots
+from .io.data_sources import load_all
+from .io.output import squeeze_components, write_json, write_solution_h5
+from .io.runs import check_run_dir, checkpoint_payload, read_checkpoint, seppinn_version, write_checkpoint, write_marker
+from .problem.expressions import symbolic_budget
+from .problem.problem_file import load_problem
+from .problem.solver_config import SolverConfig, resolve
+from .problem.spec import Problem
+from .train import seppgd
+from .train.trainer import (
+    Diverged,
+    Evaluation,
+    Trainer,
+    TrainState,
+    check_memory,
+    compiles,
+    estimate_memory,
+    history_columns,
+    metric_mode,
+    part_mode,
+    pick_device,
+    test_grid_sizes,
+)
 
 SolverSpec = str | Path | Mapping[str, Any] | None
 Overrides = Mapping[str, Any] | Sequence[str] | None
@@ -197,8 +209,6 @@ class Result:
 
     def save(self, out: str | Path) -> Path:
         """Write solution.h5, summary.json, model.pt, best.pt, the plots and (image fields) <field>.png into ``out``."""
-        from . import __version__
-
         out = Path(out)
         out.mkdir(parents=True, exist_ok=True)
         write_marker(out, self.problem.name)
@@ -206,7 +216,7 @@ class Result:
         fields, reference = tr.test_solution()
         attrs = {
             "problem": self.problem.text, "solver": self.config.to_toml(), "seed": self.config.train.seed,
-            "seppinn_version": __version__, "torch_version": torch.__version__,
+            "seppinn_version": seppinn_version(), "torch_version": torch.__version__,
         }
         axes = dict(zip(self.prepared.compiled.axes, tr.test_axes))
         time_axis = next((d for d, a in enumerate(self.problem.axis_list) if a.time), None)

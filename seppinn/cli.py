@@ -128,14 +128,14 @@ def _export(args: argparse.Namespace) -> int:
 
 
 def _plot(args: argparse.Namespace) -> int:
-    from .plots import compare_runs
+    from .io.plots import compare_runs
 
     print(compare_runs(args.runs, Path(args.out)))
     return 0
 
 
 def _examples(args: argparse.Namespace) -> int:
-    from .resources import copy_examples
+    from .problem.resources import copy_examples
 
     dest = Path(args.dir)
     copied, kept = copy_examples(dest, force=args.force)

@@ -18,9 +18,9 @@ import torch
 
 from .errors import DataError, SeppinnError
 from .formats import FORMATS
-from .output import Slab, squeeze_components, write_atomic, write_solution_h5
-from .safe_files import read_text
-from .xdmf import scalar_arrays, vtk_order
+from .io.output import Slab, squeeze_components, write_solution_h5
+from .io.xdmf import scalar_arrays, vtk_order
+from .safe_files import read_text, write_atomic
 
 if TYPE_CHECKING:
     from .api import Prepared
@@ -91,7 +91,7 @@ def export_bytes(sizes: list[int], fmt: str, arrays: int, solver_arrays: int, ra
 def check_export_memory(prep: Prepared, run: Path, fmt: str, points: int) -> None:
     """Refuse an export whose files would not fit on the disk of ``run``, or whose estimated memory
     (``export_bytes``) exceeds the run's memory limit."""
-    from .training import memory_limit
+    from .train.trainer import memory_limit
 
     c = prep.compiled
     sizes = list(next(iter(prep.ref_arrays.values())).shape[:-1]) if prep.ref_arrays else [points] * len(c.axes)
@@ -119,9 +119,9 @@ def check_export_memory(prep: Prepared, run: Path, fmt: str, points: int) -> Non
 def export(run: str | Path, fmt: str = "xdmf", points: int = 64) -> list[Path]:
     """Re-evaluate the model of ``run`` on ``points`` per axis and write ``fmt`` files into it."""
     from .api import prepare
-    from .problem_file import load_problem, load_problem_text
-    from .runs import load_weights, read_checkpoint
-    from .training import Trainer
+    from .io.runs import load_weights, read_checkpoint
+    from .problem.problem_file import load_problem, load_problem_text
+    from .train.trainer import Trainer
 
     if fmt not in FORMATS:
         raise SeppinnError(f"'{fmt}' is not one of {', '.join(FORMATS)}", key="--format")

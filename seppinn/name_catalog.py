@@ -5,15 +5,14 @@ from __future__ import annotations
 
 import importlib
 
-from .activations import ACTIVATIONS
 from .errors import SeppinnError
-from .expressions import CONSTANTS, FUNCTIONS, OPERATOR_DOCS
-from .factor_nets import BODIES
 from .formats import FORMATS
+from .model.activations import ACTIVATIONS
+from .problem.expressions import CONSTANTS, FUNCTIONS, OPERATOR_DOCS
+from .problem.resources import shipped_names
+from .problem.solver_config import MODULATIONS, PRECONDITIONERS, SAMPLINGS, SCHEDULES
 from .reference_solvers import REFERENCE_SOLVERS
-from .resources import shipped_names
-from .separable import MODEL_KINDS
-from .solver_config import MODULATIONS, PRECONDITIONERS, SAMPLINGS, SCHEDULES
+from .registry import BODIES, MODEL_KINDS
 
 
 def catalog() -> dict[str, dict[str, str]]:

@@ -1,6 +1,7 @@
 """Built-in classical reference solvers, for problems without a closed-form solution.
 
-``[reference] u = { solver = "NAME" }`` evaluates NAME on the test grid. Results are cached
+``[reference] u = { solver = "NAME" }`` evaluates NAME on the test grid. numpy only: the caller
+passes ``evaluate``, its lowering of coordinate expressions (``compile.lowering.evaluate_numpy``). Results are cached
 under ``$SEPPINN_CACHE`` (default ``~/.cache/seppinn``) keyed by the problem's parameters and the
 grid, so only the first run pays for the solve.
 """
@@ -9,12 +10,16 @@ from __future__ import annotations
 
 import hashlib
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
-Solver = Callable[..., np.ndarray]
+Solver = Callable[..., np.ndarray]  # (problem, test_axes, evaluate, ...) -> the reference on the test grid
+# evaluate(expr, {axis symbol: broadcastable float64 array}) -> float64 array: the caller's lowering
+# of a coordinate expression (the solvers themselves use numpy only; the problem layer reads the names)
+Evaluate = Callable[[Any, Mapping[Any, np.ndarray]], np.ndarray]
 # nonlinear_diffusion2d: RK4 steps x grid points at most (the shipped diffusion3d: ~8,000 steps on
 # 397^2 points, 1.2e9); beyond it the solve would run for many minutes
 MAX_SOLVER_WORK = 2e10
@@ -75,7 +80,8 @@ def nonlinear_diffusion_fd(u0: np.ndarray, D: float, h: float, times: Sequence[f
 @register("nonlinear_diffusion2d",
           "u_t = D (|grad u|^2 + u lap u) on (t, x, y) with a square x-y domain: D = parameter 'D', "
           "u(0) = the problem's condition on t = 0, u = 0 on the walls; finite differences (2nd order)")
-def _nonlinear_diffusion2d(problem, test_axes: Sequence[np.ndarray], refine: int = 4) -> np.ndarray:  # type: ignore[no-untyped-def]
+def _nonlinear_diffusion2d(problem, test_axes: Sequence[np.ndarray], evaluate: Evaluate,  # type: ignore[no-untyped-def]
+                           refine: int = 4) -> np.ndarray:
     axes = problem.axis_list
     t_axis = [a for a in axes if a.time]
     space = [a for a in axes if not a.time]
@@ -100,14 +106,9 @@ def _nonlinear_diffusion2d(problem, test_axes: Sequence[np.ndarray], refine: int
     if cache.is_file() and not cache.is_symlink():
         sol = np.load(cache, allow_pickle=False)
     else:
-        import torch  # only here: problem.py reads the registry, and Problem never imports torch
-
-        from .lowering import lower
-
         syms = problem.ctx.axes
-        env = {syms[x_ax.name]: torch.as_tensor(xs)[:, None], syms[y_ax.name]: torch.as_tensor(ys)[None, :],
-               syms[axes[0].name]: torch.zeros(1, 1, dtype=torch.float64)}
-        u0 = np.broadcast_to(np.asarray(lower(u0_expr.xreplace(params))(env), dtype=np.float64), (m, m))
+        env = {syms[x_ax.name]: xs[:, None], syms[y_ax.name]: ys[None, :], syms[axes[0].name]: np.zeros((1, 1))}
+        u0 = np.broadcast_to(evaluate(u0_expr.xreplace(params), env), (m, m))
         sol = nonlinear_diffusion_fd(u0, problem.parameter_values["D"], xs[1] - xs[0], list(test_axes[0]))
         cache.parent.mkdir(parents=True, exist_ok=True)
         tmp = cache.with_suffix(f".{os.getpid()}.tmp.npy")

@@ -1,4 +1,4 @@
-"""What seppinn agrees to open: regular files (after following links) of a sane size.
+"""What seppinn agrees to open, and how it writes (``atomic_path``): regular files (after following links) of a sane size.
 
 A FIFO, a device (``/dev/zero``), a socket or a folder given where a file is expected would
 block ``open()`` or read until memory runs out, so every file a user can hand us (problem and
@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import os
 import stat
-from collections.abc import Callable
+import tempfile
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from .errors import SeppinnError
@@ -80,3 +82,26 @@ def read_text(path: str | Path, error: ErrorFactory, *, what: str = "file", max_
         return data.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
         raise error(f"'{path}' is not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+
+
+@contextmanager
+def atomic_path(target: Path) -> Iterator[Path]:
+    """Yield a temporary path beside ``target``; rename it over ``target`` on success."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    os.close(fd)
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; results are ordinary files
+    tmp_path = Path(tmp)
+    try:
+        yield tmp_path
+        os.replace(tmp_path, target)
+    finally:
+        if tmp_path.exists():
+            tmp_path.unlink()
+
+
+def write_atomic(target: Path, writer: Callable[[Path], object]) -> None:
+    with atomic_path(target) as tmp:
+        writer(tmp)

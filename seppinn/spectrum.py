@@ -13,7 +13,7 @@ import torch
 
 from .api import Prepared
 from .errors import SolverConfigError
-from .training import Trainer
+from .train.trainer import Trainer
 
 MAX_FULL = 1024  # grid points up to which the full NTK (N x N) is formed
 
@@ -71,7 +71,7 @@ def write(spectra: dict[str, np.ndarray], out: Path) -> list[Path]:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from .output import write_atomic
+    from .safe_files import write_atomic
 
     out.mkdir(parents=True, exist_ok=True)
 

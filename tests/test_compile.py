@@ -34,7 +34,7 @@ def test_the_loss_traces_as_one_graph(grid_free):
     """No graph break on the grid (fused) and grid-free paths, with SepPGD and Gauss weights."""
     import torch
 
-    from seppinn.training import Trainer
+    from seppinn.train.trainer import Trainer
 
     prep = seppinn.prepare(ROOT / "problems/helmholtz3d_data.toml", "spinn", {
         "train.points": 10, "train.grid_free": grid_free, "train.sampling": "gauss",

@@ -9,9 +9,9 @@ import sympy as sp
 import torch
 
 import seppinn
-from seppinn.compiler import compile_residual
-from seppinn.expressions import FUNCTIONS
-from seppinn.resources import shipped_dir
+from seppinn.compile.compiler import compile_residual
+from seppinn.problem.expressions import FUNCTIONS
+from seppinn.problem.resources import shipped_dir
 
 from .conftest import eps_tol
 

@@ -9,7 +9,7 @@ import pytest
 
 import seppinn
 from seppinn import DataError
-from seppinn.data_sources import load_array
+from seppinn.io.data_sources import load_array
 
 from .conftest import write
 

@@ -6,7 +6,7 @@ import pytest
 import sympy as sp
 
 from seppinn import Problem, ProblemError, TimeAxis
-from seppinn.expressions import MAX_NODES, ExprContext, parse_expression
+from seppinn.problem.expressions import MAX_NODES, ExprContext, parse_expression
 
 
 @pytest.fixture

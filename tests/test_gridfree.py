@@ -11,8 +11,8 @@ import sympy as sp
 import torch
 
 import seppinn
-from seppinn.separability import combine, linear_part, separate
-from seppinn.training import Trainer, plan_passes
+from seppinn.compile.separability import combine, linear_part, separate
+from seppinn.train.trainer import Trainer, plan_passes
 
 from .conftest import ROOT, eps_tol
 
@@ -240,7 +240,7 @@ def test_check_reports_the_choice():
 def test_grid_free_memory_estimate_allows_huge_grids():
     """2048^3 on the grid would need tens of GiB per tensor; grid-free Helmholtz needs megabytes."""
     prep = seppinn.prepare(ROOT / "problems" / "helmholtz3d.toml", "spinn", {"train.points": 2048})
-    est = seppinn.training.estimate_memory(prep.compiled, prep.config)["total"]
+    est = seppinn.train.trainer.estimate_memory(prep.compiled, prep.config)["total"]
     assert est < 2 * 2**30
     with pytest.raises(seppinn.SolverConfigError, match="estimated peak memory"):
         seppinn.prepare(ROOT / "problems" / "helmholtz3d.toml", "spinn",
@@ -274,8 +274,8 @@ def test_squared_error_of_cp_tensors_equals_the_grid():
     g = torch.Generator().manual_seed(0)
     u = [torch.randn(n, 4, 2, generator=g, dtype=torch.float64) for n in (5, 6, 7)]
     t = [torch.randn(n, 3, 1, generator=g, dtype=torch.float64) for n in (5, 6, 7)]
-    grid = seppinn.separable.cp_contract(u) - seppinn.separable.cp_contract(t)
-    torch.testing.assert_close(seppinn.gridfree.squared_error(u, t), (grid**2).sum(), rtol=1e-12, atol=0)
+    grid = seppinn.model.separable.cp_contract(u) - seppinn.model.separable.cp_contract(t)
+    torch.testing.assert_close(seppinn.train.gridfree.squared_error(u, t), (grid**2).sum(), rtol=1e-12, atol=0)
 
 
 def _heat_with_lift(reference: str) -> seppinn.Problem:
@@ -302,8 +302,8 @@ def test_grid_free_metrics_equal_the_grid(problem, mode, scale):
     tr = _trainer(problem, **{"train.test_points": 9, "model.scale": scale})
     assert ("u" in tr.gridfree_metrics) == (mode == "grid-free")
     for _ in range(2):  # at initialisation and after changing the model (error and reference comparable)
-        grid = seppinn.metrics.field_metrics(tr.predict(tr.test_axes)["u"], tr.reference_on(tr.test_axes)["u"],
-                                             seppinn.metrics.MetricSpec())
+        grid = seppinn.train.metrics.field_metrics(tr.predict(tr.test_axes)["u"], tr.reference_on(tr.test_axes)["u"],
+                                             seppinn.train.metrics.MetricSpec())
         free = tr.metrics()["u"]
         assert free.keys() == grid.keys() and free["rel_l2"] > 1e-2
         for k in grid:

@@ -28,11 +28,11 @@ import torch
 import seppinn
 from seppinn.api import prepare
 from seppinn.cli import main
-from seppinn.data_sources import load_all
+from seppinn.io.data_sources import load_all
 from seppinn.errors import DataError, ProblemError, SeppinnError, SolverConfigError, one_line
-from seppinn.expressions import expanded_terms, symbolic_budget
+from seppinn.problem.expressions import expanded_terms, symbolic_budget
 from seppinn.reference_solvers import nonlinear_diffusion_fd
-from seppinn.runs import read_checkpoint, storable
+from seppinn.io.runs import read_checkpoint, storable
 
 from .conftest import DATA_PROBLEM, HELMHOLTZ_SMALL, ROOT, write
 
@@ -262,7 +262,7 @@ def test_reference_solver_refuses_unbounded_work():
         nonlinear_diffusion_fd(u0, 1e6, 0.05, [0.0, 1.0])
     text = (ROOT / "problems/diffusion3d.toml").read_text().replace("D = 0.05", "D = 1e6")
     with pytest.raises(ProblemError, match=r"reference\.u\.solver: reference solver 'nonlinear_diffusion2d': D = 1e\+06"):
-        seppinn.solve(seppinn.problem_file.load_problem_text(text, "diffusion.toml"),
+        seppinn.solve(seppinn.problem.problem_file.load_problem_text(text, "diffusion.toml"),
                       overrides={"train.iterations": 1, "train.points": 4, "model.rank": 2}, progress=False)
 
 
@@ -278,7 +278,7 @@ def _png(path: Path, width: int, height: int) -> Path:
 @pytest.mark.parametrize("size", [(9000, 9000), (20000, 20000)])  # above our cap; above Pillow's own
 def test_decompression_bombs_are_refused_before_decoding(tmp_path, size):
     _png(tmp_path / "b.png", *size)
-    problem = seppinn.problem_file.load_problem(_data_problem(tmp_path, '{ file = "b.png" }'))
+    problem = seppinn.problem.problem_file.load_problem(_data_problem(tmp_path, '{ file = "b.png" }'))
     with pytest.raises(DataError, match="pixels are refused before they are decoded"):
         load_all(problem)
 
@@ -382,9 +382,9 @@ def test_settings_and_data_values_out_of_range(tmp_path, capsys):
 def test_csv_header_rules(tmp_path):
     (tmp_path / "dup.csv").write_text("x,y,u,u\n0.5,0.5,1,2\n")
     with pytest.raises(DataError, match="column u appears more than once"):
-        load_all(seppinn.problem_file.load_problem(_data_problem(tmp_path, '{ points = "dup.csv" }')))
+        load_all(seppinn.problem.problem_file.load_problem(_data_problem(tmp_path, '{ points = "dup.csv" }')))
     (tmp_path / "bom.csv").write_text("x,y,u\n0.5,0.25,3\n", encoding="utf-8-sig")
-    data, _ = load_all(seppinn.problem_file.load_problem(_data_problem(tmp_path, '{ points = "bom.csv" }')))
+    data, _ = load_all(seppinn.problem.problem_file.load_problem(_data_problem(tmp_path, '{ points = "bom.csv" }')))
     assert data["u"].tolist() == [[0.5, 0.25, 3.0]]
     bom_toml = tmp_path / "bom.toml"
     bom_toml.write_text(HELMHOLTZ_SMALL, encoding="utf-8-sig")
@@ -396,7 +396,7 @@ def test_hdf5_storage_outside_the_file_is_refused(tmp_path):
     secret.write_bytes(bytes(range(16)))
     with h5py.File(tmp_path / "d.h5", "w") as f:
         f.create_dataset("u", shape=(4, 4), dtype="u1", external=[(str(secret), 0, 16)])
-    problem = seppinn.problem_file.load_problem(_data_problem(tmp_path, '{ file = "d.h5" }'))
+    problem = seppinn.problem.problem_file.load_problem(_data_problem(tmp_path, '{ file = "d.h5" }'))
     with pytest.raises(DataError, match="keeps its values in external files"):
         load_all(problem)
     with h5py.File(tmp_path / "d.h5", "w") as f:
@@ -406,13 +406,13 @@ def test_hdf5_storage_outside_the_file_is_refused(tmp_path):
         f["soft"] = h5py.SoftLink("/u")
     with pytest.raises(DataError, match="is a virtual dataset"):
         load_all(problem)
-    soft = seppinn.problem_file.load_problem(_data_problem(tmp_path, '{ file = "d.h5", dataset = "soft" }'))
+    soft = seppinn.problem.problem_file.load_problem(_data_problem(tmp_path, '{ file = "d.h5", dataset = "soft" }'))
     with pytest.raises(DataError, match="'soft' is a soft link"):
         load_all(soft)
     with h5py.File(tmp_path / "big.h5", "w") as f:
         f.create_dataset("u", shape=(100000, 100000), dtype="f8", chunks=(1000, 1000), compression="gzip")
     with pytest.raises(DataError, match="declares 74.5 GiB of values"):
-        load_all(seppinn.problem_file.load_problem(_data_problem(tmp_path, '{ file = "big.h5" }')))
+        load_all(seppinn.problem.problem_file.load_problem(_data_problem(tmp_path, '{ file = "big.h5" }')))
 
 
 # ------------------------------------------------------------------ nothing of the user's is lost

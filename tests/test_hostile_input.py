@@ -16,10 +16,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import seppinn
-from seppinn.data_sources import load_all
+from seppinn.io.data_sources import load_all
 from seppinn.errors import DataError, ProblemError, SolverConfigError
-from seppinn.expressions import MAX_DEPTH, MAX_NODES, count_nodes, parse_expression
-from seppinn.solver_config import CHECKS, resolve
+from seppinn.problem.expressions import MAX_DEPTH, MAX_NODES, count_nodes, parse_expression
+from seppinn.problem.solver_config import CHECKS, resolve
 
 from .conftest import DATA_PROBLEM
 

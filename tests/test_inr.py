@@ -15,8 +15,8 @@ from PIL import Image
 import seppinn
 from seppinn import sample_data
 from seppinn.cli import main
-from seppinn.data_sources import load_array, load_points
-from seppinn.metrics import MetricSpec, field_metrics, iou, psnr
+from seppinn.io.data_sources import load_array, load_points
+from seppinn.train.metrics import MetricSpec, field_metrics, iou, psnr
 
 from .conftest import ROOT, write
 from .test_seppgd import flat_grad, jacobian, small_overrides, trainer_for

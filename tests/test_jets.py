@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from seppinn.activations import ACTIVATIONS
-from seppinn.separable import CPModel
+from seppinn.model.activations import ACTIVATIONS
+from seppinn.model.separable import CPModel
 
 from .conftest import eps_tol
 

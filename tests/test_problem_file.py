@@ -7,7 +7,7 @@ import pytest
 
 import seppinn
 from seppinn import DataError, ProblemError, SolverConfigError, load_problem
-from seppinn.resources import shipped_dir
+from seppinn.problem.resources import shipped_dir
 
 from .conftest import HELMHOLTZ_SMALL, write
 

@@ -16,8 +16,8 @@ import torch
 import seppinn
 from seppinn.api import prepare
 from seppinn.cli import main
-from seppinn.expressions import OPERATOR_DOCS, OPERATORS
-from seppinn.training import Trainer
+from seppinn.problem.expressions import OPERATOR_DOCS, OPERATORS
+from seppinn.train.trainer import Trainer
 
 from .conftest import HELMHOLTZ_SMALL, ROOT, write
 
@@ -218,10 +218,13 @@ def test_cli_plugin_registers_operators(tmp_path, monkeypatch, capsys, user_ops)
 
 
 def test_list_reads_the_registries(capsys):
-    from seppinn.activations import ACTIVATIONS
-    from seppinn.export import FORMATS
-    from seppinn.separable import MODEL_KINDS
-    from seppinn.solver_config import PRECONDITIONERS
+    from seppinn.formats import FORMATS
+    from seppinn.model.activations import ACTIVATIONS
+    from seppinn.problem.solver_config import PRECONDITIONERS
+    from seppinn.registry import ACTIVATIONS as ACTIVATION_NAMES
+    from seppinn.registry import MODEL_KINDS
+
+    assert ACTIVATIONS.keys() == ACTIVATION_NAMES.keys()  # every listed name is implemented, and no more
 
     assert main(["list"]) == 0
     out = capsys.readouterr().out

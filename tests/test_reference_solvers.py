@@ -28,8 +28,8 @@ def test_second_order_convergence():
 
 def test_diffusion_problem_reference(tmp_path, monkeypatch):
     monkeypatch.setenv("SEPPINN_CACHE", str(tmp_path / "cache"))
-    from seppinn.resources import shipped_dir
-    from seppinn.training import Trainer
+    from seppinn.problem.resources import shipped_dir
+    from seppinn.train.trainer import Trainer
 
     prep = seppinn.prepare(shipped_dir("problems") / "diffusion3d.toml",
                            overrides={"train.test_points": {"t": 5, "x": 11, "y": 11}})
@@ -62,13 +62,14 @@ def test_benchmark_reference_converges_far_below_pinn_error(tmp_path, monkeypatc
     them), refining the FD grid 2x cuts the difference to the finest ~4x; at the default
     refinement on a 21-point test grid it is already ~5e-4, ten times below the PINN's 4e-3."""
     monkeypatch.setenv("SEPPINN_CACHE", str(tmp_path))
+    from seppinn.compile.lowering import evaluate_numpy
     from seppinn.reference_solvers import REFERENCE_SOLVERS
-    from seppinn.resources import shipped_dir
+    from seppinn.problem.resources import shipped_dir
 
     problem = seppinn.load_problem(shipped_dir("problems") / "diffusion3d.toml")
     solve = REFERENCE_SOLVERS["nonlinear_diffusion2d"][0]
     axes = [np.linspace(0, 1, 6), np.linspace(-1, 1, 21), np.linspace(-1, 1, 21)]
-    sols = {r: solve(problem, axes, refine=r) for r in (1, 2, 4, 8)}
+    sols = {r: solve(problem, axes, evaluate_numpy, refine=r) for r in (1, 2, 4, 8)}
     rel = [np.linalg.norm(sols[r] - sols[8]) / np.linalg.norm(sols[8]) for r in (1, 2, 4)]
     assert 3.5 < rel[0] / rel[1] < 6 and 3.5 < rel[1] / rel[2] < 6, rel
     assert rel[2] < 1e-3

@@ -8,7 +8,7 @@ import math
 import pytest
 import torch
 
-from seppinn.separable import CPModel
+from seppinn.model.separable import CPModel
 
 from .conftest import eps_tol
 
@@ -41,7 +41,7 @@ NETS = dict(width=8, depth=3, activation="tanh")
 
 def models(dims: int):
     ranges = [(-1.0 + d, 1.5 + 2 * d) for d in range(dims)]
-    from seppinn.separable import TTModel, TuckerModel
+    from seppinn.model.separable import TTModel, TuckerModel
 
     return ranges, {
         "cp": CPModel(ranges, 4, 2, "sqrt_rank", NETS),

@@ -9,9 +9,9 @@ import torch
 
 import seppinn
 from seppinn import SolverConfigError
-from seppinn.seppgd import factor_preconditioner
-from seppinn.separable import CPModel
-from seppinn.training import Trainer
+from seppinn.train.seppgd import factor_preconditioner
+from seppinn.model.separable import CPModel
+from seppinn.train.trainer import Trainer
 
 AXES = {"x": (0.0, 1.0), "y": (-1.0, 2.0), "z": (0.5, 1.5)}
 SIZES = {"x": 4, "y": 5, "z": 6}

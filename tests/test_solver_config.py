@@ -7,8 +7,8 @@ import tomllib
 import pytest
 
 from seppinn import SolverConfigError
-from seppinn.resources import shipped_dir
-from seppinn.solver_config import SolverConfig, resolve
+from seppinn.problem.resources import shipped_dir
+from seppinn.problem.solver_config import SolverConfig, resolve
 
 from .conftest import write
 

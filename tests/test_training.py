@@ -11,7 +11,7 @@ import pytest
 import torch
 
 import seppinn
-from seppinn.training import Trainer
+from seppinn.train.trainer import Trainer
 
 from .conftest import HELMHOLTZ_SMALL, write
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from seppinn.output import write_solution_h5
+from seppinn.io.output import write_solution_h5
 
 from vtkmodules import vtkIOXdmf2 as vtk_xdmf
 from vtkmodules.util.numpy_support import vtk_to_numpy

@@ -18,9 +18,9 @@ from typing import Any
 
 import torch
 
-from .compiler import CompiledProblem, Term
-from .errors import SolverConfigError, did_you_mean
-from .solver_config import SolverConfig
+from ..compile.compiler import CompiledProblem, Term
+from ..errors import SolverConfigError, did_you_mean
+from ..problem.solver_config import SolverConfig
 
 # k = "auto": this fraction of the axis' points (at least 2); bench/seppgd_k.py measured it as the
 # most robust choice on the 64^2 multi-scale fit (bench/RESULTS.md).

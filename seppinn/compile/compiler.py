@@ -18,15 +18,15 @@ import numpy as np
 import sympy as sp
 import torch
 
-from .activations import ACTIVATIONS
-from .errors import ProblemError, SolverConfigError, did_you_mean
-from .expressions import count_nodes
+from ..errors import ProblemError, SolverConfigError, did_you_mean
+from ..model.separable import rank_list
+from ..problem.expressions import count_nodes
+from ..problem.solver_config import SolverConfig
+from ..problem.spec import Face, Problem
+from ..registry import SMOOTH_ORDERS
 from .lowering import FUNCTIONS as LOWERABLE
 from .lowering import Lowered, lower, split_constants
-from .problem import Face, Problem
 from .separability import LinearPart, SeparableReference, combine, linear_part, separable_reference
-from .separable import rank_list
-from .solver_config import SolverConfig
 
 # A point set on one axis: ("train", d), ("face", d, side) with side "min", "max" or "both" (the two
 # faces of axis d as one grid with 2 points on it), ("file", name, d), ("test", d).
@@ -274,15 +274,15 @@ def compile_problem(problem: Problem, config: SolverConfig,
         for part in t.parts:
             for f, alpha in part.residual.derivs:
                 orders[f] = [max(a, b) for a, b in zip(orders[f], alpha)]
-    act = ACTIVATIONS[config.model.activation]
-    if act.smooth_order is not None:
+    act, smooth = config.model.activation, SMOOTH_ORDERS.get(config.model.activation)
+    if smooth is not None:
         for t in terms:
             for part in t.parts:
                 for f, alpha in part.residual.derivs:
-                    if max(alpha) > act.smooth_order:
+                    if max(alpha) > smooth:
                         d = int(np.argmax(alpha))
                         raise SolverConfigError(
-                            f"'{act.name}' has zero derivatives of order > {act.smooth_order} almost everywhere, "
+                            f"'{act}' has zero derivatives of order > {smooth} almost everywhere, "
                             f"but term '{t.name}' ({t.key}) needs order {alpha[d]} along {axes[d].name}; "
                             "use tanh, sin or gelu", key="model.activation")
     try:

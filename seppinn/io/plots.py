@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from .output import write_atomic
+from ..safe_files import write_atomic
 
 
 def _pyplot() -> Any:
@@ -99,9 +99,9 @@ def slices(axes: Mapping[str, np.ndarray], fields: Mapping[str, np.ndarray],
 
 def compare_runs(runs: Sequence[str | Path], target: Path) -> Path:
     """``seppinn plot``: the convergence histories of several run folders in one PNG."""
-    from .errors import DataError
+    from ..errors import DataError
+    from ..safe_files import regular_file
     from .output import read_history
-    from .safe_files import regular_file
 
     histories = {}
     for run in runs:

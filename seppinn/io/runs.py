@@ -11,22 +11,23 @@ file (or ``summary.json``), never the checkpoint.
 
 from __future__ import annotations
 
+import importlib.metadata
 import io
 import json
 import os
 import re
 import tomllib
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-from .errors import DataError, SeppinnError, one_line
+from ..errors import DataError, SeppinnError, one_line
+from ..problem.spec import Problem
+from ..safe_files import MAX_CHECKPOINT_BYTES, MAX_TEXT_BYTES, read_bytes, read_text
 from .output import write_json, write_torch
-from .problem import Problem
-from .safe_files import MAX_CHECKPOINT_BYTES, MAX_TEXT_BYTES, read_bytes, read_text
 
 CHECKPOINT_FORMAT = "seppinn-checkpoint"
 RUN_MARKER = "run.json"
@@ -34,6 +35,14 @@ RUN_FILES = ("solution.h5", "solution.xdmf", "summary.json", "model.pt", "best.p
              "slices.png", RUN_MARKER)  # plus <field>.png for image fields
 SNAPSHOT_KEYS = ("iteration", "seconds", "lr_scale", "model", "adam", "schedule", "lbfgs", "sampler", "points",
                  "factors", "use_preconditioner", "history", "best", "best_state")
+
+
+def seppinn_version() -> str:
+    """The installed package's version (``importlib.metadata``), or "unknown" in an uninstalled tree."""
+    try:
+        return importlib.metadata.version("seppinn")
+    except importlib.metadata.PackageNotFoundError:
+        return "unknown"
 
 
 def storable(obj: Any) -> Any:
@@ -57,10 +66,8 @@ def checkpoint_payload(problem: Problem, solver_toml: str, model_state: Mapping[
                        history: Mapping[str, np.ndarray], training: Mapping[str, Any] | None) -> dict[str, Any]:
     """model.pt / best.pt: weights, settings, problem text and history; ``training`` (a
     ``Trainer.snapshot``) is what ``--resume`` continues from."""
-    from . import __version__
-
     return {
-        "format": CHECKPOINT_FORMAT, "seppinn_version": __version__,
+        "format": CHECKPOINT_FORMAT, "seppinn_version": seppinn_version(),
         "iteration": iteration, "model": dict(model_state), "problem_name": problem.name,
         "problem": problem.text, "problem_file": str(Path(problem.source).resolve())
         if problem.source != "<python>" else "", "solver": solver_toml,
@@ -147,9 +154,7 @@ def load_weights(model: torch.nn.Module, state: Mapping[str, torch.Tensor], wher
 
 
 def write_marker(out: Path, problem_name: str) -> None:
-    from . import __version__
-
-    write_json(out / RUN_MARKER, {"format": "seppinn-run", "problem": problem_name, "seppinn_version": __version__})
+    write_json(out / RUN_MARKER, {"format": "seppinn-run", "problem": problem_name, "seppinn_version": seppinn_version()})
 
 
 def run_owner(run_dir: str | Path) -> str | None:

@@ -13,9 +13,9 @@ from typing import Any
 
 import numpy as np
 
-from .errors import DataError
-from .problem import DataSource, Problem
-from .safe_files import MAX_CSV_BYTES, MAX_DATA_BYTES, MAX_IMAGE_PIXELS, read_text, regular_file
+from ..errors import DataError
+from ..problem.spec import DataSource, Problem
+from ..safe_files import MAX_CSV_BYTES, MAX_DATA_BYTES, MAX_IMAGE_PIXELS, read_text, regular_file
 
 
 def _resolve(problem: Problem, src: DataSource) -> Path:

@@ -20,7 +20,7 @@ from typing import Any
 
 import sympy as sp
 
-from .errors import ProblemError, did_you_mean
+from ..errors import ProblemError, did_you_mean
 
 MAX_CHARS = 10_000
 MAX_DEPTH = 60  # AST nesting depth
@@ -163,7 +163,7 @@ def _diff(ctx: ExprContext, args: list[sp.Expr]) -> sp.Expr:
 def check_derivative_orders(expr: sp.Expr) -> sp.Expr:
     """``expr`` when no field derivative in it exceeds order MAX_DIFF_COUNT along any axis (the
     jets carry derivatives up to that order); nested operators add up (lap(lap(lap(u))) is 6)."""
-    for d in expr.atoms(sp.Derivative):
+    for d in sorted(expr.atoms(sp.Derivative), key=str):  # sorted: the same message every run
         for sym, n in d.variable_count:
             if n > MAX_DIFF_COUNT:
                 raise ProblemError(f"a derivative of order {n} along {sym}; at most {MAX_DIFF_COUNT} per axis")

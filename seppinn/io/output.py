@@ -10,41 +10,15 @@ from __future__ import annotations
 import errno
 import io
 import json
-import os
 import shutil
-import tempfile
-from collections.abc import Callable, Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from ..safe_files import write_atomic
 from .xdmf import scalar_arrays, step_name, vtk_order, write_xdmf
-
-
-@contextmanager
-def atomic_path(target: Path) -> Iterator[Path]:
-    """Yield a temporary path beside ``target``; rename it over ``target`` on success."""
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-    os.close(fd)
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; results are ordinary files
-    tmp_path = Path(tmp)
-    try:
-        yield tmp_path
-        os.replace(tmp_path, target)
-    finally:
-        if tmp_path.exists():
-            tmp_path.unlink()
-
-
-def write_atomic(target: Path, writer: Callable[[Path], object]) -> None:
-    with atomic_path(target) as tmp:
-        writer(tmp)
-
 
 Slab = tuple[Mapping[str, np.ndarray], Mapping[str, np.ndarray]]  # (fields, references) on rows i0:i1 of axis 0
 

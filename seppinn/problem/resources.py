@@ -17,7 +17,7 @@ def shipped_dir(kind: str) -> Path:
             return path
     except (ModuleNotFoundError, TypeError):
         pass
-    return Path(__file__).resolve().parent.parent / kind
+    return Path(__file__).resolve().parents[2] / kind
 
 
 def shipped_names(kind: str) -> list[str]:
@@ -27,7 +27,7 @@ def shipped_names(kind: str) -> list[str]:
 def copy_examples(dest: Path, force: bool = False) -> tuple[list[str], list[str]]:
     """Copy the shipped problem files, solver presets and data files into ``dest``: (copied,
     kept) relative names. A file already there (perhaps edited) is kept unless ``force``."""
-    from .output import write_atomic
+    from ..safe_files import write_atomic
 
     files = [(f"{kind}/{f.name}", f) for kind in ("problems", "solvers") for f in sorted(shipped_dir(kind).glob("*.toml"))]
     data = shipped_dir("problems") / "data"

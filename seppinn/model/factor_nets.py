@@ -19,10 +19,6 @@ from torch import nn
 from . import jets as J
 from .activations import ACTIVATIONS, Activation
 
-BODIES = {
-    "mlp": "plain MLP: (depth - 1) hidden layers, then a linear output layer",
-    "modified_mlp": "SPINN's gated body: encoders U, V, H, then H = U + Z * (V - U) in (depth - 1) gated layers",
-}
 
 class Tape:
     """For the layer-wise pseudo-NTK: every linear layer's input values (in call order), and a zero

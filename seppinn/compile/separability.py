@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 import sympy as sp
 
-from .expressions import expand_bounded
+from ..problem.expressions import expand_bounded
 
 MAX_SEPARABLE_TERMS = 64  # products after expansion; above this the grid path is used
 

@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
+import numpy as np
 import sympy as sp
 import torch
 
-from .errors import ProblemError
+from ..errors import ProblemError
 
 Env = Mapping[sp.Symbol, torch.Tensor | float]
 Lowered = Callable[[Env], torch.Tensor | float]
@@ -115,3 +117,9 @@ def split_constants(expr: sp.Expr, variables: Sequence[sp.Symbol]) -> tuple[sp.E
         return e.func(*[walk(a) for a in e.args], evaluate=False)
 
     return walk(expr), consts
+
+
+def evaluate_numpy(expr: sp.Expr, env: Mapping[sp.Symbol, Any]) -> np.ndarray:
+    """``expr`` evaluated (float64) on numpy coordinates {symbol: broadcastable array}."""
+    values = {s: torch.as_tensor(np.asarray(v, dtype=np.float64)) for s, v in env.items()}
+    return np.asarray(torch.as_tensor(lower(expr)(values), dtype=torch.float64).numpy())

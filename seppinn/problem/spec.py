@@ -15,7 +15,7 @@ from typing import Any, Union
 
 import sympy as sp
 
-from .errors import ProblemError, did_you_mean
+from ..errors import ProblemError, did_you_mean
 from .expressions import (
     MAX_DIFF_COUNT,
     NAME_RE,
@@ -446,7 +446,7 @@ class Problem:
         if kind == "points" and spec.get("keep") is not None:
             raise self.error(f"{key}.keep", "'keep' selects points of a gridded file; thin a points file instead")
         if kind == "solver":
-            from .reference_solvers import REFERENCE_SOLVERS
+            from ..reference_solvers import REFERENCE_SOLVERS
 
             name = spec["solver"]
             if not isinstance(name, str) or name not in REFERENCE_SOLVERS:

@@ -13,6 +13,8 @@ from dataclasses import dataclass
 
 import torch
 
+from .. import registry
+
 MAX_ORDER = 4
 
 Derivatives = Callable[[torch.Tensor, int], list[torch.Tensor]]
@@ -30,23 +32,22 @@ class Activation:
 ACTIVATIONS: dict[str, Activation] = {}
 
 
-def register_activation(
-    name: str, smooth_order: int | None = None, siren: bool = False, doc: str = ""
-) -> Callable[[Derivatives], Derivatives]:
+def register_activation(name: str, siren: bool = False) -> Callable[[Derivatives], Derivatives]:
+    """Implement the activation ``name`` of ``registry.ACTIVATIONS`` (its doc and smooth order come from there)."""
     def deco(fn: Derivatives) -> Derivatives:
-        ACTIVATIONS[name] = Activation(name, fn, smooth_order, siren, doc)
+        ACTIVATIONS[name] = Activation(name, fn, registry.SMOOTH_ORDERS.get(name), siren, registry.ACTIVATIONS[name])
         return fn
 
     return deco
 
 
-@register_activation("sin", siren=True, doc="SIREN: sin(omega0 * (W h + b)), SIREN initialisation")
+@register_activation("sin", siren=True)
 def _sin(a: torch.Tensor, m: int) -> list[torch.Tensor]:
     s, c = torch.sin(a), torch.cos(a)
     return [s, c, -s, -c, s][: m + 1]
 
 
-@register_activation("tanh", doc="tanh, Glorot-normal initialisation (SPINN)")
+@register_activation("tanh")
 def _tanh(a: torch.Tensor, m: int) -> list[torch.Tensor]:
     t = torch.tanh(a)
     out = [t]
@@ -65,7 +66,7 @@ def _tanh(a: torch.Tensor, m: int) -> list[torch.Tensor]:
 _INV_SQRT_2PI = 1.0 / math.sqrt(2.0 * math.pi)
 
 
-@register_activation("gelu", doc="GELU (exact, erf form), Glorot-normal initialisation")
+@register_activation("gelu")
 def _gelu(a: torch.Tensor, m: int) -> list[torch.Tensor]:
     cdf = 0.5 * (1 + torch.erf(a / math.sqrt(2.0)))
     out = [a * cdf]
@@ -82,7 +83,7 @@ def _gelu(a: torch.Tensor, m: int) -> list[torch.Tensor]:
     return out
 
 
-@register_activation("relu", smooth_order=1, doc="ReLU: first derivatives only")
+@register_activation("relu")
 def _relu(a: torch.Tensor, m: int) -> list[torch.Tensor]:
     out = [torch.relu(a)]
     if m >= 1:

@@ -7,9 +7,9 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from .errors import ProblemError, did_you_mean
-from .problem import Axis, Problem
-from .safe_files import MAX_TEXT_BYTES, read_text
+from ..errors import ProblemError, did_you_mean
+from ..safe_files import MAX_TEXT_BYTES, read_text
+from .spec import Axis, Problem
 
 TOP_KEYS = ("problem", "axes", "fields", "parameters", "definitions", "equations",
             "conditions", "data", "reference", "solver")

@@ -22,8 +22,6 @@ from torch import nn
 from . import jets as J
 from .factor_nets import FactorBank, Tape
 
-SCALES = {"sqrt_rank": "CP output scale 1/sqrt(R), as in the paper", "none": "no output scale, as SPINN's code"}
-
 
 def _pad(xs: Sequence[torch.Tensor]) -> torch.Tensor:
     """Stack per-axis points into (D, n_max), padding short lists with their first point
@@ -185,11 +183,6 @@ class TTModel(SeparableField):
         return out
 
 
-MODEL_KINDS = {
-    "cp": "CP: u = s * sum_r prod_d f_d(x_d)_r (the paper's eq. 2); rank R",
-    "tucker": "Tucker: u = G x_1 F_1 ... x_D F_D; rank = R or [R_1, ..., R_D]",
-    "tt": "tensor train: u = G_1(x_1) G_2(x_2) ... G_D(x_D) (the paper's eq. 3); rank = R or the D - 1 bond ranks",
-}
 
 
 class SeparableModel(nn.Module):

@@ -22,19 +22,19 @@ import numpy as np
 import sympy as sp
 import torch
 
-from .compiler import CompiledProblem, PointSetKey, TermPart, part_sizes, per_axis
-from .errors import DataError, ProblemError, RunError, SolverConfigError
+from ..compile.compiler import CompiledProblem, PointSetKey, TermPart, part_sizes, per_axis
+from ..compile.lowering import evaluate_numpy, lower
+from ..compile.separability import LinearPart, Products
+from ..compile.separability import rank as block_rank
+from ..errors import DataError, ProblemError, RunError, SolverConfigError
+from ..io.output import squeeze_components
+from ..model.separable import SeparableModel, build_model, cp_contract
+from ..problem.solver_config import SolverConfig
+from ..reference_solvers import REFERENCE_SOLVERS
 from .gridfree import preconditioned_sum, squared_error, sum_of_squares
-from .lowering import lower
 from .metrics import MetricSpec, field_metrics
-from .output import squeeze_components
 from .progress import Progress
-from .reference_solvers import REFERENCE_SOLVERS
 from .seppgd import FactorPreconditioner, build_all, precondition, resolve_k
-from .separability import LinearPart, Products
-from .separability import rank as block_rank
-from .separable import SeparableModel, build_model, cp_contract
-from .solver_config import SolverConfig
 
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
 
@@ -676,7 +676,7 @@ class Trainer:
             if src.kind == "solver":
                 fn = REFERENCE_SOLVERS[str(src.solver)][0]
                 try:
-                    arr = fn(problem, [np.asarray(x, dtype=np.float64) for x in axes_points])
+                    arr = fn(problem, [np.asarray(x, dtype=np.float64) for x in axes_points], evaluate_numpy)
                 except ValueError as exc:
                     raise ProblemError(f"reference solver {src.solver!r}: {exc}", file=problem.source,
                                        key=f"{src.key}.solver") from None

@@ -12,12 +12,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .activations import ACTIVATIONS
-from .errors import SolverConfigError, did_you_mean
-from .factor_nets import BODIES
+from ..errors import SolverConfigError, did_you_mean
+from ..registry import ACTIVATIONS, BODIES, MODEL_KINDS, SCALES
 from .problem_file import read_toml
 from .resources import shipped_dir, shipped_names
-from .separable import MODEL_KINDS, SCALES
 
 SCHEDULES = {
     "constant": "the learning rate stays train.lr",
