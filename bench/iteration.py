@@ -38,7 +38,8 @@ import torch
 
 from seppinn.api import prepare
 from seppinn.train.progress import Progress
-from seppinn.train.trainer import Trainer, make_adam
+from seppinn.train.loop import Trainer
+from seppinn.train.optimizers import make_adam
 
 ROOT = Path(__file__).resolve().parent.parent
 SPINN_JAX_MS = {  # issue 8: SPINN's JAX code, compiled, on this 2-core machine type
@@ -77,7 +78,7 @@ def seppinn_step(n: int, compiled: bool = False, problem: str = "helmholtz3d", d
     opt = make_adam(list(tr.model.parameters()), 1e-3)
     progress = Progress(0, enabled=False)
     if networks_only:
-        jets_sum = lambda: sum(j.sum() for per in tr._jets().values() for j in per.values())  # noqa: E731
+        jets_sum = lambda: sum(j.sum() for per in tr.losses.jets().values() for j in per.values())  # noqa: E731
         run = torch.compile(jets_sum) if compiled else jets_sum
         tr._loss_vector = lambda _progress: run()  # type: ignore[method-assign]
 

@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 
 import seppinn
-from seppinn.train.trainer import Trainer
+from seppinn.train.loop import Trainer
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -30,12 +30,12 @@ def evaluation(n: int, grid_free: bool, repeats: int) -> tuple[float, float]:
     prep = seppinn.prepare(ROOT / "problems/helmholtz3d.toml", "spinn",
                            {"train.test_points": n, "train.grid_free": grid_free})
     tr = Trainer(prep.compiled, prep.config, device=torch.device("cpu"), progress=False)
-    assert ("u" in tr.gridfree_metrics) == grid_free
-    rel = tr.metrics()["u"]["rel_l2"]
+    assert ("u" in tr.evaluator.gridfree_metrics) == grid_free
+    rel = tr.evaluator.metrics()["u"]["rel_l2"]
     times = []
     for _ in range(repeats):
         t = time.perf_counter()
-        tr.metrics()
+        tr.evaluator.metrics()
         times.append(time.perf_counter() - t)
     return statistics.median(times) * 1000, rel
 

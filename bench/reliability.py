@@ -321,12 +321,11 @@ def memory(d: Path) -> None:
     row("memory guard: klein_gordon3d at 1024^3", r.returncode == 2, f"exit {r.returncode}: '{r.stderr.strip()}'")
     code = textwrap.dedent("""
         import resource, sys, seppinn
-        from seppinn.train.trainer import estimate_memory
         n, grid_free = int(sys.argv[1]), sys.argv[2] == "free"
         prep = seppinn.prepare("{root}/problems/helmholtz3d.toml", "spinn",
                                {{"train.points": n, "train.iterations": 20, "train.test_points": 8,
                                  "train.grid_free": grid_free}})
-        est = estimate_memory(prep.compiled, prep.config)["total"]
+        est = prep.plan.memory["total"]
         base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
         seppinn.run(prep, progress=False)
         peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024

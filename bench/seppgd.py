@@ -65,7 +65,8 @@ def cost(points: int, blocks: int = 30, compiled: bool = False) -> None:
     the shared machine's drift hits all alike; medians over the blocks. Besides SepPGD on both terms
     (k = 5 data / 2 walls), SepPGD on the data term only and on the walls only, for the split."""
     from seppinn.train.progress import Progress
-    from seppinn.train.trainer import Trainer, make_adam
+    from seppinn.train.loop import Trainer
+    from seppinn.train.optimizers import make_adam
 
     ov = {"train.points": points, "train.test_points": 8, "precondition.update_every": 10, "train.compile": compiled,
           "precondition.method": "seppgd"}
@@ -78,13 +79,13 @@ def cost(points: int, blocks: int = 30, compiled: bool = False) -> None:
         tr = Trainer(prep.compiled, prep.config, device=prep.device, progress=False)
         runs[name] = (tr, make_adam(list(tr.model.parameters()), 1e-3))
     progress = Progress(0, enabled=False)
-    modes = sorted({m for tr, _ in runs.values() for m in tr.modes.values()})
+    modes = sorted({pp.mode.replace("_", "-") for tr, _ in runs.values() for parts in tr.plan.parts for pp in parts})
 
     def block(name: str) -> tuple[float, float]:
         tr, opt = runs[name]
         t0 = time.perf_counter()
-        if tr.use_preconditioner:
-            tr.rebuild_preconditioners()
+        if tr.preconditioners.active:
+            tr.preconditioners.rebuild()
         t1 = time.perf_counter()
         for _ in range(10):
             total = tr._loss_vector(progress).sum()
@@ -138,7 +139,7 @@ def main() -> None:
             # the error this method had reached when the other method finished (same seed)
             eq_t = [at_seconds(r, o.history["seconds"][-1]) for r, o in zip(res[m], res[other])]
             wall = [r.history["seconds"][-1] for r in res[m]]
-            share = [r.trainer.precondition_seconds / r.history["seconds"][-1] for r in res[m]]
+            share = [r.trainer.preconditioners.seconds / r.history["seconds"][-1] for r in res[m]]
             print(f"| ({setting}) | {'Adam' if m == 'none' else 'SepPGD'} | {np.mean(fin):.3e} ± {np.std(fin):.1e} | "
                   f"{np.mean(eq_t):.3e} ± {np.std(eq_t):.1e} | {np.mean(wall):.1f} | {100 * np.mean(share):.1f} % |",
                   flush=True)

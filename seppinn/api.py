@@ -15,31 +15,21 @@ from typing import Any
 import numpy as np
 import torch
 
-from .compile.compiler import CompiledProblem, Residual, compile_problem, part_sizes, per_axis
+from .compile.compiler import CompiledProblem, Residual, compile_problem, per_axis
+from .compile.plan import Plan, make_plan
 from .errors import DataError, Interrupted, RunError, SolverConfigError
 from .io import plots
 from .io.data_sources import load_all
-from .io.output import squeeze_components, write_json, write_solution_h5
+from .io.output import write_json, write_solution_h5
 from .io.runs import check_run_dir, checkpoint_payload, read_checkpoint, seppinn_version, write_checkpoint, write_marker
 from .problem.expressions import symbolic_budget
 from .problem.problem_file import load_problem
 from .problem.solver_config import SolverConfig, resolve
 from .problem.spec import Problem
-from .train import seppgd
-from .train.trainer import (
-    Diverged,
-    Evaluation,
-    Trainer,
-    TrainState,
-    check_memory,
-    compiles,
-    estimate_memory,
-    history_columns,
-    metric_mode,
-    part_mode,
-    pick_device,
-    test_grid_sizes,
-)
+from .train.device import check_memory, pick_device
+from .train.evaluation import squeeze_components
+from .train.loop import Trainer
+from .train.records import Diverged, Evaluation, TrainState, history_columns
 
 SolverSpec = str | Path | Mapping[str, Any] | None
 Overrides = Mapping[str, Any] | Sequence[str] | None
@@ -55,6 +45,7 @@ class Prepared:
     data_arrays: dict[str, np.ndarray]
     ref_arrays: dict[str, np.ndarray]
     device: torch.device
+    plan: Plan
 
 
 def prepare(problem: Problem | str | Path, solver: SolverSpec = None, overrides: Overrides = None) -> Prepared:
@@ -69,12 +60,12 @@ def prepare(problem: Problem | str | Path, solver: SolverSpec = None, overrides:
     try:
         with symbolic_budget(f"compiling '{problem.source}'"):
             compiled = compile_problem(problem, config, data_arrays)
-        compiled.preconditioned = seppgd.plan(compiled, config)
+        plan = make_plan(compiled, config, ref_arrays=ref_arrays)
         device = pick_device(config.train.device)
-        check_memory(compiled, config, device, test_grid_sizes(compiled, config, ref_arrays))
+        check_memory(plan, config, device)
     except SolverConfigError as exc:  # settings that do not fit this problem; any layer may have set them
         raise exc.located("solver settings")
-    return Prepared(problem, config, compiled, data_arrays, ref_arrays, device)
+    return Prepared(problem, config, compiled, data_arrays, ref_arrays, device, plan)
 
 
 def _derivative_name(field: str, alpha: Sequence[int], axes: Sequence[str]) -> str:
@@ -95,8 +86,8 @@ def _rest_inputs(rest: Residual, axes: Sequence[str]) -> str:
 
 
 def check_report(prep: Prepared) -> str:
-    """What ``seppinn check`` prints: terms, grids, derivatives, memory estimate."""
-    p, c, cfg = prep.problem, prep.compiled, prep.config
+    """What ``seppinn check`` prints (from the plan): terms, grids, derivatives, memory estimate."""
+    p, c, cfg, plan = prep.problem, prep.compiled, prep.config, prep.plan
     m = cfg.model
     n_train = per_axis(cfg.train.points, c.axes)
     lines = [
@@ -104,45 +95,43 @@ def check_report(prep: Prepared) -> str:
             f"{a.name} in [{a.lo:g}, {a.hi:g}]" + (" (time)" if a.time else "") for a in p.axis_list)
         + "; fields " + ", ".join(f if k == 1 else f"{f} ({k} components)" for f, k in c.components.items()),
         f"model: {m.kind} rank {m.rank}, {m.body} depth {m.depth} width {m.width}, {m.activation}; "
-        f"{cfg.train.dtype} on {prep.device}; " + ("torch.compile" if compiles(cfg) else "eager"),
+        f"{cfg.train.dtype} on {prep.device}; " + ("torch.compile" if plan.compiles else "eager"),
     ]
     if any(key[0] == "train" for t in c.terms for part in t.parts for key in part.grid):
         lines.append(f"training points: {cfg.train.sampling} " + " x ".join(map(str, n_train))
                      + (f", resampled every {cfg.train.resample_every}" if cfg.train.sampling == "random" else ""))
-    for t in c.terms:
+    for t, part_plans in zip(c.terms, plan.parts):
         faces = sum(p.faces for p in t.parts)
         red = f", {t.reduction} over {faces} faces" if faces > 1 else ""
         lines.append(f"term {t.name} ({t.kind}, {t.key}), weight {t.weight:g}{red}")
-        for part in t.parts:
-            sizes = part_sizes(c, part, n_train)
+        for part, pp in zip(t.parts, part_plans):
+            sizes = pp.sizes
             ders = ", ".join(f"{_derivative_name(f, a, c.axes)} {tuple(a)}" for f, a in part.residual.derivs)
             where = (f"{sizes[0]} scattered points (pointwise)" if part.pointwise
                      else f"grid {' x '.join(map(str, sizes))} ({int(np.prod(sizes))} points)")
-            mode, rho = part_mode(c, cfg, part)
+            mode, rho = pp.mode.replace("_", "-"), pp.rank
             rest = part.residual.rest
             how = f"; {mode} (CP residual, rank {rho}" + (f"; the rest on the grid{_rest_inputs(rest, c.axes)})"
                                                           if rest else ")")
             lines.append(f"  {part.label}: {where}; {ders}" + (how if mode != "grid" else ""))
     if p.reference:
-        sizes = (list(next(iter(prep.ref_arrays.values())).shape[:-1]) if prep.ref_arrays
-                 else per_axis(cfg.train.test_points, c.axes))
         def metric_how(f: str) -> str:
-            if metric_mode(c, cfg, f) == "grid":
+            if plan.metric_modes[f] == "grid":
                 return f"{f} on the grid"
             n = len(c.separable_references[f].reference)
             return f"{f} grid-free (separable reference, {n} product{'s' if n > 1 else ''})"
         modes = [metric_how(f) for f in p.reference]
-        lines.append(f"metrics on the test grid {' x '.join(map(str, sizes))}: " + ", ".join(modes))
-    if c.preconditioned:
+        lines.append(f"metrics on the test grid {' x '.join(map(str, plan.test_sizes))}: " + ", ".join(modes))
+    if plan.preconditioned:
         pc = cfg.precondition
         lines.append(f"SepPGD ({pc.modulation}, scale {pc.scale}, rebuilt "
                      + (f"every {pc.update_every} iterations" if pc.update_every else "once")
-                     + " and when points change): " + ", ".join(f"{t} (k = {k})" for t, k in c.preconditioned.items()))
+                     + " and when points change): " + ", ".join(f"{t} (k = {k})" for t, k in plan.preconditioned.items()))
     elif cfg.precondition.method == "seppgd":
         lines.append("SepPGD: no term qualifies (data terms and value conditions on one field)")
     orders = "; ".join(f"{f}: " + ", ".join(f"{a} {o}" for a, o in zip(c.axes, os)) for f, os in c.orders.items())
     lines.append(f"jet orders per axis: {orders}")
-    mem = estimate_memory(c, cfg, test_grid_sizes(c, cfg, prep.ref_arrays))
+    mem = plan.memory
 
     def mib(b: float) -> str:
         return f"{b / 2**20:.1f} MiB"
@@ -176,7 +165,7 @@ class Result:
         missing = [a for a in axes if a not in grid]
         if missing:
             raise ValueError(f"evaluate: no points for axis {', '.join(missing)} (axes: {', '.join(axes)})")
-        pred = self.trainer.predict([np.atleast_1d(np.asarray(grid[a], dtype=np.float64)) for a in axes])
+        pred = self.trainer.evaluator.predict([np.atleast_1d(np.asarray(grid[a], dtype=np.float64)) for a in axes])
         comps = self.prepared.compiled.components
         return {f: squeeze_components(v.cpu().numpy(), comps[f]) for f, v in pred.items()}
 
@@ -189,7 +178,7 @@ class Result:
         coords = [np.atleast_1d(np.asarray(points[a], dtype=np.float64)) for a in axes]
         if len({c.shape for c in coords}) != 1 or coords[0].ndim != 1:
             raise ValueError("evaluate_points: every axis needs a 1-D array of the same length")
-        pred = self.trainer.predict_points(coords)
+        pred = self.trainer.evaluator.predict_points(coords)
         comps = self.prepared.compiled.components
         return {f: squeeze_components(v.cpu().numpy(), comps[f]) for f, v in pred.items()}
 
@@ -212,7 +201,7 @@ class Result:
         out = Path(out)
         out.mkdir(parents=True, exist_ok=True)
         write_marker(out, self.problem.name)
-        tr = self.trainer
+        tr = self.trainer.evaluator
         fields, reference = tr.test_solution()
         attrs = {
             "problem": self.problem.text, "solver": self.config.to_toml(), "seed": self.config.train.seed,
@@ -283,7 +272,8 @@ def run(prep: Prepared, out: str | Path | None = None, *, progress: bool = True,
     if out is not None:
         check_run_dir(out, prep.problem, force)
     start = time.perf_counter()
-    trainer = Trainer(prep.compiled, prep.config, prep.ref_arrays, device=prep.device, progress=progress)
+    trainer = Trainer(prep.compiled, prep.config, prep.ref_arrays, plan=prep.plan, device=prep.device,
+                      progress=progress)
 
     def on_checkpoint(snap: dict[str, Any]) -> None:
         if out is not None:

@@ -18,7 +18,7 @@ import torch
 
 from .errors import DataError, SeppinnError
 from .formats import FORMATS
-from .io.output import Slab, squeeze_components, write_solution_h5
+from .io.output import Slab, write_solution_h5
 from .io.xdmf import scalar_arrays, vtk_order
 from .safe_files import read_text, write_atomic
 
@@ -91,7 +91,7 @@ def export_bytes(sizes: list[int], fmt: str, arrays: int, solver_arrays: int, ra
 def check_export_memory(prep: Prepared, run: Path, fmt: str, points: int) -> None:
     """Refuse an export whose files would not fit on the disk of ``run``, or whose estimated memory
     (``export_bytes``) exceeds the run's memory limit."""
-    from .train.trainer import memory_limit
+    from .train.device import memory_limit
 
     c = prep.compiled
     sizes = list(next(iter(prep.ref_arrays.values())).shape[:-1]) if prep.ref_arrays else [points] * len(c.axes)
@@ -121,7 +121,8 @@ def export(run: str | Path, fmt: str = "xdmf", points: int = 64) -> list[Path]:
     from .api import prepare
     from .io.runs import load_weights, read_checkpoint
     from .problem.problem_file import load_problem, load_problem_text
-    from .train.trainer import Trainer
+    from .train.evaluation import squeeze_components
+    from .train.loop import Trainer
 
     if fmt not in FORMATS:
         raise SeppinnError(f"'{fmt}' is not one of {', '.join(FORMATS)}", key="--format")
@@ -137,8 +138,10 @@ def export(run: str | Path, fmt: str = "xdmf", points: int = 64) -> list[Path]:
         problem = load_problem_text(ckpt["problem"], src or str(run / "problem.toml"))
     prep = prepare(problem, solver)  # the run's own settings; the export grid is separate
     check_export_memory(prep, run, fmt, points)
-    tr = Trainer(prep.compiled, prep.config, prep.ref_arrays, device=torch.device("cpu"), progress=False)
-    load_weights(tr.model, ckpt["model"], str(run / "model.pt"))
+    trainer = Trainer(prep.compiled, prep.config, prep.ref_arrays, plan=prep.plan, device=torch.device("cpu"),
+                      progress=False)
+    load_weights(trainer.model, ckpt["model"], str(run / "model.pt"))
+    tr = trainer.evaluator
     # a reference file fixes the grid (its values exist there only); otherwise points per axis
     grid = tr.test_axes if prep.ref_arrays else [np.linspace(lo, hi, points) for lo, hi in prep.compiled.ranges]
     whole = {f: r for f, r in tr.reference.items() if f in prep.ref_arrays}

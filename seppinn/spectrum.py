@@ -13,7 +13,7 @@ import torch
 
 from .api import Prepared
 from .errors import SolverConfigError
-from .train.trainer import Trainer
+from .train.loop import Trainer
 
 MAX_FULL = 1024  # grid points up to which the full NTK (N x N) is formed
 
@@ -32,18 +32,19 @@ def _kron_sum(mats: dict[int, torch.Tensor], sizes: list[int], c: float) -> torc
 def compute(prep: Prepared) -> dict[str, np.ndarray]:
     """Named 1-D arrays of eigenvalues (descending): ``<term>/<axis>/factor`` and
     ``.../modulated``, and ``<term>/full`` and ``<term>/full_preconditioned`` where formed."""
-    if not prep.compiled.preconditioned:
+    if not prep.plan.preconditioned:
         raise SolverConfigError("no term is preconditioned: use --set precondition.method=seppgd "
                                 "(and a problem with data terms or value conditions)", key="precondition.method")
-    tr = Trainer(prep.compiled, prep.config, prep.ref_arrays, device=prep.device, progress=False)
-    tr.rebuild_preconditioners()
+    tr = Trainer(prep.compiled, prep.config, prep.ref_arrays, plan=prep.plan, device=prep.device, progress=False)
+    tr.preconditioners.rebuild()
+    _, scales = tr.preconditioners.current()
     out: dict[str, np.ndarray] = {}
     axes = prep.compiled.axes
-    for term in prep.compiled.terms:
-        if term.name not in prep.compiled.preconditioned:
+    for ti, term in enumerate(prep.compiled.terms):
+        if term.name not in prep.plan.preconditioned:
             continue
         part = term.parts[0]
-        factors = tr.factors[id(part)]
+        factors = tr.preconditioners.factors[(ti, 0)]
         for d, fp in factors.items():
             out[f"{term.name}/{axes[d]}/factor"] = fp.eigvals.cpu().double().numpy()
             out[f"{term.name}/{axes[d]}/modulated"] = fp.modulated.cpu().double().numpy()
@@ -57,7 +58,7 @@ def compute(prep: Prepared) -> dict[str, np.ndarray]:
         J = torch.stack([torch.cat([g.flatten() for g in torch.autograd.grad(Z[i], params, retain_graph=True)])
                          for i in range(len(Z))]).double()
         K = J @ J.T
-        S = _kron_sum({d: f.dense().cpu().double() for d, f in factors.items()}, sizes, tr._part_scale(id(part)))
+        S = _kron_sum({d: f.dense().cpu().double() for d, f in factors.items()}, sizes, scales[(ti, 0)])
         out[f"{term.name}/full"] = torch.linalg.eigvalsh(K).flip(0).numpy()
         out[f"{term.name}/full_preconditioned"] = np.sort(torch.linalg.eigvals(K @ S).real.numpy())[::-1].copy()
     return out

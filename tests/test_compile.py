@@ -34,13 +34,13 @@ def test_the_loss_traces_as_one_graph(grid_free):
     """No graph break on the grid (fused) and grid-free paths, with SepPGD and Gauss weights."""
     import torch
 
-    from seppinn.train.trainer import Trainer
+    from seppinn.train.loop import Trainer
 
     prep = seppinn.prepare(ROOT / "problems/helmholtz3d_data.toml", "spinn", {
         "train.points": 10, "train.grid_free": grid_free, "train.sampling": "gauss",
         "precondition.method": "seppgd", "precondition.k": 3})
     tr = Trainer(prep.compiled, prep.config, device=torch.device("cpu"), progress=False)
-    tr.rebuild_preconditioners()
-    assert set(tr.modes.values()) == {"grid-free" if grid_free else "fused"}
+    tr.preconditioners.rebuild()
+    assert {pp.mode for parts in tr.plan.parts for pp in parts} == {"grid_free" if grid_free else "fused"}
     explained = torch._dynamo.explain(lambda: torch.stack(list(tr.losses().values())))()
     assert explained.graph_break_count == 0, explained.break_reasons

@@ -74,4 +74,4 @@ def test_data_problem_fits_a_gridded_file(tmp_path):
                                  "model.activation": "sin", "model.omega0": 3.0, "train.lr": 3e-3,
                                  "train.eval_every": 100})
     assert r.metrics["u"]["rel_l2"] < 0.01
-    assert r.trainer.test_axes[0].shape == (12,)  # the test grid is the reference file's grid
+    assert r.trainer.evaluator.test_axes[0].shape == (12,)  # the test grid is the reference file's grid

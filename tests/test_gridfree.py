@@ -3,6 +3,8 @@ grid-free Gram-product losses against the grid path, with and without SepPGD, an
 
 from __future__ import annotations
 
+import dataclasses
+
 import itertools
 
 import numpy as np
@@ -12,7 +14,8 @@ import torch
 
 import seppinn
 from seppinn.compile.separability import combine, linear_part, separate
-from seppinn.train.trainer import Trainer, plan_passes
+from seppinn.compile.plan import make_plan, plan_passes
+from seppinn.train.loop import Trainer
 
 from .conftest import ROOT, eps_tol
 
@@ -90,16 +93,31 @@ def _trainer(problem, **ov) -> Trainer:
             "train.sampling": "random", "train.points": 7}
     prep = seppinn.prepare(problem, "spinn", {**base, **ov})
     tr = Trainer(prep.compiled, prep.config, device=torch.device("cpu"), progress=False)
-    if tr.use_preconditioner:
-        tr.rebuild_preconditioners()
+    if tr.preconditioners.active:
+        tr.preconditioners.rebuild()
     return tr
+
+
+def _grid_twin(tr: Trainer, dtype: str | None = None) -> Trainer:
+    """A trainer with the same weights, points and SepPGD factors as ``tr`` that evaluates every
+    part on the grid path (``make_plan(mode="grid")``), in ``dtype`` if given."""
+    cfg = tr.cfg if dtype is None else dataclasses.replace(tr.cfg, train=dataclasses.replace(tr.cfg.train, dtype=dtype))
+    twin = Trainer(tr.c, cfg, plan=make_plan(tr.c, cfg, mode="grid"), device=torch.device("cpu"), progress=False)
+    twin.model.load_state_dict(tr.model.state_dict())
+    twin.points.points = {k: v.to(twin.dtype) for k, v in tr.points.points.items()}
+    twin.losses.prepare()
+    twin.preconditioners.load_state(tr.preconditioners.state(), tr.preconditioners.active)
+    return twin
+
+
+def _modes(tr: Trainer) -> set[str]:
+    return {pp.mode for parts in tr.plan.parts for pp in parts}
 
 
 def _loss_and_grad(tr: Trainer, mode: str | None = None):
     """Losses and gradient as the trainer chose (None) or with every part on the grid path ("grid")."""
     if mode == "grid":
-        tr.modes = {k: "grid" for k in tr.modes}
-        tr._prepare_all()
+        tr = _grid_twin(tr)
     losses = tr.losses()
     total = torch.stack(list(losses.values())).sum()
     grads = torch.autograd.grad(total, list(tr.model.parameters()))
@@ -116,9 +134,9 @@ def _assert_same(a, b):
 @pytest.mark.parametrize("problem", ["helmholtz3d", "klein_gordon3d", "diffusion3d", "advection_diffusion1d"])
 def test_fused_contraction_equals_per_term(problem):
     tr = _trainer(ROOT / "problems" / f"{problem}.toml", **{"train.grid_free": False})
-    assert "fused" in tr.modes.values()
+    assert "fused" in _modes(tr)
     # Klein-Gordon's and Helmholtz's PDE blocks share last-axis factors: summed before the last product
-    last_slots = tr.block_slots[id(tr.c.terms[0].parts[0].residual.linear)][-1]
+    last_slots = tr.losses.parts[0][0].cp[0].slots[-1]
     assert (len(set(last_slots)) < len(last_slots)) == (problem in ("klein_gordon3d", "helmholtz3d"))
     _assert_same(_loss_and_grad(tr, None), _loss_and_grad(tr, "grid"))
 
@@ -128,7 +146,7 @@ def test_fused_grouped_contraction_of_a_vector_field():
     p = seppinn.Problem("vec", {"x": (0.0, 1.0), "y": (0.0, 1.0), "z": (0.0, 1.0)}, {"u": 2})
     p.add_equation("diff(u, x, 2) - diff(u, y, 2) - diff(u, z, 2) + u - sin(x)*y")
     tr = _trainer(p, **{"train.grid_free": False})
-    assert tr.block_slots[id(tr.c.terms[0].parts[0].residual.linear)][-1] == [0, 1, 0, 2]
+    assert tr.losses.parts[0][0].cp[0].slots[-1] == [0, 1, 0, 2]
     _assert_same(_loss_and_grad(tr, None), _loss_and_grad(tr, "grid"))
 
 
@@ -141,9 +159,11 @@ def test_a_combination_is_one_grid_grouped_on_its_shared_axis(order, components)
     p.add_equation("diff(u, t) - u*(diff(u, x, 2) + diff(u, y, 2)) - diff(u, x)**2 + sin(x)")
     tr = _trainer(p, **{"train.grid_free": False})
     part = tr.c.terms[0].parts[0]
-    assert tr.modes[id(part)] == "fused"
+    assert tr.plan.part(0, 0).mode == "fused"
     ((lin),) = part.residual.rest.sums
-    slots = tr.block_slots[id(lin)]
+    (cp,) = tr.losses.parts[0][0].cp[1:]
+    assert cp.lin is lin
+    slots = cp.slots
     assert [len(set(s_)) for s_ in slots] == [1 if a == "t" else 2 for a in order]
     assert sorted(f"{f}{a}" for f, a in part.residual.rest.derivs) == ["u(0, 0, 0)", f"u{tuple(int(a == 'x') for a in order)}"]
     _assert_same(_loss_and_grad(tr, None), _loss_and_grad(tr, "grid"))
@@ -161,10 +181,10 @@ def test_factor_passes_merge_when_padding_makes_them_cheaper():
 
 def test_merged_factor_passes_give_the_per_order_jets():
     tr = _trainer(ROOT / "problems" / "diffusion3d.toml", **{"train.grid_free": False})
-    ((order, keys),) = tr.jet_plan["u"]  # one order-2 pass; t needs order 1
+    ((order, keys),) = tr.plan.jet_passes["u"]  # one order-2 pass; t needs order 1
     assert order == 2
     merged = _loss_and_grad(tr)
-    tr.jet_plan["u"] = [(1, [keys[0], [], []]), (2, [[], keys[1], keys[2]])]  # a pass per order
+    tr.losses.jet_passes["u"] = [(1, [keys[0], [], []]), (2, [[], keys[1], keys[2]])]  # a pass per order
     _assert_same(merged, _loss_and_grad(tr))
 
 
@@ -178,10 +198,10 @@ def test_merged_factor_passes_give_the_per_order_jets():
 def test_grid_free_equals_grid(extra):
     """helmholtz3d_data: the PDE, the data term and the six walls are all CP residuals."""
     tr = _trainer(ROOT / "problems" / "helmholtz3d_data.toml", **{"train.grid_free": True, **extra})
-    assert set(tr.modes.values()) == {"grid-free"}
+    assert _modes(tr) == {"grid_free"}
     # the PDE's repeated blocks ([F'' + k^2 F, F, F] on x) enter its Gram products once
-    pde = tr.c.terms[0].parts[0]
-    assert [len(c.unique()) if c is not None else None for c in tr.distinct_columns[id(pde.residual.linear)]] == [11, 11, 11]
+    columns = tr.losses.parts[0][0].cp[0].columns
+    assert [len(c.unique()) if c is not None else None for c in columns] == [11, 11, 11]
     _assert_same(_loss_and_grad(tr, None), _loss_and_grad(tr, "grid"))
 
 
@@ -202,11 +222,7 @@ def test_float32_grid_free_matches_float64():
     tr = _trainer(ROOT / "problems" / "helmholtz3d.toml", **{"train.grid_free": True, "train.dtype": "float32",
                                                               "train.points": 40})
     free = _loss_and_grad(tr, None)[0]
-    tr.model.double()
-    tr.dtype = torch.float64
-    tr.points = {k: v.double() for k, v in tr.points.items()}
-    tr._prepare_all()
-    ref = _loss_and_grad(tr, "grid")[0]
+    ref = _loss_and_grad(_grid_twin(tr, "float64"))[0]
     torch.testing.assert_close(free.double(), ref, rtol=1e-5, atol=0)
 
 
@@ -219,7 +235,7 @@ def test_gauss_points_integrate_spectrally():
     def loss(sampling: str, n: int) -> float:
         tr = _trainer(p, **{"train.sampling": sampling, "train.points": n, "train.grid_free": True,
                             "model.activation": "tanh", "model.body": "mlp"})
-        assert set(tr.modes.values()) == {"grid-free"}
+        assert _modes(tr) == {"grid_free"}
         return float(tr.losses()["data"].detach())
     g10, g40 = loss("gauss", 10), loss("gauss", 40)
     u10, u40 = loss("grid", 10), loss("grid", 40)
@@ -240,7 +256,7 @@ def test_check_reports_the_choice():
 def test_grid_free_memory_estimate_allows_huge_grids():
     """2048^3 on the grid would need tens of GiB per tensor; grid-free Helmholtz needs megabytes."""
     prep = seppinn.prepare(ROOT / "problems" / "helmholtz3d.toml", "spinn", {"train.points": 2048})
-    est = seppinn.train.trainer.estimate_memory(prep.compiled, prep.config)["total"]
+    est = prep.plan.memory["total"]
     assert est < 2 * 2**30
     with pytest.raises(seppinn.SolverConfigError, match="estimated peak memory"):
         seppinn.prepare(ROOT / "problems" / "helmholtz3d.toml", "spinn",
@@ -262,7 +278,7 @@ def test_face_pairs_give_per_face_sums(reduction, grid_free):
     for d in range(3):
         for v in (-1.0, 1.0):
             axes = [np.array([v]) if e == d else pts[e] for e in range(3)]
-            u = tr.predict(axes)["u"][..., 0].numpy()
+            u = tr.evaluator.predict(axes)["u"][..., 0].numpy()
             X = np.meshgrid(*axes, indexing="ij")
             exact = np.sin(4 * np.pi * X[0]) * np.sin(4 * np.pi * X[1]) * np.sin(3 * np.pi * X[2])
             means.append(np.mean((u - exact) ** 2))
@@ -300,24 +316,24 @@ def test_grid_free_metrics_equal_the_grid(problem, mode, scale):
     """rel_l2 and mse from Gram products = the same metrics on the test grid; the outputs still get
     the reference on the grid."""
     tr = _trainer(problem, **{"train.test_points": 9, "model.scale": scale})
-    assert ("u" in tr.gridfree_metrics) == (mode == "grid-free")
+    assert ("u" in tr.evaluator.gridfree_metrics) == (mode == "grid-free")
     for _ in range(2):  # at initialisation and after changing the model (error and reference comparable)
-        grid = seppinn.train.metrics.field_metrics(tr.predict(tr.test_axes)["u"], tr.reference_on(tr.test_axes)["u"],
+        grid = seppinn.train.metrics.field_metrics(tr.evaluator.predict(tr.evaluator.test_axes)["u"], tr.evaluator.reference_on(tr.evaluator.test_axes)["u"],
                                              seppinn.train.metrics.MetricSpec())
-        free = tr.metrics()["u"]
+        free = tr.evaluator.metrics()["u"]
         assert free.keys() == grid.keys() and free["rel_l2"] > 1e-2
         for k in grid:
             assert free[k] == pytest.approx(grid[k], rel=1e-10)
         with torch.no_grad():
             for prm in tr.model.parameters():
                 prm.mul_(0.3)
-    fields, refs = tr.test_solution()
-    assert refs["u"].shape == fields["u"].shape == tuple(len(a) for a in tr.test_axes)
+    fields, refs = tr.evaluator.test_solution()
+    assert refs["u"].shape == fields["u"].shape == tuple(len(a) for a in tr.evaluator.test_axes)
 
 
 def test_grid_free_metrics_follow_the_switch():
     tr = _trainer(ROOT / "problems" / "helmholtz3d.toml", **{"train.grid_free": False})
-    assert not tr.gridfree_metrics and "u" in tr.reference
+    assert not tr.evaluator.gridfree_metrics and "u" in tr.evaluator.reference
     prep = seppinn.prepare(ROOT / "problems" / "helmholtz3d.toml", "spinn")
     assert "metrics on the test grid 100 x 100 x 100: u grid-free (separable reference, 1 product)" \
         in seppinn.api.check_report(prep)

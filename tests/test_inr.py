@@ -196,18 +196,18 @@ def test_scattered_seppgd_is_the_non_grid_form(tmp_path, scale, f64):
     tr = trainer_for(p, **{"precondition.k": 6, "precondition.scale": scale, "train.weights": {"data": 0.5}})
     params = list(tr.model.parameters())
     grad = flat_grad(tr.losses()["data"], params)
-    Z = tr.predict_points([x, y])["u"][:, 0]  # pointwise values, no grid
+    Z = tr.evaluator.predict_points([x, y])["u"][:, 0]  # pointwise values, no grid
     with torch.enable_grad():
         mats = [j[0] for j in tr.model["u"].all_jets([torch.as_tensor(x), torch.as_tensor(y)], 0)]
         Zg = tr.model["u"].contract_points(mats)[:, 0]
     torch.testing.assert_close(Zg.detach(), Z)
     r = (Zg - torch.as_tensor(u)).detach()
     part = tr.c.terms[0].parts[0]
-    S = sum(tr.factors[id(part)][d].dense() for d in range(2))  # Appendix A.2: S~ = c sum_d S_d (N x N)
+    S = sum(tr.preconditioners.factors[(0, 0)][d].dense() for d in range(2))  # Appendix A.2: S~ = c sum_d S_d (N x N)
     c = 0.5 if scale == "normalized" else 1.0
     want = (2 * 0.5 / len(r)) * jacobian(Zg, params).T @ (c * S @ r)
     assert ((grad - want).norm() / want.norm()).item() <= 1e-10
-    assert tr.factors[id(part)][0].dense().shape == (40, 40)
+    assert tr.preconditioners.factors[(0, 0)][0].dense().shape == (40, 40)
 
 
 def test_scattered_points_hdf5_and_sensor_problem(tmp_path):

@@ -17,7 +17,7 @@ import seppinn
 from seppinn.api import prepare
 from seppinn.cli import main
 from seppinn.problem.expressions import OPERATOR_DOCS, OPERATORS
-from seppinn.train.trainer import Trainer
+from seppinn.train.loop import Trainer
 
 from .conftest import HELMHOLTZ_SMALL, ROOT, write
 

@@ -29,12 +29,12 @@ def test_second_order_convergence():
 def test_diffusion_problem_reference(tmp_path, monkeypatch):
     monkeypatch.setenv("SEPPINN_CACHE", str(tmp_path / "cache"))
     from seppinn.problem.resources import shipped_dir
-    from seppinn.train.trainer import Trainer
+    from seppinn.train.loop import Trainer
 
     prep = seppinn.prepare(shipped_dir("problems") / "diffusion3d.toml",
                            overrides={"train.test_points": {"t": 5, "x": 11, "y": 11}})
     tr = Trainer(prep.compiled, prep.config, device=None, progress=False)
-    ref = tr.reference["u"][..., 0].numpy()
+    ref = tr.evaluator.reference["u"][..., 0].numpy()
     assert ref.shape == (5, 11, 11)
     x = np.linspace(-1, 1, 11)
     X, Y = np.meshgrid(x, x, indexing="ij")

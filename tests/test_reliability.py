@@ -17,7 +17,7 @@ import seppinn
 from seppinn.api import prepare
 from seppinn.cli import main
 from seppinn.io.runs import storable
-from seppinn.train.trainer import Trainer
+from seppinn.train.loop import Trainer
 
 from .conftest import HELMHOLTZ_SMALL, ROOT, write
 
@@ -52,8 +52,8 @@ def test_resumed_run_equals_the_uninterrupted_one_exactly(tmp_path, stop_at):
     assert rest.iteration == full.iteration == 36
     for (name, a), b in zip(full_tr.model.state_dict().items(), rest_tr.model.state_dict().values()):
         assert torch.equal(a, b), name
-    cols_full = seppinn.train.trainer.history_columns(full.history)
-    cols_rest = seppinn.train.trainer.history_columns(rest.history)
+    cols_full = seppinn.train.records.history_columns(full.history)
+    cols_rest = seppinn.train.records.history_columns(rest.history)
     assert cols_full.keys() == cols_rest.keys()
     for k in cols_full:
         if k != "seconds":
@@ -136,12 +136,12 @@ def test_divergence_stops_names_term_and_iteration_and_keeps_the_last_good_state
 
 def test_rollback_halves_the_learning_rate_and_finishes(tmp_path):
     path = write(tmp_path / "p.toml", DIVERGES)
-    seppinn.train.trainer.MAX_ROLLBACKS, limit = 0, seppinn.train.trainer.MAX_ROLLBACKS
+    seppinn.train.loop.MAX_ROLLBACKS, limit = 0, seppinn.train.loop.MAX_ROLLBACKS
     try:  # when the rollbacks are used up, the run stops as without them
         with pytest.raises(seppinn.RunError, match=r"is not finite at iteration 1\d\d; the last good state") as exc:
             seppinn.solve(path, overrides={**DIVERGING, "train.on_nan": "rollback"}, out=tmp_path / "r", progress=False)
     finally:
-        seppinn.train.trainer.MAX_ROLLBACKS = limit
+        seppinn.train.loop.MAX_ROLLBACKS = limit
     # the blow-up's iteration depends on the CPU's rounding (111 on one machine, 137 on another):
     # end a few iterations after it, so the run only finishes by rolling back at a lower rate
     bad = int(str(exc.value).split("at iteration ")[1].split(";")[0])

@@ -11,7 +11,7 @@ import seppinn
 from seppinn import SolverConfigError
 from seppinn.train.seppgd import factor_preconditioner
 from seppinn.model.separable import CPModel
-from seppinn.train.trainer import Trainer
+from seppinn.train.loop import Trainer
 
 AXES = {"x": (0.0, 1.0), "y": (-1.0, 2.0), "z": (0.5, 1.5)}
 SIZES = {"x": 4, "y": 5, "z": 6}
@@ -28,7 +28,7 @@ def small_overrides(**extra):
 def trainer_for(problem, **extra) -> Trainer:
     prep = seppinn.prepare(problem, overrides=small_overrides(**extra))
     tr = Trainer(prep.compiled, prep.config, device=torch.device("cpu"), progress=False)
-    tr.rebuild_preconditioners()
+    tr.preconditioners.rebuild()
     return tr
 
 
@@ -118,7 +118,7 @@ def test_lemma2_against_dense_kronecker_sum(dims, scale, kind, f64):
     r = (Z - torch.as_tensor(Y)).flatten().detach()
     J = jacobian(Z, params)
     part = tr.c.terms[0].parts[0]
-    S = kron_sum([tr.factors[id(part)][d].dense() for d in range(dims)], [len(x) for x in pts])
+    S = kron_sum([tr.preconditioners.factors[(0, 0)][d].dense() for d in range(dims)], [len(x) for x in pts])
     c = 1 / dims if scale == "normalized" else 1.0
     want = (2 * 0.7 / len(r)) * J.T @ (c * S @ r)
     assert ((grad - want).norm() / want.norm()).item() <= 1e-10
@@ -147,7 +147,7 @@ def test_face_term_matches_its_lower_dimensional_counterpart(f64):
     p.add_equation("lap(u)")
     p.add_condition(on="x = min", value="cos(2*y)*z", name="face")
     tr = trainer_for(p, **{"train.points": SIZES, "precondition.k": {"face": 3}})
-    assert tr.c.preconditioned == {"face": 3}
+    assert tr.plan.preconditioned == {"face": 3}
     params = list(tr.model.parameters())
     grad = flat_grad(tr.losses()["face"], params)
     part = tr.c.terms[1].parts[0]
@@ -155,9 +155,9 @@ def test_face_term_matches_its_lower_dimensional_counterpart(f64):
     Z = tr.model["u"](pts)[0, :, :, 0]  # (n_y, n_z) on the face x = 0
     y, z = np.meshgrid(pts[1].numpy(), pts[2].numpy(), indexing="ij")
     r = (Z - torch.as_tensor(np.cos(2 * y) * z)).flatten().detach()
-    S = kron_sum([None, tr.factors[id(part)][1].dense(), tr.factors[id(part)][2].dense()], [1, 5, 6])
+    S = kron_sum([None, tr.preconditioners.factors[(1, 0)][1].dense(), tr.preconditioners.factors[(1, 0)][2].dense()], [1, 5, 6])
     want = (2 / len(r)) * jacobian(Z, params).T @ (0.5 * S @ r)
-    assert set(tr.factors[id(part)]) == {1, 2}
+    assert set(tr.preconditioners.factors[(1, 0)]) == {1, 2}
     assert ((grad - want).norm() / want.norm()).item() <= 1e-10
 
 
@@ -193,7 +193,7 @@ def test_refusals():
         seppinn.prepare(p, overrides=small_overrides(**{"precondition.terms": ["pde"]}))
     with pytest.raises(SolverConfigError, match=r"unknown term 'wal' \(did you mean 'wall'\?\)"):
         seppinn.prepare(p, overrides=small_overrides(**{"precondition.terms": ["wal"]}))
-    assert seppinn.prepare(p, overrides=small_overrides()).compiled.preconditioned == {"wall": 3}
+    assert seppinn.prepare(p, overrides=small_overrides()).plan.preconditioned == {"wall": 3}
 
 
 def test_spectrum_command_writes_numbers_and_plot(tmp_path, capsys):

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 import seppinn
-from seppinn.train.trainer import Trainer
+from seppinn.train.loop import Trainer
 
 from .conftest import HELMHOLTZ_SMALL, write
 
@@ -81,7 +81,7 @@ def test_best_checkpoint_is_the_lowest_loss_state(poisson_run):
     prep = seppinn.prepare(path, overrides=SMALL)
     trainer = Trainer(prep.compiled, prep.config, device=torch.device("cpu"), progress=False)
     trainer.model.load_state_dict(ckpt["model"])
-    assert trainer.metrics()["u"]["rel_l2"] == pytest.approx(best["u"]["rel_l2"], rel=1e-6)
+    assert trainer.evaluator.metrics()["u"]["rel_l2"] == pytest.approx(best["u"]["rel_l2"], rel=1e-6)
 
 
 def test_lbfgs_phase_and_schedules_lower_the_loss(tmp_path):
@@ -131,7 +131,7 @@ value = "exact"''')
     tr = Trainer(prep.compiled, prep.config, device=torch.device("cpu"), progress=False)
     y = np.linspace(0, 2, 9)
     for xv in (-1.0, 1.0):  # before any training: the faces already carry the value exactly
-        u = tr.predict([np.array([xv]), y])["u"][0, :, 0].numpy()
+        u = tr.evaluator.predict([np.array([xv]), y])["u"][0, :, 0].numpy()
         want = np.sin(np.pi * xv) * np.sin(np.pi * y) + 0.3 * y * (xv + 2)
         np.testing.assert_allclose(u, want, rtol=0, atol=1e-14)
     path = write(tmp_path / "q.toml", text.replace("exact + 0.3*y*(x + 2)", "exact"))

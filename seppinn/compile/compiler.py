@@ -18,12 +18,10 @@ import numpy as np
 import sympy as sp
 import torch
 
-from ..errors import ProblemError, SolverConfigError, did_you_mean
-from ..model.separable import rank_list
+from ..errors import ProblemError
 from ..problem.expressions import count_nodes
 from ..problem.solver_config import SolverConfig
 from ..problem.spec import Face, Problem
-from ..registry import SMOOTH_ORDERS
 from .lowering import FUNCTIONS as LOWERABLE
 from .lowering import Lowered, lower, split_constants
 from .separability import LinearPart, SeparableReference, combine, linear_part, separable_reference
@@ -90,8 +88,11 @@ class Term:
     reduction: str = "mean"  # over parts: mean over all points, or sum of per-part means
 
 
-@dataclass
+@dataclass(frozen=True)
 class CompiledProblem:
+    """A problem's terms lowered to residuals (settings enter only as term weights and the face
+    reduction; how the terms are evaluated is the plan's, ``compile.plan``)."""
+
     problem: Problem
     axes: list[str]
     ranges: list[tuple[float, float]]
@@ -100,7 +101,6 @@ class CompiledProblem:
     orders: dict[str, list[int]]  # highest derivative order per field and axis
     file_grids: dict[str, list[int]]  # data-file grid sizes: name -> n per axis
     point_sets: dict[str, np.ndarray] = field(default_factory=dict)  # scattered data: name -> (N, D) coordinates
-    preconditioned: dict[str, object] = field(default_factory=dict)  # SepPGD: term name -> k
     hard: dict[str, int] = field(default_factory=dict)  # field -> axis with a hard Dirichlet condition
     lifts: dict[str, sp.Expr] = field(default_factory=dict)  # field -> lift g (parameters substituted)
     # expression references that are sums of separable products: field -> products (grid-free metrics)
@@ -262,11 +262,6 @@ def compile_problem(problem: Problem, config: SolverConfig,
                                        "raise it", file=problem.source, key=f"{src.key}.keep")
         terms.append(Term(name, "data", src.key, [TermPart(grid, res, "data", mask)]))
 
-    names = [t.name for t in terms]
-    for wname, w in config.train.weights.items():
-        if wname not in names:
-            raise SolverConfigError(f"unknown term '{wname}'{did_you_mean(wname, names)} (terms: {', '.join(names)})",
-                                    key=f"train.weights.{wname}")
     for t in terms:
         t.weight = config.train.weights.get(t.name, 1.0)
     orders = {f: [0] * n for f in problem.components}
@@ -274,33 +269,6 @@ def compile_problem(problem: Problem, config: SolverConfig,
         for part in t.parts:
             for f, alpha in part.residual.derivs:
                 orders[f] = [max(a, b) for a, b in zip(orders[f], alpha)]
-    act, smooth = config.model.activation, SMOOTH_ORDERS.get(config.model.activation)
-    if smooth is not None:
-        for t in terms:
-            for part in t.parts:
-                for f, alpha in part.residual.derivs:
-                    if max(alpha) > smooth:
-                        d = int(np.argmax(alpha))
-                        raise SolverConfigError(
-                            f"'{act}' has zero derivatives of order > {smooth} almost everywhere, "
-                            f"but term '{t.name}' ({t.key}) needs order {alpha[d]} along {axes[d].name}; "
-                            "use tanh, sin or gelu", key="model.activation")
-    try:
-        rank_list(config.model.kind, config.model.rank, n)
-        if config.model.kind == "tt" and n < 2:
-            raise ValueError("a tensor train needs at least 2 axes")
-    except ValueError as exc:
-        raise SolverConfigError(str(exc), key="model.rank") from None
-    for table in ("points", "test_points"):
-        value = getattr(config.train, table)
-        if isinstance(value, dict):
-            names_ax = [a.name for a in axes]
-            for k in value:
-                if k not in names_ax:
-                    raise SolverConfigError(f"unknown axis '{k}'{did_you_mean(k, names_ax)}", key=f"train.{table}.{k}")
-            missing = [a for a in names_ax if a not in value]
-            if missing:
-                raise SolverConfigError(f"no value for axis {', '.join(missing)}", key=f"train.{table}")
     lifts = {f: with_parameters(problem, g, f"conditions (the hard condition of {f})") for f, g in lifts.items()}
     separable_refs = {}
     for f, src in problem.reference.items():

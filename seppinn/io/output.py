@@ -152,11 +152,6 @@ def write_torch(target: Path, payload: Mapping[str, Any]) -> None:
     write_atomic(target, write)
 
 
-def squeeze_components(a: np.ndarray, components: int) -> np.ndarray:
-    """(n_1, ..., n_D, 1) -> (n_1, ..., n_D) for scalar fields."""
-    return a[..., 0] if components == 1 else a
-
-
 def read_history(h5_path: Path) -> dict[str, np.ndarray]:
     """The ``/history`` columns of a solution.h5 ("loss/pde", "rel_l2/u", ...)."""
     import h5py

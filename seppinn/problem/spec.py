@@ -16,50 +16,16 @@ from typing import Any, Union
 import sympy as sp
 
 from ..errors import ProblemError, did_you_mean
-from .expressions import (
-    MAX_DIFF_COUNT,
-    NAME_RE,
-    ExprContext,
-    check_names_are_free,
-    parse_expression,
-)
+from .domain import Axis, Face, TimeAxis, make_axes, make_fields, parse_faces
+from .expressions import MAX_DIFF_COUNT, NAME_RE, ExprContext, check_names_are_free, parse_expression
+from .sources import DataSource, make_source
+
+__all__ = ["Axis", "Condition", "DataSource", "Equation", "Face", "Problem", "TimeAxis"]
 
 PROBLEM_NAME_RE = re.compile(r"^[A-Za-z0-9_-]{1,100}$")  # also the default output folder's name
-MAX_AXES = 10
-MAX_COORDINATE = 1e30  # |lo|, |hi| of an axis
-MIN_RELATIVE_WIDTH = 1e-6  # hi - lo against max(|lo|, |hi|): points must stay distinct in float32
 PROBLEM_KINDS = ("pde", "data")
 
 ExprLike = Union[str, float, int, sp.Expr]
-
-
-@dataclass(frozen=True)
-class TimeAxis:
-    """A time axis [lo, hi] (at most one per problem)."""
-
-    lo: float
-    hi: float
-
-
-@dataclass(frozen=True)
-class Axis:
-    name: str
-    lo: float
-    hi: float
-    time: bool = False
-    periodic: bool = False
-
-
-@dataclass(frozen=True)
-class Face:
-    """The face x_axis = value of the box; ``side`` is "min" or "max"."""
-
-    axis: int
-    side: str
-    value: float
-
-    def label(self, axes: Sequence[Axis]) -> str:
-        return f"{axes[self.axis].name} = {self.side}"
 
 
 @dataclass
@@ -79,25 +45,6 @@ class Condition:
     field: str | None = None  # hard: the field, its axis and the Dirichlet value
     axis: int | None = None
     value: sp.Expr | None = None
-
-
-@dataclass
-class DataSource:
-    """Observations or a reference for one field.
-
-    kind: "expr" (an expression of the axes), "file" (HDF5 / .npy), "image" (PNG/JPEG),
-    "points" (scattered observations, CSV/HDF5), "solver" (a built-in reference solver).
-    """
-
-    field: str
-    kind: str
-    key: str
-    expr: sp.Expr | None = None
-    path: str | None = None
-    dataset: str | None = None
-    keep: float | None = None
-    seed: int = 0
-    solver: str | None = None
 
 
 @dataclass
@@ -132,8 +79,8 @@ class Problem:
             raise self.error("problem.name", f"{self.name!r} is not a valid name (1 to 100 letters, digits, '_' and '-')")
         if self.kind not in PROBLEM_KINDS:
             raise self.error("problem.kind", f"{self.kind!r} is not one of {', '.join(PROBLEM_KINDS)}")
-        self.axis_list: list[Axis] = self._make_axes(self.axes)
-        self.components: dict[str, int] = self._make_fields(self.fields)
+        self.axis_list: list[Axis] = make_axes(self.axes, self.error)
+        self.components: dict[str, int] = make_fields(self.fields, self.error)
         syms = {a.name: sp.Symbol(a.name, real=True) for a in self.axis_list}
         self.ctx = ExprContext(axes=syms, spatial=[syms[a.name] for a in self.axis_list if not a.time])
         args = [syms[a.name] for a in self.axis_list]
@@ -149,69 +96,6 @@ class Problem:
     def error(self, key: str | None, message: str) -> ProblemError:
         return ProblemError(message, file=self.source, key=key)
 
-    def _make_axes(self, axes: Any) -> list[Axis]:
-        if not isinstance(axes, Mapping) or not axes:
-            raise self.error("axes", "at least one axis is needed, e.g. x = [-1.0, 1.0]")
-        if len(axes) > MAX_AXES:
-            raise self.error("axes", f"{len(axes)} axes; at most {MAX_AXES} are supported")
-        out: list[Axis] = []
-        for name, spec in axes.items():
-            key = f"axes.{name}"
-            if not isinstance(name, str) or not NAME_RE.match(name):
-                raise self.error(key, f"{name!r} is not a valid axis name")
-            time = periodic = False
-            if isinstance(spec, Axis):
-                lo, hi, time, periodic = spec.lo, spec.hi, spec.time, spec.periodic
-            elif isinstance(spec, TimeAxis):
-                lo, hi, time = spec.lo, spec.hi, True
-            elif isinstance(spec, (list, tuple)) and len(spec) == 2:
-                lo, hi = spec
-            else:
-                raise self.error(key, f"expected [lo, hi] or a table with 'range', got {spec!r}")
-            for v in (lo, hi):
-                if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
-                    raise self.error(key, f"interval ends must be finite numbers, got {v!r}")
-            if not lo < hi:
-                raise self.error(key, f"interval [{lo}, {hi}] is empty or reversed: need lo < hi")
-            if max(abs(lo), abs(hi)) > MAX_COORDINATE:
-                raise self.error(key, f"interval [{lo}, {hi}]: ends beyond +-{MAX_COORDINATE:g} are not usable; "
-                                      "rescale the axis")
-            if hi - lo < MIN_RELATIVE_WIDTH * max(abs(lo), abs(hi)) or hi - lo < 1e-30:
-                raise self.error(key, f"interval [{lo}, {hi}] is too narrow for its position (width {hi - lo:g}): "
-                                      "its points would not be distinct; shift or rescale the axis")
-            if periodic and time:
-                raise self.error(key, "the time axis cannot be periodic")
-            if time:
-                other = [a.name for a in out if a.time]
-                if other:
-                    raise self.error(key, f"only one axis may be the time axis (also: {other[0]})")
-            out.append(Axis(name, float(lo), float(hi), bool(time), bool(periodic)))
-        clash = check_names_are_free([a.name for a in out])
-        if clash:
-            raise self.error(f"axes.{clash}", f"'{clash}' is a reserved name (a function or constant)")
-        return out
-
-    def _make_fields(self, fields: Any) -> dict[str, int]:
-        if isinstance(fields, str):
-            fields = [fields]
-        if isinstance(fields, Mapping):
-            items = list(fields.items())
-        elif isinstance(fields, Iterable):
-            items = [(f, 1) for f in fields]
-        else:
-            raise self.error("fields", "expected field names")
-        if not items:
-            raise self.error("fields", "at least one field is needed, e.g. u = {}")
-        out: dict[str, int] = {}
-        for name, comps in items:
-            key = f"fields.{name}"
-            if not isinstance(name, str) or not NAME_RE.match(name):
-                raise self.error(key, f"{name!r} is not a valid field name")
-            if isinstance(comps, bool) or not isinstance(comps, int) or comps < 1:
-                raise self.error(key, f"components must be a positive integer, got {comps!r}")
-            out[name] = comps
-        return out
-
     def _check_new_names(self, names: Iterable[str], table: str) -> None:
         taken = set(self.ctx.axes) | set(self.ctx.parameters) | set(self.ctx.definitions)
         taken |= set(self.ctx.fields) if table != "fields" else set()
@@ -226,7 +110,7 @@ class Problem:
     def _add_parameter(self, name: str, value: ExprLike) -> None:
         key = f"parameters.{name}"
         self._check_new_names([name], "parameters")
-        expr = self._parse(value, key)
+        expr = self.parse(value, key)
         expr = expr.xreplace({self.ctx.parameters[p]: sp.Float(v) for p, v in self.parameter_values.items()})
         if not expr.is_number:
             raise self.error(key, "a parameter must be a number (or use [definitions])")
@@ -239,9 +123,9 @@ class Problem:
     def _add_definition(self, name: str, value: ExprLike) -> None:
         key = f"definitions.{name}"
         self._check_new_names([name], "definitions")
-        self.ctx.definitions[name] = self._parse(value, key)
+        self.ctx.definitions[name] = self.parse(value, key)
 
-    def _parse(self, value: ExprLike, key: str) -> sp.Expr:
+    def parse(self, value: ExprLike, key: str) -> sp.Expr:
         try:
             return parse_expression(value, self.ctx)
         except ProblemError as exc:
@@ -268,7 +152,7 @@ class Problem:
         """A definition by name, or any expression of the file grammar, as sympy."""
         if isinstance(text, str) and text in self.ctx.definitions:
             return self.ctx.definitions[text]
-        return self._parse(text, key)
+        return self.parse(text, key)
 
     @property
     def term_names(self) -> list[str]:
@@ -307,12 +191,12 @@ class Problem:
         if residual is None:
             if lhs is None or rhs is None:
                 raise self.error(key, "an equation needs 'residual', or both 'lhs' and 'rhs'")
-            res = self._parse(lhs, f"{key}.lhs") - self._parse(rhs, f"{key}.rhs")
+            res = self.parse(lhs, f"{key}.lhs") - self.parse(rhs, f"{key}.rhs")
         else:
-            res = self._parse(residual, f"{key}.residual")
+            res = self.parse(residual, f"{key}.residual")
         label = f"{key}.residual" if residual is not None else f"{key}.lhs"
         self._check_derivatives(res, label)
-        if not self._fields_in(res):
+        if not self.fields_in(res):
             raise self.error(label, "the residual does not involve any field")
         eq = Equation(self._term_name(name, "pde", self._all_names(), key), res, key)
         self.equations.append(eq)
@@ -331,17 +215,17 @@ class Problem:
         key = f"conditions[{len(self.conditions)}]"
         if enforce not in (None, "soft", "hard"):
             raise self.error(f"{key}.enforce", f"{enforce!r} is not one of 'soft', 'hard'")
-        faces = self._parse_faces(on, f"{key}.on")
+        faces = parse_faces(on, self.axis_list, self.error, f"{key}.on")
         if expr is None:
             if len(self.components) != 1:
                 raise self.error(f"{key}.expr", f"required when there are several fields ({', '.join(self.components)})")
             lhs = self.ctx.fields[next(iter(self.components))]
         else:
-            lhs = self._parse(expr, f"{key}.expr")
-        rhs = self._parse(value, f"{key}.value")
+            lhs = self.parse(expr, f"{key}.expr")
+        rhs = self.parse(value, f"{key}.value")
         res = lhs - rhs
         self._check_derivatives(res, f"{key}.expr")
-        if not self._fields_in(res):
+        if not self.fields_in(res):
             raise self.error(f"{key}.expr", "the condition does not involve any field")
         cond = Condition(self._term_name(name, "condition", self._all_names(), key), faces, res, key)
         if enforce == "hard":
@@ -356,7 +240,7 @@ class Problem:
             raise self.error(f"{key}.on", "enforce = 'hard' needs both faces of one axis, e.g. on = [\"x = min\", \"x = max\"]")
         if not (isinstance(lhs, sp.core.function.AppliedUndef) and str(lhs.func) in self.components):
             raise self.error(f"{key}.expr", "enforce = 'hard' is for Dirichlet conditions: expr must be a field")
-        if self._fields_in(rhs):
+        if self.fields_in(rhs):
             raise self.error(f"{key}.value", "enforce = 'hard' needs a value that does not depend on fields")
         field_name = str(lhs.func)
         if any(c.hard and c.field == field_name for c in self.conditions):
@@ -375,111 +259,21 @@ class Problem:
                 return c.axis, ((ax.hi - x) * lo_val + (x - ax.lo) * hi_val) / (ax.hi - ax.lo)
         return None, sp.Integer(0)
 
-    def _parse_faces(self, on: Any, key: str) -> tuple[Face, ...]:
-        items = [on] if isinstance(on, str) else on
-        if not isinstance(items, (list, tuple)) or not items:
-            raise self.error(key, "expected 'boundary', a face like 'x = -1', or a list of faces")
-        faces: list[Face] = []
-        for item in items:
-            if not isinstance(item, str):
-                raise self.error(key, f"expected a face string, got {item!r}")
-            if item.strip() == "boundary":
-                new = [Face(d, s, a.lo if s == "min" else a.hi)
-                       for d, a in enumerate(self.axis_list) if not (a.time or a.periodic) for s in ("min", "max")]
-                if not new:
-                    raise self.error(key, "'boundary' has no faces: every axis is the time axis or periodic")
-            else:
-                new = [self._parse_face(item, key)]
-            for f in new:
-                if f in faces:
-                    raise self.error(key, f"face '{f.label(self.axis_list)}' is listed twice")
-                faces.append(f)
-        return tuple(faces)
-
-    def _parse_face(self, text: str, key: str) -> Face:
-        m = re.match(r"^\s*([A-Za-z_]\w*)\s*=\s*(\S.*?)\s*$", text)
-        if not m:
-            raise self.error(key, f"'{text}' is not a face: expected 'boundary' or e.g. 'x = -1', 'x = max'")
-        axis_name, value = m.groups()
-        names = [a.name for a in self.axis_list]
-        if axis_name not in names:
-            raise self.error(key, f"'{text}' is not a face: unknown axis '{axis_name}'{did_you_mean(axis_name, names)}")
-        d = names.index(axis_name)
-        ax = self.axis_list[d]
-        if value in ("min", "max"):
-            return Face(d, value, ax.lo if value == "min" else ax.hi)
-        try:
-            v = parse_expression(value, ExprContext(axes={}, spatial=[]))
-            num = float(v)
-        except (ProblemError, TypeError, ValueError):
-            raise self.error(key, f"'{text}' is not a face: '{value}' is not a number, 'min' or 'max'") from None
-        tol = 1e-9 * max(1.0, abs(ax.lo), abs(ax.hi))
-        if abs(num - ax.lo) <= tol:
-            return Face(d, "min", ax.lo)
-        if abs(num - ax.hi) <= tol:
-            return Face(d, "max", ax.hi)
-        raise self.error(key, f"'{text}' is not a face: axis {ax.name} spans [{ax.lo:g}, {ax.hi:g}]")
-
-    def _source(self, field_name: str, spec: Any, key: str, table: str) -> DataSource:
-        if field_name not in self.components:
-            raise self.error(key, f"unknown field '{field_name}'{did_you_mean(field_name, self.components)}")
-        if isinstance(spec, (str, int, float, sp.Expr)) and not isinstance(spec, bool):
-            expr = self._parse(spec, key)
-            if self._fields_in(expr):
-                raise self.error(key, f"the {table} must not depend on fields")
-            return DataSource(field_name, "expr", key, expr=expr)
-        if not isinstance(spec, Mapping):
-            raise self.error(key, f"expected an expression or a table, got {spec!r}")
-        allowed = {"file", "dataset", "keep", "seed", "points"} if table == "data" else {"file", "dataset", "solver"}
-        for k in spec:
-            if k not in allowed:
-                raise self.error(f"{key}.{k}", f"unknown key '{k}'{did_you_mean(k, allowed)} (valid: {', '.join(sorted(allowed))})")
-        src = [k for k in ("file", "points", "solver") if k in spec]
-        if len(src) != 1:
-            raise self.error(key, f"give exactly one of {', '.join(k for k in ('file', 'points', 'solver') if k in allowed)}")
-        kind = src[0]
-        path = spec.get(kind) if kind != "solver" else None
-        if kind != "solver" and not isinstance(path, str):
-            raise self.error(f"{key}.{kind}", "expected a file path string")
-        if kind == "file" and path is not None and path.lower().endswith((".png", ".jpg", ".jpeg")):
-            kind = "image"
-        if kind == "points" and spec.get("keep") is not None:
-            raise self.error(f"{key}.keep", "'keep' selects points of a gridded file; thin a points file instead")
-        if kind == "solver":
-            from ..reference_solvers import REFERENCE_SOLVERS
-
-            name = spec["solver"]
-            if not isinstance(name, str) or name not in REFERENCE_SOLVERS:
-                raise self.error(f"{key}.solver", f"unknown reference solver {name!r}{did_you_mean(str(name), REFERENCE_SOLVERS)} "
-                                 f"(built in: {', '.join(REFERENCE_SOLVERS)})")
-            return DataSource(field_name, "solver", key, solver=name)
-        ds = spec.get("dataset")
-        if ds is not None and not isinstance(ds, str):
-            raise self.error(f"{key}.dataset", "expected a dataset name string")
-        keep = spec.get("keep")
-        if keep is not None:
-            if isinstance(keep, bool) or not isinstance(keep, (int, float)) or not 0 < keep <= 1:
-                raise self.error(f"{key}.keep", f"expected a fraction in (0, 1], got {keep!r}")
-        seed = spec.get("seed", 0)
-        if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**63:
-            raise self.error(f"{key}.seed", f"expected an integer in [0, 2^63), got {seed!r}")
-        return DataSource(field_name, kind, key, path=path, dataset=ds, keep=keep, seed=seed)
-
     def add_data(self, field_name: str, spec: Any) -> DataSource:
         """Observations of a field: an expression, or {file=, dataset=, keep=, seed=}."""
         key = f"data.{field_name}"
         if field_name in self.data:
             raise self.error(key, "data for this field is given twice")
-        self.data[field_name] = self._source(field_name, spec, key, "data")
+        self.data[field_name] = make_source(self, field_name, spec, key, "data")
         return self.data[field_name]
 
     def set_reference(self, **fields: Any) -> None:
         """Ground truth per field: an expression, or {file=, dataset=}."""
         for f, spec in fields.items():
-            self.reference[f] = self._source(f, spec, f"reference.{f}", "reference")
+            self.reference[f] = make_source(self, f, spec, f"reference.{f}", "reference")
 
     # ----------------------------------------------------------------- validation
-    def _fields_in(self, expr: sp.Expr) -> set[str]:
+    def fields_in(self, expr: sp.Expr) -> set[str]:
         return {str(f.func) for f in expr.atoms(sp.core.function.AppliedUndef) if str(f.func) in self.components}
 
     def _check_derivatives(self, expr: sp.Expr, key: str) -> None:
@@ -500,9 +294,9 @@ class Problem:
                 raise self.error("data", "a data problem needs a [data] table")
         used: set[str] = set(self.data)
         for t in self.equations:
-            used |= self._fields_in(t.residual)
+            used |= self.fields_in(t.residual)
         for c in self.conditions:
-            used |= self._fields_in(c.residual)
+            used |= self.fields_in(c.residual)
         for f in self.components:
             if f not in used:
                 raise self.error(f"fields.{f}", f"field '{f}' appears in no equation, condition or data")

@@ -18,9 +18,6 @@ from typing import Any
 
 import torch
 
-from ..compile.compiler import CompiledProblem, Term
-from ..errors import SolverConfigError, did_you_mean
-from ..problem.solver_config import SolverConfig
 
 # k = "auto": this fraction of the axis' points (at least 2); bench/seppgd_k.py measured it as the
 # most robust choice on the 64^2 multi-scale fit (bench/RESULTS.md).
@@ -137,60 +134,6 @@ def precondition(r: torch.Tensor, factors: Mapping[int, FactorPreconditioner], c
     if corr is None:
         return base
     return base - corr if c == 1.0 else base - c * corr
-
-
-def term_field(term: Term) -> tuple[str | None, bool]:
-    """(the single field a term's residual depends on or None, whether it has field derivatives)."""
-    fields = {f for part in term.parts for f, _ in part.residual.derivs}
-    derivs = any(any(alpha) for part in term.parts for _, alpha in part.residual.derivs)
-    return (next(iter(fields)) if len(fields) == 1 else None), derivs
-
-
-MAX_SCATTERED = 4096  # scattered points per preconditioned term: S_d is N x N (eigh O(N^3))
-
-
-def plan(compiled: CompiledProblem, config: SolverConfig) -> dict[str, Any]:
-    """Which terms SepPGD preconditions, with their k (int or "auto"). Raises for terms the
-    recipe refuses (field derivatives, several fields) and for unknown names."""
-    pc = config.precondition
-    if pc.method != "seppgd":
-        return {}
-    names = [t.name for t in compiled.terms]
-    if pc.terms == "auto":
-        chosen = [t.name for t in compiled.terms if t.kind in ("data", "condition")
-                  and term_field(t)[0] is not None and not term_field(t)[1]]
-    else:
-        chosen = list(pc.terms)
-        for name in chosen:
-            if name not in names:
-                raise SolverConfigError(f"unknown term '{name}'{did_you_mean(name, names)} (terms: {', '.join(names)})",
-                                        key="precondition.terms")
-            term = compiled.terms[names.index(name)]
-            field, derivs = term_field(term)
-            if derivs:
-                raise SolverConfigError(f"term '{name}' involves derivatives of fields; SepPGD preconditions only "
-                                        "data and value conditions", key="precondition.terms")
-            if field is None:
-                raise SolverConfigError(f"term '{name}' depends on several fields; SepPGD needs one",
-                                        key="precondition.terms")
-    for name in chosen:
-        part = compiled.terms[names.index(name)].parts[0]
-        if part.pointwise and len(compiled.point_sets[part.grid[0][1]]) > MAX_SCATTERED:
-            n = len(compiled.point_sets[part.grid[0][1]])
-            raise SolverConfigError(
-                f"term '{name}' has {n} scattered points; SepPGD's non-grid form (Appendix A.2) builds "
-                f"N x N matrices per axis and is limited to {MAX_SCATTERED} points: thin the observations, "
-                "or leave the term out with precondition.terms", key="precondition.terms")
-    ks: dict[str, Any] = {}
-    for name in chosen:
-        k = pc.k.get(name, "auto") if isinstance(pc.k, dict) else pc.k
-        ks[name] = k
-    if isinstance(pc.k, dict):
-        for name in pc.k:
-            if name not in chosen:
-                raise SolverConfigError(f"term '{name}' is not preconditioned (preconditioned: {', '.join(chosen) or 'none'})",
-                                        key=f"precondition.k.{name}")
-    return ks
 
 
 def resolve_k(k: Any, n: int) -> int:

@@ -1,0 +1,57 @@
+"""Where a run lives: the device, the dtype, and the memory it may use."""
+
+from __future__ import annotations
+
+import os
+
+import torch
+
+from ..compile.plan import Plan
+from ..errors import SolverConfigError
+from ..problem.solver_config import SolverConfig
+
+DTYPES = {"float32": torch.float32, "float64": torch.float64}
+
+
+def pick_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise SolverConfigError("CUDA is not available on this machine (use auto or cpu)", key="train.device")
+        idx = int(name.split(":")[1]) if ":" in name else 0
+        if idx >= torch.cuda.device_count():
+            raise SolverConfigError(f"there is no {name} (devices: {torch.cuda.device_count()})", key="train.device")
+    return torch.device(name)
+
+
+def memory_limit(config: SolverConfig, device: torch.device) -> tuple[float, str]:
+    """(bytes, where the number comes from) that one training run may use."""
+    lim = config.train.memory_limit
+    if lim != "auto":
+        return float(lim) * 2**30, "train.memory_limit"
+    if device.type == "cuda":
+        total = torch.cuda.get_device_properties(device).total_memory
+        return 0.8 * total, f"80 % of {device}'s {total / 2**30:.1f} GiB"
+    avail = None
+    try:
+        with open("/proc/meminfo", encoding="ascii") as f:
+            info = dict(line.split(":", 1) for line in f)
+        avail = int(info["MemAvailable"].split()[0]) * 1024
+    except (OSError, KeyError, ValueError):
+        pass
+    if avail is None:
+        avail = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    return 0.8 * avail, f"80 % of the {avail / 2**30:.1f} GiB available"
+
+
+def check_memory(plan: Plan, config: SolverConfig, device: torch.device) -> None:
+    """Refuse a run whose estimated peak memory (the plan's) exceeds the limit."""
+    need = plan.memory["total"]
+    limit, source = memory_limit(config, device)
+    if need > limit:
+        raise SolverConfigError(
+            f"estimated peak memory {need / 2**30:.2f} GiB exceeds the limit {limit / 2**30:.2f} GiB ({source}); "
+            "use fewer points per axis (train.points, train.test_points), a smaller rank or width, float32, "
+            "or raise train.memory_limit (GiB)",
+            key="train.memory_limit")

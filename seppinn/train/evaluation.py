@@ -1,0 +1,165 @@
+"""Predictions, references and metrics on the test grid.
+
+References are prepared once: reference files as given, expressions and reference solvers on the
+test grid, and for a CP model with a separable expression reference its factors on the test axes,
+so that ``rel_l2`` and ``mse`` come from Gram products without forming the grid (``gridfree``).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Collection, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import sympy as sp
+import torch
+
+from ..compile.compiler import CompiledProblem
+from ..compile.lowering import evaluate_numpy, lower
+from ..compile.plan import Plan
+from ..compile.separability import Products
+from ..errors import ProblemError
+from ..model.separable import SeparableModel
+from ..reference_solvers import REFERENCE_SOLVERS
+from .gridfree import squared_error, sum_of_squares
+from .metrics import MetricSpec, field_metrics
+from .points import PointSets
+
+
+def squeeze_components(a: np.ndarray, components: int) -> np.ndarray:
+    """(n_1, ..., n_D, 1) -> (n_1, ..., n_D) for scalar fields."""
+    return a[..., 0] if components == 1 else a
+
+
+class Evaluator:
+    def __init__(self, compiled: CompiledProblem, plan: Plan, model: SeparableModel, points: PointSets,
+                 ref_arrays: Mapping[str, np.ndarray]) -> None:
+        self.c, self.model, self.points, self.device = compiled, model, points, points.device
+        self.test_axes = [np.linspace(lo, hi, n) for (lo, hi), n in zip(compiled.ranges, plan.test_sizes)]
+        points.set_test(self.test_axes)
+        # separable expression references with a CP model: metrics from Gram products, and the
+        # reference on the grid only when the outputs ask for it (``test_solution``)
+        self.gridfree_metrics: dict[str, tuple[list[torch.Tensor], torch.Tensor]] = {
+            f: self._target_factors(f) for f, mode in plan.metric_modes.items() if mode == "grid_free"}
+        self.reference: dict[str, torch.Tensor] = {f: torch.as_tensor(a, device=self.device) for f, a in ref_arrays.items()}
+        self.reference.update(self.reference_on(self.test_axes, skip=self.gridfree_metrics))
+        self.metric_specs = {f: self._metric_spec(f, ref) for f, ref in self.reference.items()}
+        self.metric_specs.update({f: MetricSpec() for f in self.gridfree_metrics})
+
+    def check_finite(self) -> None:
+        """Refuse, before any training, references that are NaN or infinite at test-grid points."""
+        refs = dict(self.reference)
+        refs.update({f: torch.cat([g.flatten() for g in factors]) for f, (factors, _) in self.gridfree_metrics.items()})
+        for f, r in refs.items():
+            if not bool(torch.isfinite(r).all()):
+                raise ProblemError(f"the reference of '{f}' is not finite (NaN or inf) at some test-grid points",
+                                   file=self.c.problem.source, key=f"reference.{f}")
+
+    def _target_factors(self, f: str) -> tuple[list[torch.Tensor], torch.Tensor]:
+        """The separable reference of field f on the test axes: the target's CP factors
+        (n_d, m, 1) float64 (the products' constants on the first axis) and sum(ref^2)."""
+        sep = self.c.separable_references[f]
+        syms = list(self.c.problem.ctx.axes.values())
+        xs = [torch.as_tensor(np.asarray(x, dtype=np.float64), device=self.device) for x in self.test_axes]
+
+        def factors(products: Products) -> list[torch.Tensor]:
+            cols = [[torch.broadcast_to(torch.as_tensor(lower(g * c if d == 0 else g)({syms[d]: x}), dtype=torch.float64,
+                                                        device=self.device), x.shape)
+                     for d, (g, x) in enumerate(zip(gs, xs))] for c, gs in products]
+            return [torch.stack([col[d] for col in cols], dim=1)[..., None] for d in range(len(xs))]
+
+        return factors(sep.target), sum_of_squares(factors(sep.reference), [None] * len(xs))
+
+    def reference_on(self, axes_points: Sequence[Any], kinds: Sequence[str] = ("expr", "solver"),
+                     skip: Collection[str] = ()) -> dict[str, torch.Tensor]:
+        """Expression and reference-solver references (of fields not in ``skip``) on the tensor grid
+        of ``axes_points``: field -> (n_1, ..., n_D, C) float64 (file references exist on their own
+        grid only)."""
+        problem = self.c.problem
+        out: dict[str, torch.Tensor] = {}
+        env = dict(zip(problem.ctx.axes.values(), self.points.exact_coords(axes_points)))
+        params = {problem.ctx.parameters[p]: sp.Float(v, 17) for p, v in problem.parameter_values.items()}
+        for f, src in problem.reference.items():
+            if src.kind not in kinds or f in skip:
+                continue
+            if src.kind == "solver":
+                fn = REFERENCE_SOLVERS[str(src.solver)][0]
+                try:
+                    arr = fn(problem, [np.asarray(x, dtype=np.float64) for x in axes_points], evaluate_numpy)
+                except ValueError as exc:
+                    raise ProblemError(f"reference solver {src.solver!r}: {exc}", file=problem.source,
+                                       key=f"{src.key}.solver") from None
+                out[f] = torch.as_tensor(arr, device=self.device)[..., None]
+            elif src.kind == "expr":
+                assert src.expr is not None
+                v = lower(src.expr.xreplace(params))(env)
+                shape = [len(x) for x in axes_points] + [self.c.components[f]]
+                out[f] = torch.broadcast_to(torch.as_tensor(v, dtype=torch.float64, device=self.device), shape)
+        return out
+
+    def _metric_spec(self, f: str, ref: torch.Tensor) -> MetricSpec:
+        """psnr for image fields, iou for occupancy (a 0/1 reference file), held-out points of keep-data."""
+        problem = self.c.problem
+        sources = [s for s in (problem.data.get(f), problem.reference.get(f)) if s is not None]
+        spec = MetricSpec(psnr=any(s.kind == "image" for s in sources),
+                          iou=problem.reference[f].kind == "file" and bool(((ref == 0) | (ref == 1)).all()))
+        for t in self.c.terms:
+            part = t.parts[0]
+            if t.kind == "data" and part.mask is not None and part.residual.derivs[0][0] == f \
+                    and list(part.mask.shape[:-1]) == list(ref.shape[:-1]):
+                spec.heldout = ~torch.as_tensor(part.mask, device=self.device)
+        return spec
+
+    @torch.no_grad()
+    def predict(self, axes_points: Sequence[Any]) -> dict[str, torch.Tensor]:
+        """Fields on the tensor grid of the given per-axis points: name -> (n_1, ..., n_D, C)
+        (with the lift of a hard condition added)."""
+        pts = [self.points.tensor(x) for x in axes_points]
+        out = {f: m(pts).to(torch.float64) for f, m in self.model.items()}
+        if self.c.lifts:
+            env = dict(zip(self.c.problem.ctx.axes.values(), self.points.exact_coords(axes_points)))
+            for f, g in self.c.lifts.items():
+                out[f] = out[f] + torch.as_tensor(lower(g)(env), dtype=torch.float64, device=self.device)
+        return out
+
+    @torch.no_grad()
+    def predict_points(self, coords: Sequence[Any]) -> dict[str, torch.Tensor]:
+        """Fields at N scattered points, coords[d] (N,) per axis: name -> (N, C). Each factor is
+        evaluated at the points' own coordinates; no grid is formed."""
+        pts = [self.points.tensor(x) for x in coords]
+        out: dict[str, torch.Tensor] = {}
+        for f, m in self.model.items():
+            mats = [j[0] for j in m.all_jets(pts, 0)]
+            out[f] = m.contract_points(mats).to(torch.float64)
+        if self.c.lifts:
+            env = {s: torch.as_tensor(np.asarray(x, dtype=np.float64), device=self.device)
+                   for s, x in zip(self.c.problem.ctx.axes.values(), coords)}
+            for f, g in self.c.lifts.items():
+                lift = torch.as_tensor(lower(g)(env), dtype=torch.float64, device=self.device)
+                out[f] = out[f] + lift.expand(out[f].shape[0]).unsqueeze(-1)
+        return out
+
+    def test_solution(self) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+        """(fields, references) on the test grid as host arrays, (n_1, ..., n_D) for scalar
+        fields and (n_1, ..., n_D, C) otherwise: what the outputs and exports write."""
+        comps = self.c.components
+        fields = {f: squeeze_components(v.cpu().numpy(), comps[f]) for f, v in self.predict(self.test_axes).items()}
+        refs = {f: squeeze_components(v.cpu().numpy(), comps[f]) for f, v in self.reference.items()}
+        lazy = self.reference_on(self.test_axes, skip=self.reference) if self.gridfree_metrics else {}
+        refs.update({f: squeeze_components(v.cpu().numpy(), comps[f]) for f, v in lazy.items()})
+        return fields, refs
+
+    @torch.no_grad()
+    def metrics(self) -> dict[str, dict[str, float]]:
+        """Per field with a reference: rel_l2, mse (and psnr, iou, held-out variants) on the test grid."""
+        pred = self.predict(self.test_axes) if self.reference else {}
+        out = {f: field_metrics(pred[f], ref, self.metric_specs[f]) for f, ref in self.reference.items()}
+        for f, (target, ref_sq) in self.gridfree_metrics.items():
+            model = self.model[f]
+            factors = [j[0] for j in model.all_jets([self.points.tensor(x) for x in self.test_axes], 0)]
+            factors[0] = factors[0] * getattr(model, "scale", 1.0)
+            err_sq = squared_error(factors, target).item()
+            n = math.prod(len(x) for x in self.test_axes) * self.c.components[f]
+            out[f] = {"rel_l2": math.sqrt(err_sq / ref_sq.item()) if ref_sq.item() > 0 else math.nan, "mse": err_sq / n}
+        return {f: out[f] for f in self.c.problem.reference if f in out}

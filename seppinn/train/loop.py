@@ -1,0 +1,270 @@
+"""The training loop: Adam (then optional L-BFGS) on the loss, periodic evaluation, checkpoints,
+divergence handling. Points, losses, SepPGD and evaluation are the stages' own objects.
+
+Iteration semantics: the losses and metrics recorded at iteration i belong to the parameters
+after i optimizer updates; the state kept as "best" is exactly the one whose loss was lowest.
+Inside an iteration nothing synchronises with the host; values are gathered every
+``eval_every`` iterations.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import time
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+
+from ..compile.compiler import CompiledProblem
+from ..compile.plan import Plan, make_plan
+from ..errors import DataError
+from ..model.separable import SeparableModel, build_model
+from ..problem.solver_config import SolverConfig
+from .device import DTYPES, pick_device
+from .evaluation import Evaluator
+from .loss import Losses
+from .optimizers import Optimizers, make_optimizers, schedule
+from .points import PointSets
+from .preconditioning import Preconditioners
+from .progress import Progress
+from .records import Diverged, Evaluation, TrainState
+
+MAX_ROLLBACKS = 4  # train.on_nan = "rollback": at most this many rollbacks per run
+
+
+def make_model(ranges: Sequence[tuple[float, float]], components: dict[str, int],
+               config: SolverConfig, periodic: Sequence[bool] | None = None) -> SeparableModel:
+    m = config.model
+    net = dict(width=m.width, depth=m.depth, activation=m.activation, body=m.body, omega0=m.omega0,
+               fourier_features=m.fourier_features, fourier_scale=m.fourier_scale,
+               periodic=list(periodic or [False] * len(ranges)), periodic_modes=m.periodic_modes)
+    return build_model(ranges, components, kind=m.kind, rank=m.rank, scale=m.scale, net_kwargs=net)
+
+
+class Trainer:
+    """The model and the stages that train it: ``points`` (PointSets), ``losses`` (Losses, called
+    for the weighted term losses), ``preconditioners`` (SepPGD) and ``evaluator`` (predictions,
+    references, metrics), following ``plan`` (default: the settings' ``make_plan``)."""
+
+    def __init__(self, compiled: CompiledProblem, config: SolverConfig,
+                 ref_arrays: Mapping[str, np.ndarray] | None = None, *, plan: Plan | None = None,
+                 device: torch.device | None = None, progress: bool = True) -> None:
+        self.c, self.cfg = compiled, config
+        self.plan = plan or make_plan(compiled, config, ref_arrays=ref_arrays)
+        self.device = device or pick_device(config.train.device)
+        self.dtype = DTYPES[config.train.dtype]
+        torch.manual_seed(config.train.seed)
+        periodic = [a.periodic for a in compiled.problem.axis_list]
+        self.model = make_model(compiled.ranges, compiled.components, config, periodic).to(
+            device=self.device, dtype=self.dtype)
+        for f, axis in compiled.hard.items():
+            self.model[f].set_hard_axis(axis, *compiled.ranges[axis])
+        self.points = PointSets(compiled, config, self.device, self.dtype)
+        pc = config.precondition
+        self.preconditioners = Preconditioners(compiled, self.plan, self.model, self.points, pc.modulation,
+                                               pc.scale == "normalized")
+        rank = config.model.rank if isinstance(config.model.rank, int) else 0  # the CP paths need a CP model
+        self.losses = Losses(compiled, self.plan, self.model, self.points, rank, self.preconditioners)
+        self.evaluator = Evaluator(compiled, self.plan, self.model, self.points, ref_arrays or {})
+        # sources, coefficients, condition values and references that are NaN or infinite on their
+        # points (log(x) on [-1, 1], 1/(x + 1) at x = -1) are refused before any training
+        self.losses.check_finite(config.train.dtype)
+        self.evaluator.check_finite()
+        self.progress_enabled = progress
+        self.stop_requested = False  # set by a signal handler: stop after the current iteration
+        # one graph for jets, contractions, residuals and losses (backward compiled with it); the
+        # points, constants and SepPGD factors are inputs, so resampling and rebuilds reuse it
+        self._compiled: Callable[[], torch.Tensor] | None = (
+            torch.compile(self._loss_stack) if self.plan.compiles else None)
+
+    def _loss_stack(self) -> torch.Tensor:
+        return torch.stack(list(self.losses().values()))
+
+    def resample(self) -> None:
+        """New random training points per axis (SPINN style); coordinate terms follow."""
+        self.points.sample_train(random=True)
+        self.losses.prepare()
+
+    def _loss_vector(self, progress: Progress) -> torch.Tensor:
+        """The weighted term losses in term order, (T,): through ``torch.compile`` when
+        ``train.compile`` asks for it (falling back to eager, with a note, if compiling fails)."""
+        if self._compiled is None:
+            return self._loss_stack()
+        try:
+            return self._compiled()
+        except Exception as exc:  # a backend that cannot compile this graph: eager is always right
+            progress.note(f"torch.compile failed ({type(exc).__name__}: {str(exc).splitlines()[0][:200]}); "
+                          "continuing eager")
+            self._compiled = None
+            return self._loss_stack()
+
+    # ---------------------------------------------------------------- records and snapshots
+    def _record(self, state: TrainState, it: int, stacked: torch.Tensor, progress: Progress) -> None:
+        """Append the evaluation at ``it``: ``stacked`` holds the weighted term losses in term order."""
+        names = [t.name for t in self.c.terms]
+        vals = stacked.detach().to(torch.float64).cpu().tolist()
+        lv = dict(zip(names, vals))
+        lv["total"] = float(sum(vals))
+        ev = Evaluation(it, state.seconds, lv, self.evaluator.metrics())
+        state.history.append(ev)
+        if state.best is None or lv["total"] < state.best.losses["total"]:
+            state.best = ev
+            state.best_state = copy.deepcopy(self.model.state_dict())
+        shown = {f"{k}/{f}": v for f, m in ev.metrics.items() for k, v in m.items()
+                 if k in ("rel_l2", "psnr", "iou", "psnr_heldout")}
+        progress.record(it, {n: lv[n] for n in names}, shown)
+
+    def snapshot(self, state: TrainState, opts: Optimizers) -> dict[str, Any]:
+        """Everything the loop needs to continue exactly from ``state.iteration``: model, optimizer
+        and schedule states, the sampler's RNG, the current training points, the SepPGD factors,
+        the history and the best state (copies; CPU tensors stay where they are)."""
+        points = self.points.state()
+        return {
+            "iteration": state.iteration, "seconds": state.seconds, "lr_scale": state.lr_scale,
+            "model": {k: v.detach().clone() for k, v in self.model.state_dict().items()},
+            "adam": copy.deepcopy(opts.adam.state_dict()), "schedule": copy.deepcopy(opts.schedule.state_dict()),
+            "lbfgs": copy.deepcopy(opts.lbfgs.state_dict()), "sampler": points["sampler"],
+            "points": points["points"], "factors": self.preconditioners.state(),
+            "use_preconditioner": self.preconditioners.active,
+            "history": [dataclasses.asdict(ev) for ev in state.history],
+            "best": dataclasses.asdict(state.best) if state.best else None,
+            "best_state": copy.deepcopy(state.best_state),
+        }
+
+    def restore(self, snap: Mapping[str, Any], state: TrainState, opts: Optimizers) -> None:
+        """Put the trainer and ``state`` back to a snapshot (``rollbacks`` and ``lr_scale`` stay)."""
+        self.model.load_state_dict(snap["model"])
+        opts.adam.load_state_dict(snap["adam"])
+        opts.schedule.load_state_dict(snap["schedule"])
+        opts.lbfgs.load_state_dict(snap["lbfgs"])
+        self.points.load_state(snap["points"], snap["sampler"])
+        self.losses.prepare()
+        self.preconditioners.load_state(snap["factors"], snap["use_preconditioner"])
+        saved = TrainState.from_snapshot(snap)
+        state.iteration, state.seconds, state.history = saved.iteration, saved.seconds, saved.history
+        state.best, state.best_state = saved.best, copy.deepcopy(saved.best_state)
+
+    def _set_lr_scale(self, state: TrainState, opts: Optimizers) -> None:
+        opts.schedule.base_lrs = [self.cfg.train.lr * state.lr_scale for _ in opts.schedule.base_lrs]
+        factor = schedule(self.cfg.train)(opts.schedule.last_epoch)
+        for group, base in zip(opts.adam.param_groups, opts.schedule.base_lrs):
+            group["lr"] = base * factor
+
+    def _check_finite(self, first_bad: torch.Tensor, state: TrainState, opts: Optimizers,
+                      progress: Progress) -> bool:
+        """Divergence check (a host sync: only at evaluations and checkpoints). False: all finite.
+        True: rolled back to the last good snapshot with the learning rate halved. Raises
+        ``Diverged`` otherwise."""
+        bad = first_bad.tolist()
+        hits = sorted((i, name) for i, name in zip(bad, (t.name for t in self.c.terms)) if i >= 0)
+        if not hits and all(bool(torch.isfinite(p).all()) for p in self.model.parameters()):
+            return False
+        it, what = hits[0] if hits else (state.iteration, "")
+        message = (f"loss of term '{what}' is not finite at iteration {it}" if what
+                   else f"a model parameter is not finite at iteration {it}")
+        good = state.last_good
+        if self.cfg.train.on_nan == "rollback" and good is not None and state.rollbacks < MAX_ROLLBACKS:
+            state.rollbacks += 1
+            state.lr_scale *= 0.5
+            self.restore(good, state, opts)
+            self._set_lr_scale(state, opts)
+            first_bad.fill_(-1)
+            progress.note(f"{message}: rolled back to iteration {good['iteration']}, learning rate x {state.lr_scale:g} "
+                          f"(rollback {state.rollbacks} of {MAX_ROLLBACKS})")
+            return True
+        raise Diverged(message, state)
+
+    # ---------------------------------------------------------------- the loop
+    def _start(self, opts: Optimizers, resume: Mapping[str, Any] | None) -> TrainState:
+        state = TrainState()
+        if resume is not None:
+            try:
+                self.restore(resume, state, opts)
+            except (KeyError, TypeError, ValueError, RuntimeError, IndexError, AttributeError) as exc:
+                raise DataError(f"the checkpoint's training state cannot be restored ({type(exc).__name__}: "
+                                f"{str(exc)[:200]})") from None
+        state.last_good = dict(resume) if resume is not None else self.snapshot(state, opts)
+        return state
+
+    def train(self, on_checkpoint: Callable[[dict[str, Any]], None] | None = None,
+              resume: Mapping[str, Any] | None = None) -> TrainState:
+        """Adam for ``train.iterations`` steps, then ``train.lbfgs_iterations`` L-BFGS steps.
+
+        ``on_checkpoint(snapshot)`` is called every ``train.checkpoint_every`` iterations, with
+        finite values only. ``resume``: a snapshot to continue from exactly. Setting
+        ``stop_requested`` (a signal handler does) ends the loop after the current iteration with
+        ``state.interrupted``. Non-finite losses raise ``Diverged`` (or roll back, ``on_nan``)."""
+        t = self.cfg.train
+        end = t.iterations + t.lbfgs_iterations
+        opts = make_optimizers(list(self.model.parameters()), self.cfg.train)
+        state = self._start(opts, resume)
+        progress = Progress(end, enabled=self.progress_enabled)
+        first_bad = torch.full((len(self.c.terms),), -1, dtype=torch.long, device=self.device)
+        update_every = self.cfg.precondition.update_every
+        pre = self.preconditioners
+
+        def closure() -> torch.Tensor:
+            opts.lbfgs.zero_grad(set_to_none=True)
+            loss = torch.stack(list(self.losses().values())).sum()
+            loss.backward()  # type: ignore[no-untyped-call]
+            return loss
+
+        tick = time.perf_counter()
+        while True:
+            it = state.iteration
+            adam_phase = it < t.iterations
+            evaluate = it % t.eval_every == 0 or it == t.iterations or it == end
+            if adam_phase:
+                resampled = t.sampling == "random" and it > 0 and it % t.resample_every == 0
+                if resampled:
+                    self.resample()
+                if pre.active and (it == 0 or resampled or (update_every and it % update_every == 0)):
+                    pre.rebuild(progress)
+            else:  # L-BFGS line-searches the loss it measures: plain gradients in this phase
+                pre.active = False
+            if adam_phase:
+                stacked = self._loss_vector(progress)
+            elif evaluate:  # eager: a graph without gradients would be a second compilation
+                with torch.no_grad():
+                    stacked = torch.stack(list(self.losses().values()))
+            if adam_phase or evaluate:
+                # the first iteration at which each term went non-finite, kept on the device (no sync)
+                first_bad = torch.where(~torch.isfinite(stacked.detach()) & (first_bad < 0), it, first_bad)
+            if evaluate:
+                state.seconds += time.perf_counter() - tick
+                if self._check_finite(first_bad, state, opts, progress):
+                    tick = time.perf_counter()
+                    continue
+                self._record(state, it, stacked, progress)
+                tick = time.perf_counter()
+            if it == end:
+                break
+            if adam_phase:
+                opts.adam.zero_grad(set_to_none=True)
+                stacked.sum().backward()  # type: ignore[no-untyped-call]
+                opts.adam.step()
+                opts.schedule.step()
+            else:
+                opts.lbfgs.step(closure)  # type: ignore[no-untyped-call]
+            state.iteration = it + 1
+            progress.tick(state.iteration)
+            checkpoint = bool(t.checkpoint_every) and state.iteration % t.checkpoint_every == 0
+            if checkpoint or self.stop_requested:
+                state.seconds += time.perf_counter() - tick  # the snapshot carries the time so far
+                if self._check_finite(first_bad, state, opts, progress):
+                    tick = time.perf_counter()
+                    continue
+                state.last_good = self.snapshot(state, opts)
+                if on_checkpoint is not None and checkpoint:
+                    on_checkpoint(state.last_good)
+                tick = time.perf_counter()
+                if self.stop_requested:
+                    state.interrupted = True
+                    break
+        if not state.interrupted:
+            state.last_good = self.snapshot(state, opts)
+        progress.close()
+        return state
