@@ -42,6 +42,8 @@ class PartLoss:
         self.scales = {f: float(getattr(m, "scale", 1.0)) for f, m in model.items()}
         self.mask = torch.as_tensor(part.mask, device=points.device) if part.mask is not None else None
         self.consts: dict[sp.Symbol, torch.Tensor] = {}
+        self.sizes: list[int] = []
+        self.axis_weights: list[torch.Tensor | None] = []  # sampling = "gauss": quadrature weights per axis
         lin, rest = part.residual.linear, part.residual.rest
         self.cp = [CPTensor(x, part.grid, rank, components, points.device)
                    for x in ([lin] + (rest.sums if rest is not None else []) if plan.mode != "grid" and lin else [])]
@@ -55,6 +57,8 @@ class PartLoss:
         """Coordinate-only parts on the part's points: the grid residual's constants, the CP coefficients."""
         res = self.grid_residual
         self.consts = res.prepare(self.points.part_coords(self.part), self.points.dtype) if res is not None else {}
+        self.sizes = [len(self.points[key]) for key in self.part.grid]
+        self.axis_weights = [self.points.weights.get(key) for key in self.part.grid] if not self.part.pointwise else []
         if self.cp:
             coords = [self.points[key].to(torch.float64) for key in self.part.grid]
             for cp in self.cp:
@@ -63,9 +67,6 @@ class PartLoss:
     def inputs(self) -> list[torch.Tensor]:
         """Every coordinate-only tensor the part uses (sources, coefficients, values): for the finite check."""
         return list(self.consts.values()) + [c for cp in self.cp for c in cp.coefficient_tensors()]
-
-    def weights(self) -> list[torch.Tensor | None]:
-        return [self.points.weights.get(key) for key in self.part.grid] if not self.part.pointwise else []
 
     def contractions(self, derivs: Sequence[tuple[str, tuple[int, ...]]], jets: Jets, cache: Cache) -> list[torch.Tensor]:
         """Every field derivative on the part's grid (or at its scattered points), shared through ``cache``."""
@@ -86,7 +87,7 @@ class PartLoss:
         """(sum of w r^2 over the part's points, their count). Weights w: quadrature weights of
         ``sampling = "gauss"`` (mean 1), the keep-mask of data, or 1."""
         r = self.residual(jets, cache)
-        weights = self.weights()
+        weights = self.axis_weights
         if self.mask is not None:
             r = r * self.mask
             n: torch.Tensor | int = self.mask.sum() * r.shape[-1]
@@ -115,7 +116,7 @@ class GridPart(PartLoss):
 
 class FusedPart(PartLoss):
     def residual(self, jets: Jets, cache: Cache) -> torch.Tensor:
-        sizes = [len(self.points[key]) for key in self.part.grid]
+        sizes = self.sizes
         r = self.cp[0].contract(jets, self.scales, sizes)
         rest = self.part.residual.rest
         if rest is not None:
@@ -131,9 +132,9 @@ class GridFreePart(PartLoss):
         U = cp.factors(jets, self.scales, distinct_axes=range(len(self.part.grid)))
         n_free = math.prod([u.shape[0] for u in U]) * U[0].shape[-1]
         if factors is not None:
-            s = preconditioned_sum(U, self.weights(), factors, scale, cp.columns)
+            s = preconditioned_sum(U, self.axis_weights, factors, scale, cp.columns)
         else:
-            s = sum_of_squares(U, self.weights(), cp.columns)
+            s = sum_of_squares(U, self.axis_weights, cp.columns)
         return s.to(self.points.dtype), n_free
 
 

@@ -27,6 +27,7 @@ class Preconditioners:
         self.modulation, self.normalized = modulation, normalized
         self.active = bool(plan.preconditioned)  # switched off for the L-BFGS phase
         self.factors: dict[PartIndex, dict[int, FactorPreconditioner]] = {}
+        self.scales: dict[PartIndex, float] = {}  # each part's c: 1 / (free axes) when normalized
         self.seconds = 0.0
         # the rebuild (pseudo-NTKs, eigh, S_d) as a graph of its own: ~1.4 ms per rebuild at 64^3
         # against ~3 eager (`bench/seppgd.py --cost [--compile]`: rebuild share x step time x 10)
@@ -76,13 +77,15 @@ class Preconditioners:
                 self.factors[(ti, pi)] = {
                     d: built[(field, d, key, resolve_k(pre[t.name], len(self.points[key])))]
                     for d, key in enumerate(part.grid) if key[0] != "face"}
+        self._set_scales()
         self.seconds += time.perf_counter() - start
+
+    def _set_scales(self) -> None:
+        self.scales = {i: 1.0 / len(fs) if self.normalized else 1.0 for i, fs in self.factors.items()}
 
     def current(self) -> tuple[dict[PartIndex, dict[int, FactorPreconditioner]] | None, dict[PartIndex, float]]:
         """(the factors the loss applies, or None; each part's scale c: 1 / (free axes) when normalized)."""
-        if not self.active:
-            return None, {}
-        return self.factors, {i: 1.0 / len(fs) if self.normalized else 1.0 for i, fs in self.factors.items()}
+        return (self.factors, self.scales) if self.active else (None, {})
 
     def state(self) -> dict[PartIndex, dict[int, tuple[torch.Tensor, ...]]]:
         return {i: {d: (S.V.clone(), S.coef.clone(), S.eigvals.clone(), S.modulated.clone()) for d, S in fs.items()}
@@ -91,4 +94,5 @@ class Preconditioners:
     def load_state(self, factors: Mapping[PartIndex, Mapping[int, tuple[torch.Tensor, ...]]], active: bool) -> None:
         self.factors = {tuple(i): {d: FactorPreconditioner(*(x.to(self.points.device) for x in tensors))  # type: ignore[misc]
                                    for d, tensors in fs.items()} for i, fs in factors.items()}
+        self._set_scales()
         self.active = active
