@@ -17,7 +17,7 @@ import torch
 
 from .compile.compiler import CompiledProblem, Residual, compile_problem, per_axis
 from .compile.plan import Plan, make_plan
-from .errors import DataError, Interrupted, RunError, SolverConfigError
+from .errors import DataError, Interrupted, RunError, SeppinnError, SolverConfigError
 from .io import plots
 from .io.data_sources import load_all
 from .io.output import write_json, write_solution_h5
@@ -164,7 +164,7 @@ class Result:
         axes = self.prepared.compiled.axes
         missing = [a for a in axes if a not in grid]
         if missing:
-            raise ValueError(f"evaluate: no points for axis {', '.join(missing)} (axes: {', '.join(axes)})")
+            raise SeppinnError(f"no points for axis {', '.join(missing)} (axes: {', '.join(axes)})", key="evaluate")
         pred = self.trainer.evaluator.predict([np.atleast_1d(np.asarray(grid[a], dtype=np.float64)) for a in axes])
         comps = self.prepared.compiled.components
         return {f: squeeze_components(v.cpu().numpy(), comps[f]) for f, v in pred.items()}
@@ -174,10 +174,11 @@ class Result:
         axes = self.prepared.compiled.axes
         missing = [a for a in axes if a not in points]
         if missing:
-            raise ValueError(f"evaluate_points: no coordinates for axis {', '.join(missing)} (axes: {', '.join(axes)})")
+            raise SeppinnError(f"no coordinates for axis {', '.join(missing)} (axes: {', '.join(axes)})",
+                               key="evaluate_points")
         coords = [np.atleast_1d(np.asarray(points[a], dtype=np.float64)) for a in axes]
         if len({c.shape for c in coords}) != 1 or coords[0].ndim != 1:
-            raise ValueError("evaluate_points: every axis needs a 1-D array of the same length")
+            raise SeppinnError("every axis needs a 1-D array of the same length", key="evaluate_points")
         pred = self.trainer.evaluator.predict_points(coords)
         comps = self.prepared.compiled.components
         return {f: squeeze_components(v.cpu().numpy(), comps[f]) for f, v in pred.items()}

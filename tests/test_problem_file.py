@@ -68,7 +68,7 @@ def test_full_grammar(tmp_path):
     walls = p.conditions[0]
     assert [f.label(p.axis_list) for f in walls.faces] == ["x = min", "x = max", "y = min", "y = max"]
     assert [f.label(p.axis_list) for f in p.conditions[1].faces] == ["x = max", "y = min"]
-    assert p.max_orders()["u"] == [1, 2, 2]
+    assert seppinn.prepare(p).compiled.orders["u"] == [1, 2, 2]  # the highest order per axis over the terms
     assert p.solver_table == {"train": {"iterations": 10}}
 
 

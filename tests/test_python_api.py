@@ -253,7 +253,7 @@ def test_evaluate_grid_matches_pointwise_evaluation():
     # the hard condition holds exactly at x = 0 through the lift
     exact = np.exp(-0.01 * np.pi**2 * t) * np.sin(np.pi * (0 - 0.5 * t))
     np.testing.assert_allclose(grid[:, 0], exact, atol=1e-6)
-    with pytest.raises(ValueError, match="same length"):
+    with pytest.raises(seppinn.SeppinnError, match="evaluate_points: every axis needs a 1-D array of the same length"):
         result.evaluate_points({"t": [0.0, 1.0], "x": [0.5]})
 
 

@@ -60,8 +60,8 @@ class Problem:
     """
 
     name: str
-    axes: Any
-    fields: Any
+    axes: Mapping[str, Any]  # as given; ``axis_list`` is the checked form
+    fields: Any  # a name, names, or {name: components}; ``components`` is the checked form
     parameters: Mapping[str, ExprLike] | None = None
     definitions: Mapping[str, ExprLike] | None = None
     title: str = ""
@@ -69,24 +69,29 @@ class Problem:
     source: str = "<python>"  # the file, for messages
     text: str = ""  # the problem file's text (stored in outputs)
     solver_table: dict[str, Any] = field(default_factory=dict)
+    # built from the arguments above and by the add_* methods
+    axis_list: list[Axis] = field(init=False)
+    components: dict[str, int] = field(init=False)  # field -> number of components
+    ctx: ExprContext = field(init=False)  # the names expressions may use
+    parameter_values: dict[str, float] = field(init=False)
+    equations: list[Equation] = field(init=False, default_factory=list)
+    conditions: list[Condition] = field(init=False, default_factory=list)
+    data: dict[str, DataSource] = field(init=False, default_factory=dict)
+    reference: dict[str, DataSource] = field(init=False, default_factory=dict)
 
     def __post_init__(self) -> None:
-        self.equations: list[Equation] = []
-        self.conditions: list[Condition] = []
-        self.data: dict[str, DataSource] = {}
-        self.reference: dict[str, DataSource] = {}
         if not isinstance(self.name, str) or not PROBLEM_NAME_RE.match(self.name):
             raise self.error("problem.name", f"{self.name!r} is not a valid name (1 to 100 letters, digits, '_' and '-')")
         if self.kind not in PROBLEM_KINDS:
             raise self.error("problem.kind", f"{self.kind!r} is not one of {', '.join(PROBLEM_KINDS)}")
-        self.axis_list: list[Axis] = make_axes(self.axes, self.error)
-        self.components: dict[str, int] = make_fields(self.fields, self.error)
+        self.axis_list = make_axes(self.axes, self.error)
+        self.components = make_fields(self.fields, self.error)
         syms = {a.name: sp.Symbol(a.name, real=True) for a in self.axis_list}
         self.ctx = ExprContext(axes=syms, spatial=[syms[a.name] for a in self.axis_list if not a.time])
         args = [syms[a.name] for a in self.axis_list]
         self.ctx.fields = {f: sp.Function(f, real=True)(*args) for f in self.components}
         self._check_new_names(self.components, "fields")
-        self.parameter_values: dict[str, float] = {}
+        self.parameter_values = {}
         for pname, pval in (self.parameters or {}).items():
             self._add_parameter(pname, pval)
         for dname, dval in (self.definitions or {}).items():
@@ -157,7 +162,7 @@ class Problem:
     @property
     def term_names(self) -> list[str]:
         names = [e.name for e in self.equations] + [c.name for c in self.conditions if not c.hard]
-        return names + [f"data_{f}" if len(self.data) > 1 else "data" for f in self.data]
+        return names + [self.data_term_name(f) for f in self.data]
 
     def _all_names(self) -> list[str]:
         return [e.name for e in self.equations] + [c.name for c in self.conditions]
@@ -301,16 +306,3 @@ class Problem:
             if f not in used:
                 raise self.error(f"fields.{f}", f"field '{f}' appears in no equation, condition or data")
         return self
-
-    def max_orders(self) -> dict[str, list[int]]:
-        """Highest derivative order per field and axis over all terms."""
-        out = {f: [0] * len(self.axis_list) for f in self.components}
-        syms = list(self.ctx.axes.values())
-        for res in [e.residual for e in self.equations] + [c.residual for c in self.conditions]:
-            for d in res.atoms(sp.Derivative):
-                f = str(d.expr.func)
-                if f in out:
-                    for sym, n in d.variable_count:
-                        i = syms.index(sym)
-                        out[f][i] = max(out[f][i], int(n))
-        return out
