@@ -6,7 +6,6 @@ from __future__ import annotations
 import contextlib
 import signal
 import time
-import tomllib
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,7 +20,7 @@ from .errors import DataError, Interrupted, RunError, SeppinnError, SolverConfig
 from .io import plots
 from .io.data_sources import load_all
 from .io.output import write_json, write_solution_h5
-from .io.runs import check_run_dir, checkpoint_payload, read_checkpoint, seppinn_version, write_checkpoint, write_marker
+from .io.runs import check_run_dir, checkpoint_payload, load_run, seppinn_version, write_checkpoint, write_marker
 from .problem.expressions import symbolic_budget
 from .problem.problem_file import load_problem
 from .problem.solver_config import SolverConfig, resolve
@@ -248,17 +247,10 @@ def prepare_resume(problem: Problem | str | Path, run_dir: str | Path,
                    overrides: Overrides = None) -> tuple[Prepared, dict[str, Any]]:
     """The problem prepared with the run's own settings (plus ``overrides``) and the training
     snapshot to continue from. The problem must be the one the run was made from."""
-    ckpt = read_checkpoint(run_dir)
-    if not isinstance(problem, Problem):
-        problem = load_problem(problem)
-    where = str(Path(run_dir) / "model.pt")
-    if ckpt.get("problem_name") != problem.name or (problem.text and ckpt.get("problem") != problem.text):
-        raise DataError(f"this run was made from problem '{ckpt.get('problem_name')}' with a different "
-                        f"problem text; resume it with the problem file it was made from", file=where)
-    if ckpt.get("training") is None:
-        raise DataError("the checkpoint holds no training state to resume from", file=where)
-    solver = tomllib.loads(ckpt["solver"])
-    return prepare(problem, solver, overrides), ckpt["training"]
+    stored = load_run(run_dir, problem)
+    if stored.checkpoint.get("training") is None:
+        raise DataError("the checkpoint holds no training state to resume from", file=stored.where)
+    return prepare(stored.problem, stored.settings, overrides), stored.checkpoint["training"]
 
 
 def run(prep: Prepared, out: str | Path | None = None, *, progress: bool = True,

@@ -8,7 +8,6 @@ hexahedra/quads/lines) and vti (VTK ImageData) hold whole arrays: one file per t
 from __future__ import annotations
 
 import shutil
-import tomllib
 from pathlib import Path
 from typing import TYPE_CHECKING
 from xml.sax.saxutils import quoteattr
@@ -16,11 +15,11 @@ from xml.sax.saxutils import quoteattr
 import numpy as np
 import torch
 
-from .errors import DataError, SeppinnError
+from .errors import SeppinnError
 from .formats import FORMATS
 from .io.output import Slab, write_solution_h5
 from .io.xdmf import scalar_arrays, vtk_order
-from .safe_files import read_text, write_atomic
+from .safe_files import write_atomic
 
 if TYPE_CHECKING:
     from .api import Prepared
@@ -66,16 +65,6 @@ def _write_vti(target: Path, coords: list[np.ndarray], arrays: dict[str, np.ndar
     write_atomic(target, lambda tmp: tmp.write_text(text, encoding="utf-8"))
 
 
-def _same_text(path: str, text: str) -> bool:
-    """Whether ``path`` (as a checkpoint names it: not trusted) is a regular file holding ``text``."""
-    if not path:
-        return False
-    try:
-        return read_text(path, lambda m: DataError(m), what="problem file") == text
-    except DataError:
-        return False
-
-
 def export_bytes(sizes: list[int], fmt: str, arrays: int, solver_arrays: int, rank: int) -> float:
     """Rough peak bytes of an export on a grid of ``sizes``: ``arrays`` float64 arrays (fields,
     references, errors, one per component) written, ``solver_arrays`` of them computed on the
@@ -119,8 +108,7 @@ def check_export_memory(prep: Prepared, run: Path, fmt: str, points: int) -> Non
 def export(run: str | Path, fmt: str = "xdmf", points: int = 64) -> list[Path]:
     """Re-evaluate the model of ``run`` on ``points`` per axis and write ``fmt`` files into it."""
     from .api import prepare
-    from .io.runs import load_weights, read_checkpoint
-    from .problem.problem_file import load_problem, load_problem_text
+    from .io.runs import load_run, load_weights
     from .train.evaluation import squeeze_components
     from .train.loop import Trainer
 
@@ -129,18 +117,13 @@ def export(run: str | Path, fmt: str = "xdmf", points: int = 64) -> list[Path]:
     if points < 2:
         raise SeppinnError("need at least 2 points per axis", key="--points")
     run = Path(run)
-    ckpt = read_checkpoint(run)
-    solver = tomllib.loads(ckpt["solver"])
-    src = ckpt.get("problem_file") or ""
-    if _same_text(src, ckpt["problem"]):
-        problem = load_problem(src)
-    else:
-        problem = load_problem_text(ckpt["problem"], src or str(run / "problem.toml"))
-    prep = prepare(problem, solver)  # the run's own settings; the export grid is separate
+    stored = load_run(run)
+    ckpt, problem = stored.checkpoint, stored.problem
+    prep = prepare(problem, stored.settings)  # the run's own settings; the export grid is separate
     check_export_memory(prep, run, fmt, points)
     trainer = Trainer(prep.compiled, prep.config, prep.ref_arrays, plan=prep.plan, device=torch.device("cpu"),
                       progress=False)
-    load_weights(trainer.model, ckpt["model"], str(run / "model.pt"))
+    load_weights(trainer.model, ckpt["model"], stored.where)
     tr = trainer.evaluator
     # a reference file fixes the grid (its values exist there only); otherwise points per axis
     grid = tr.test_axes if prep.ref_arrays else [np.linspace(lo, hi, points) for lo, hi in prep.compiled.ranges]

@@ -18,6 +18,7 @@ import os
 import re
 import tomllib
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -210,3 +211,45 @@ def check_run_dir(out: str | Path, problem: Problem, force: bool = False) -> Non
         raise SeppinnError(f"'{out}' is not a seppinn run folder but holds {', '.join(taken)}, which the run "
                            "would replace; choose another --out or pass --force to overwrite them", key="--out")
 
+
+@dataclass(frozen=True)
+class StoredRun:
+    """A run folder read back: its checkpoint (``read_checkpoint``), the problem it was made from,
+    and its settings as tables (what ``prepare`` takes)."""
+
+    checkpoint: dict[str, Any]
+    problem: Problem
+    settings: dict[str, Any]
+    where: str  # the checkpoint's path, for messages
+
+
+def _same_text(path: str, text: str) -> bool:
+    """Whether ``path`` (as a checkpoint names it: not trusted) is a regular file holding ``text``."""
+    if not path:
+        return False
+    try:
+        return read_text(path, lambda m: DataError(m), what="problem file") == text
+    except DataError:
+        return False
+
+
+def load_run(run_dir: str | Path, problem: Problem | str | Path | None = None) -> StoredRun:
+    """The run in ``run_dir``. ``problem``: the one the caller means (``--resume``), which must be the
+    one the run was made from (name and text); None: the run's own, read from the file it names when
+    that still holds the same text (so relative data paths resolve), else from its stored text."""
+    from ..problem.problem_file import load_problem, load_problem_text
+
+    ckpt = read_checkpoint(run_dir)
+    where = str(Path(run_dir) / "model.pt")
+    settings = tomllib.loads(ckpt["solver"])  # read_checkpoint checked that it parses
+    if problem is None:
+        src = ckpt.get("problem_file") or ""
+        stored = (load_problem(src) if _same_text(src, ckpt["problem"])
+                  else load_problem_text(ckpt["problem"], src or str(Path(run_dir) / "problem.toml")))
+        return StoredRun(ckpt, stored, settings, where)
+    if not isinstance(problem, Problem):
+        problem = load_problem(problem)
+    if ckpt["problem_name"] != problem.name or (problem.text and ckpt["problem"] != problem.text):
+        raise DataError(f"this run was made from problem '{ckpt['problem_name']}' with a different "
+                        f"problem text; resume it with the problem file it was made from", file=where)
+    return StoredRun(ckpt, problem, settings, where)
