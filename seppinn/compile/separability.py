@@ -9,7 +9,7 @@ e.g. u_xx + k^2 u -> [F_x'' + k^2 F_x, F_y, F_z] (issue 8's fused contraction). 
 remain (u^3, u u_xx), the residual is evaluated on the grid anyway, and the source b stays with them
 (one precomputed addition there, where rank columns would cost a contraction each).
 
-Everything here is sympy; the trainer turns the blocks into tensors (``training``).
+Everything here is sympy; the trainer turns the blocks into tensors (``train.cp_residual``).
 """
 
 from __future__ import annotations

@@ -63,7 +63,7 @@ def sum_of_squares(factors: Sequence[torch.Tensor], weights: Sequence[torch.Tens
 def preconditioned_sum(factors: Sequence[torch.Tensor], weights: Sequence[torch.Tensor | None],
                        precond: Mapping[int, FactorPreconditioner], c: float, columns: Columns = None) -> torch.Tensor:
     """Value sum_i w_i r_i^2; gradient that of 2 <W r, stopgrad(P)> with P = c sum_{d in precond} r x_d S_d
-    (the grid path's surrogate, ``training``), float64 scalar. ``columns``: as ``sum_of_squares``."""
+    (the grid path's surrogate, ``train.loss``), float64 scalar. ``columns``: as ``sum_of_squares``."""
     cols = list(columns) if columns is not None else [None] * len(factors)
     g64 = [g.to(torch.float64) for g in factors]
     fixed = [g.detach() for g in g64]
