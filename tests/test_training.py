@@ -137,3 +137,13 @@ value = "exact"''')
     path = write(tmp_path / "q.toml", text.replace("exact + 0.3*y*(x + 2)", "exact"))
     r = seppinn.solve(path, overrides=SMALL, progress=False)
     assert r.metrics_at_min_loss["u"]["rel_l2"] < 0.05
+
+
+def test_the_loop_reports_each_evaluation_through_on_eval(tmp_path):
+    path = write(tmp_path / "p.toml", HELMHOLTZ_SMALL)
+    prep = seppinn.prepare(path, overrides={"train.iterations": 12, "train.eval_every": 5, "train.points": 8,
+                                            "model.rank": 4, "model.width": 8})
+    seen = []
+    state = Trainer(prep.compiled, prep.config, device=torch.device("cpu"), progress=False).train(on_eval=seen.append)
+    assert [ev.iteration for ev in seen] == [0, 5, 10, 12]
+    assert seen == state.history  # the same records, in order, as they were made

@@ -190,11 +190,12 @@ class Trainer:
         return state
 
     def train(self, on_checkpoint: Callable[[dict[str, Any]], None] | None = None,
-              resume: Mapping[str, Any] | None = None) -> TrainState:
+              resume: Mapping[str, Any] | None = None,
+              on_eval: Callable[[Evaluation], None] | None = None) -> TrainState:
         """Adam for ``train.iterations`` steps, then ``train.lbfgs_iterations`` L-BFGS steps.
 
         ``on_checkpoint(snapshot)`` is called every ``train.checkpoint_every`` iterations, with
-        finite values only. ``resume``: a snapshot to continue from exactly. Setting
+        finite values only; ``on_eval(evaluation)`` after every evaluation is recorded. ``resume``: a snapshot to continue from exactly. Setting
         ``stop_requested`` (a signal handler does) ends the loop after the current iteration with
         ``state.interrupted``. Non-finite losses raise ``Diverged`` (or roll back, ``on_nan``)."""
         t = self.cfg.train
@@ -239,6 +240,8 @@ class Trainer:
                     tick = time.perf_counter()
                     continue
                 self._record(state, it, stacked, progress)
+                if on_eval is not None:
+                    on_eval(state.history[-1])
                 tick = time.perf_counter()
             if it == end:
                 break
