@@ -83,7 +83,7 @@ def check_export_memory(prep: Prepared, run: Path, fmt: str, points: int) -> Non
     from .train.device import memory_limit
 
     c = prep.compiled
-    sizes = list(next(iter(prep.ref_arrays.values())).shape[:-1]) if prep.ref_arrays else [points] * len(c.axes)
+    sizes = list(prep.plan.test_sizes) if prep.ref_arrays else [points] * len(c.axes)
     comps = {f: c.components[f] for f in c.components}
     refs = {f: comps[f] for f in prep.problem.reference}
     solver_refs = sum(comps[f] for f, s in prep.problem.reference.items() if s.kind == "solver")

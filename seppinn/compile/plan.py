@@ -48,7 +48,6 @@ class Plan:
     jet_passes: Mapping[str, tuple[JetPass, ...]]  # per field
     metric_modes: Mapping[str, Mode]  # per field with a reference: "grid" or "grid_free"
     preconditioned: Mapping[str, Any]  # SepPGD: term name -> k (int or "auto")
-    point_sizes: Mapping[PointSetKey, int]  # points of every training point set
     test_sizes: tuple[int, ...]
     memory: Mapping[str, float]  # estimate_memory's bytes
     compiles: bool  # the loss runs through torch.compile
@@ -309,5 +308,5 @@ def make_plan(compiled: CompiledProblem, config: SolverConfig, *, mode: Mode | N
     metric_modes: dict[str, Mode] = {f: "grid" if mode == "grid" else metric_mode(compiled, config, f)
                                      for f in compiled.problem.reference}
     test_sizes = test_grid_sizes(compiled, config, ref_arrays)
-    return Plan(parts, jet_passes(compiled, sizes), metric_modes, preconditioned_terms(compiled, config), sizes,
+    return Plan(parts, jet_passes(compiled, sizes), metric_modes, preconditioned_terms(compiled, config),
                 tuple(test_sizes), estimate_memory(compiled, config, parts, test_sizes), compiles(config))

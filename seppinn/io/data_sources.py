@@ -81,9 +81,7 @@ def _check_image_size(path: Path, err: Callable[[str], DataError]) -> None:
 
 def _read(path: Path, src: DataSource, problem: Problem) -> np.ndarray:
     err = _error_for(problem, src)
-    if not path.exists():
-        raise err(f"data file '{path}' not found")
-    regular_file(path, err, what="data file", max_bytes=MAX_DATA_BYTES)
+    regular_file(path, err, what="data file", max_bytes=MAX_DATA_BYTES)  # also: "data file '...' not found"
     suffix = path.suffix.lower()
     try:
         if suffix == ".npy":
@@ -165,11 +163,10 @@ def load_points(problem: Problem, src: DataSource) -> np.ndarray:
     HDF5: one 1-D dataset per column, in the file's root or in the group ``dataset``."""
     err = _error_for(problem, src)
     path = _resolve(problem, src)
-    if not path.exists():
-        raise err(f"data file '{path}' not found")
     want = point_columns(problem, src.field)
     suffix = path.suffix.lower()
-    regular_file(path, err, what="data file", max_bytes=MAX_CSV_BYTES if suffix == ".csv" else MAX_DATA_BYTES)
+    if suffix != ".csv":  # a CSV is checked as it is read
+        regular_file(path, err, what="data file", max_bytes=MAX_DATA_BYTES)
     try:
         if suffix == ".csv":
             lines = read_text(path, err, what="data file", max_bytes=MAX_CSV_BYTES).splitlines()

@@ -130,8 +130,8 @@ def read_checkpoint(run_dir: str | Path, name: str = "model.pt") -> dict[str, An
     ckpt["history"] = {k: v.numpy() for k, v in history.items()}
     training = ckpt.get("training")
     if training is not None:
-        if not isinstance(training, dict) or any(k not in training for k in SNAPSHOT_KEYS):
-            missing = [k for k in SNAPSHOT_KEYS if not isinstance(training, dict) or k not in training]
+        missing = [k for k in SNAPSHOT_KEYS if not isinstance(training, dict) or k not in training]
+        if missing:
             raise DataError(f"the checkpoint's training state is incomplete (missing {', '.join(missing)})", file=where)
     return ckpt
 

@@ -17,7 +17,7 @@ import sympy as sp
 
 from ..errors import ProblemError, did_you_mean
 from .domain import Axis, Face, TimeAxis, make_axes, make_fields, parse_faces
-from .expressions import MAX_DIFF_COUNT, NAME_RE, ExprContext, check_names_are_free, parse_expression
+from .expressions import NAME_RE, ExprContext, check_derivative_orders, check_names_are_free, parse_expression
 from .sources import DataSource, make_source
 
 __all__ = ["Axis", "Condition", "DataSource", "Equation", "Face", "Problem", "TimeAxis"]
@@ -282,10 +282,11 @@ class Problem:
         return {str(f.func) for f in expr.atoms(sp.core.function.AppliedUndef) if str(f.func) in self.components}
 
     def _check_derivatives(self, expr: sp.Expr, key: str) -> None:
-        for d in sorted(expr.atoms(sp.Derivative), key=str):
-            for sym, n in d.variable_count:
-                if n > MAX_DIFF_COUNT:
-                    raise self.error(key, f"derivative of order {n} along {sym}; at most {MAX_DIFF_COUNT} per axis is supported")
+        """The parser's rule for sympy given directly (Python API): at most MAX_DIFF_COUNT per axis."""
+        try:
+            check_derivative_orders(expr)
+        except ProblemError as exc:
+            raise exc.located(self.source, key)
 
     def validate(self) -> Problem:
         """The checks that need the whole problem; returns self."""
