@@ -11,7 +11,7 @@ import argparse
 import numpy as np
 
 import seppinn
-from seppinn.train.seppgd import AUTO_FRACTION
+from seppinn.compile.plan import AUTO_FRACTION
 
 from seppgd import multiscale_problem  # type: ignore[import-not-found]
 

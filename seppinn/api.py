@@ -20,14 +20,16 @@ from .errors import DataError, Interrupted, RunError, SeppinnError, SolverConfig
 from .io import plots
 from .io.data_sources import load_all
 from .io.output import write_json, write_solution_h5
-from .io.runs import check_run_dir, checkpoint_payload, load_run, seppinn_version, write_checkpoint, write_marker
+from .io.runs import (StoredRun, check_run_dir, checkpoint_payload, load_run, load_weights, seppinn_version,
+                      write_checkpoint, write_marker)
 from .problem.expressions import symbolic_budget
 from .problem.problem_file import load_problem
 from .problem.solver_config import SolverConfig, resolve
 from .problem.spec import Problem
 from .train.device import check_memory, pick_device
 from .train.evaluation import squeeze_components
-from .train.loop import Trainer
+from .model.separable import SeparableModel
+from .train.loop import Trainer, make_model
 from .train.records import Diverged, Evaluation, TrainState, history_columns
 
 SolverSpec = str | Path | Mapping[str, Any] | None
@@ -121,11 +123,16 @@ def check_report(prep: Prepared) -> str:
             return f"{f} grid-free (separable reference, {n} product{'s' if n > 1 else ''})"
         modes = [metric_how(f) for f in p.reference]
         lines.append(f"metrics on the test grid {' x '.join(map(str, plan.test_sizes))}: " + ", ".join(modes))
+    def seppgd_k_text(term: str, k: Any) -> str:
+        ti = next(i for i, t in enumerate(c.terms) if t.name == term)
+        ks = sorted({kd for pp in plan.parts[ti] for kd in pp.k if kd})
+        return f"{term} (k = {k}" + (f": {', '.join(map(str, ks))}" if k == "auto" else "") + ")"
+
     if plan.preconditioned:
         pc = cfg.precondition
         lines.append(f"SepPGD ({pc.modulation}, scale {pc.scale}, rebuilt "
                      + (f"every {pc.update_every} iterations" if pc.update_every else "once")
-                     + " and when points change): " + ", ".join(f"{t} (k = {k})" for t, k in plan.preconditioned.items()))
+                     + " and when points change): " + ", ".join(seppgd_k_text(t, k) for t, k in plan.preconditioned.items()))
     elif cfg.precondition.method == "seppgd":
         lines.append("SepPGD: no term qualifies (data terms and value conditions on one field)")
     orders = "; ".join(f"{f}: " + ", ".join(f"{a} {o}" for a, o in zip(c.axes, os)) for f, os in c.orders.items())
@@ -251,6 +258,27 @@ def prepare_resume(problem: Problem | str | Path, run_dir: str | Path,
     if stored.checkpoint.get("training") is None:
         raise DataError("the checkpoint holds no training state to resume from", file=stored.where)
     return prepare(stored.problem, stored.settings, overrides), stored.checkpoint["training"]
+
+
+@dataclass(frozen=True)
+class OpenedRun:
+    """A finished or interrupted run read back: the problem prepared with the run's own settings,
+    its model with the checkpoint's weights, and what the folder held (``io.runs.StoredRun``)."""
+
+    prepared: Prepared
+    model: SeparableModel
+    stored: StoredRun
+
+
+def open_run(run_dir: str | Path, problem: Problem | str | Path | None = None,
+             device: torch.device | None = None) -> OpenedRun:
+    """Read the run in ``run_dir`` (``seppinn export``): ``problem``, when given, must be the one it
+    was made from. The model is on ``device`` (default: CPU)."""
+    stored = load_run(run_dir, problem)
+    prep = prepare(stored.problem, stored.settings)
+    model = make_model(prep.compiled, prep.config, device or torch.device("cpu"))
+    load_weights(model, stored.checkpoint["model"], stored.where)
+    return OpenedRun(prep, model, stored)
 
 
 def run(prep: Prepared, out: str | Path | None = None, *, progress: bool = True,

@@ -107,24 +107,22 @@ def check_export_memory(prep: Prepared, run: Path, fmt: str, points: int) -> Non
 
 def export(run: str | Path, fmt: str = "xdmf", points: int = 64) -> list[Path]:
     """Re-evaluate the model of ``run`` on ``points`` per axis and write ``fmt`` files into it."""
-    from .api import prepare
-    from .io.runs import load_run, load_weights
-    from .train.evaluation import squeeze_components
-    from .train.loop import Trainer
+    from .api import open_run
+    from .train.device import DTYPES
+    from .train.evaluation import Evaluator, squeeze_components
+    from .train.points import PointSets
 
     if fmt not in FORMATS:
         raise SeppinnError(f"'{fmt}' is not one of {', '.join(FORMATS)}", key="--format")
     if points < 2:
         raise SeppinnError("need at least 2 points per axis", key="--points")
     run = Path(run)
-    stored = load_run(run)
-    ckpt, problem = stored.checkpoint, stored.problem
-    prep = prepare(problem, stored.settings)  # the run's own settings; the export grid is separate
+    opened = open_run(run)
+    prep, ckpt, problem = opened.prepared, opened.stored.checkpoint, opened.stored.problem
     check_export_memory(prep, run, fmt, points)
-    trainer = Trainer(prep.compiled, prep.config, prep.ref_arrays, plan=prep.plan, device=torch.device("cpu"),
-                      progress=False)
-    load_weights(trainer.model, ckpt["model"], stored.where)
-    tr = trainer.evaluator
+    tr = Evaluator(prep.compiled, prep.plan, opened.model,
+                   PointSets(prep.compiled, prep.config, torch.device("cpu"), DTYPES[prep.config.train.dtype]),
+                   prep.ref_arrays)
     # a reference file fixes the grid (its values exist there only); otherwise points per axis
     grid = tr.test_axes if prep.ref_arrays else [np.linspace(lo, hi, points) for lo, hi in prep.compiled.ranges]
     whole = {f: r for f, r in tr.reference.items() if f in prep.ref_arrays}

@@ -84,6 +84,21 @@ def test_xdmf_export_and_bad_run_folder(run, tmp_path, capsys):
     assert (tmp_path / "c.png").stat().st_size > 1000
 
 
+def test_open_run_gives_the_runs_model_and_settings(run):
+    """api.open_run: the problem prepared with the run's own settings and a model that predicts
+    what the run's Result predicts."""
+    out, result = run
+    opened = seppinn.api.open_run(out)
+    assert opened.prepared.config.model.rank == 4 and opened.stored.where == str(out / "model.pt")
+    for (name, a), b in zip(opened.model.state_dict().items(), result.model.state_dict().values()):
+        assert np.array_equal(a.numpy(), b.cpu().numpy()), name
+    grid = {"x": np.linspace(0, 1, 3), "y": np.linspace(-2, 1, 4), "z": np.linspace(1, 1.5, 2)}
+    import torch
+    with torch.no_grad():
+        u = opened.model["u"]([torch.as_tensor(v, dtype=torch.float32) for v in grid.values()])
+    np.testing.assert_allclose(u.squeeze(-1).numpy(), result.evaluate(grid)["u"], rtol=1e-6, atol=1e-6)
+
+
 def _datasets(path) -> dict[str, np.ndarray]:
     import h5py
 

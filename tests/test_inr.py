@@ -202,7 +202,6 @@ def test_scattered_seppgd_is_the_non_grid_form(tmp_path, scale, f64):
         Zg = tr.model["u"].contract_points(mats)[:, 0]
     torch.testing.assert_close(Zg.detach(), Z)
     r = (Zg - torch.as_tensor(u)).detach()
-    part = tr.c.terms[0].parts[0]
     S = sum(tr.preconditioners.factors[(0, 0)][d].dense() for d in range(2))  # Appendix A.2: S~ = c sum_d S_d (N x N)
     c = 0.5 if scale == "normalized" else 1.0
     want = (2 * 0.5 / len(r)) * jacobian(Zg, params).T @ (c * S @ r)

@@ -117,7 +117,6 @@ def test_lemma2_against_dense_kronecker_sum(dims, scale, kind, f64):
     Y = np.sin(3 * grids[0]) + np.cos(2 * grids[1]) if dims > 1 else np.sin(3 * grids[0])
     r = (Z - torch.as_tensor(Y)).flatten().detach()
     J = jacobian(Z, params)
-    part = tr.c.terms[0].parts[0]
     S = kron_sum([tr.preconditioners.factors[(0, 0)][d].dense() for d in range(dims)], [len(x) for x in pts])
     c = 1 / dims if scale == "normalized" else 1.0
     want = (2 * 0.7 / len(r)) * J.T @ (c * S @ r)
@@ -194,6 +193,27 @@ def test_refusals():
     with pytest.raises(SolverConfigError, match=r"unknown term 'wal' \(did you mean 'wall'\?\)"):
         seppinn.prepare(p, overrides=small_overrides(**{"precondition.terms": ["wal"]}))
     assert seppinn.prepare(p, overrides=small_overrides()).plan.preconditioned == {"wall": 3}
+
+
+def test_plan_holds_each_parts_k_and_the_factors_have_it():
+    """k = "auto" is resolved per part and axis in the plan (a quarter of the axis' points, at least
+    2; 0 on a face's fixed axis and for terms not preconditioned), and each factor keeps k modes."""
+    p = seppinn.Problem("f", dict(AXES), ["u"])
+    p.add_equation("lap(u) - 1")
+    p.add_condition(on="x = max", value="1", name="wall")
+    p.add_data("u", TARGET)
+    prep = seppinn.prepare(p, overrides=small_overrides(**{"precondition.k": "auto", "train.points": SIZES}))
+    names = [t.name for t in prep.compiled.terms]
+    wall, data, pde = (prep.plan.parts[names.index(n)][0] for n in ("wall", "data", "pde"))
+    assert wall.k == (0, 2, 2) and wall.sizes == (1, 5, 6)
+    assert data.k == (2, 2, 2) and pde.k == (0, 0, 0)
+    assert "wall (k = auto: 2)" in seppinn.api.check_report(prep)
+    big = seppinn.prepare(p, overrides=small_overrides(**{"precondition.k": "auto", "train.points": 40}))
+    assert big.plan.parts[names.index("data")][0].k == (10, 10, 10)
+    tr = Trainer(big.compiled, big.config, plan=big.plan, device=torch.device("cpu"), progress=False)
+    tr.preconditioners.rebuild()
+    S = tr.preconditioners.factors[(names.index("data"), 0)][0]
+    assert S.V.shape == (40, 10) and S.coef.shape == (10,)  # I - S has rank k
 
 
 def test_spectrum_command_writes_numbers_and_plot(tmp_path, capsys):

@@ -27,19 +27,25 @@ Mode = Literal["grid", "fused", "grid_free"]
 JetPass = tuple[int, list[list[PointSetKey]]]  # (order, per axis: the point sets evaluated in this pass)
 COMPILE_AUTO_ITERATIONS = 5000  # train.compile = "auto": compile runs at least this long (compiling takes 26-42 s on 2 cores)
 RUNTIME_BYTES = 96 * 2**20  # estimate_memory: what a run takes beyond its tensors (measured ~65 MiB)
+# SepPGD k = "auto": this fraction of the axis' points (at least 2); bench/seppgd_k.py measured it as
+# the most robust choice on the 64^2 multi-scale fit (bench/RESULTS.md).
+AUTO_FRACTION = 0.25
 MAX_SCATTERED = 4096  # scattered points per preconditioned term: S_d is N x N (eigh O(N^3))
 
 
 @dataclass(frozen=True)
 class PartPlan:
     """How part ``part`` of term ``term`` is evaluated: its mode, the rank rho of its CP residual
-    (0 on the grid path) and its points per axis ([N] for N scattered points)."""
+    (0 on the grid path), its points per axis ([N] for N scattered points) and, per axis, the SepPGD
+    k of its factor preconditioner (0: none, on a face's fixed axis or where the term is not
+    preconditioned)."""
 
     term: int
     part: int
     mode: Mode
     rank: int
     sizes: tuple[int, ...]
+    k: tuple[int, ...]
 
 
 @dataclass(frozen=True)
@@ -54,6 +60,11 @@ class Plan:
 
     def part(self, term: int, part: int) -> PartPlan:
         return self.parts[term][part]
+
+
+def seppgd_k(k: Any, n: int) -> int:
+    """The SepPGD k of an axis with ``n`` points from the setting (an int or "auto")."""
+    return max(2, round(AUTO_FRACTION * n)) if k == "auto" else int(k)
 
 
 def compiles(config: SolverConfig) -> bool:
@@ -301,12 +312,20 @@ def make_plan(compiled: CompiledProblem, config: SolverConfig, *, mode: Mode | N
     tests); None: the settings decide. ``ref_arrays``: reference files, which fix the test grid."""
     check_settings(compiled, config)
     n_train = per_axis(config.train.points, compiled.axes)
-    parts = tuple(tuple(PartPlan(ti, pi, *part_mode(compiled, config, part, mode),
-                                 tuple(part_sizes(compiled, part, n_train)))
-                        for pi, part in enumerate(t.parts)) for ti, t in enumerate(compiled.terms))
+    pre = preconditioned_terms(compiled, config)
+
+    def part_plan(ti: int, pi: int) -> PartPlan:
+        term = compiled.terms[ti]
+        part = term.parts[pi]
+        sizes = tuple(part_sizes(compiled, part, n_train))
+        k = tuple(seppgd_k(pre[term.name], n) if term.name in pre and key[0] != "face" else 0
+                  for key, n in zip(part.grid, sizes))
+        return PartPlan(ti, pi, *part_mode(compiled, config, part, mode), sizes, k)
+
+    parts = tuple(tuple(part_plan(ti, pi) for pi in range(len(t.parts))) for ti, t in enumerate(compiled.terms))
     sizes = point_set_sizes(compiled, config)
     metric_modes: dict[str, Mode] = {f: "grid" if mode == "grid" else metric_mode(compiled, config, f)
                                      for f in compiled.problem.reference}
     test_sizes = test_grid_sizes(compiled, config, ref_arrays)
-    return Plan(parts, jet_passes(compiled, sizes), metric_modes, preconditioned_terms(compiled, config),
+    return Plan(parts, jet_passes(compiled, sizes), metric_modes, pre,
                 tuple(test_sizes), estimate_memory(compiled, config, parts, test_sizes), compiles(config))

@@ -12,7 +12,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import numpy as np
@@ -35,13 +35,19 @@ from .records import Diverged, Evaluation, TrainState
 MAX_ROLLBACKS = 4  # train.on_nan = "rollback": at most this many rollbacks per run
 
 
-def make_model(ranges: Sequence[tuple[float, float]], components: dict[str, int],
-               config: SolverConfig, periodic: Sequence[bool] | None = None) -> SeparableModel:
+def make_model(compiled: CompiledProblem, config: SolverConfig, device: torch.device) -> SeparableModel:
+    """The settings' separable model for ``compiled``, seeded with ``train.seed``, in ``train.dtype``
+    on ``device``, with its hard-condition axes set."""
     m = config.model
+    torch.manual_seed(config.train.seed)
     net = dict(width=m.width, depth=m.depth, activation=m.activation, body=m.body, omega0=m.omega0,
                fourier_features=m.fourier_features, fourier_scale=m.fourier_scale,
-               periodic=list(periodic or [False] * len(ranges)), periodic_modes=m.periodic_modes)
-    return build_model(ranges, components, kind=m.kind, rank=m.rank, scale=m.scale, net_kwargs=net)
+               periodic=[a.periodic for a in compiled.problem.axis_list], periodic_modes=m.periodic_modes)
+    model = build_model(compiled.ranges, compiled.components, kind=m.kind, rank=m.rank, scale=m.scale,
+                        net_kwargs=net).to(device=device, dtype=DTYPES[config.train.dtype])
+    for f, axis in compiled.hard.items():
+        model[f].set_hard_axis(axis, *compiled.ranges[axis])
+    return model
 
 
 class Trainer:
@@ -56,12 +62,7 @@ class Trainer:
         self.plan = plan or make_plan(compiled, config, ref_arrays=ref_arrays)
         self.device = device or pick_device(config.train.device)
         self.dtype = DTYPES[config.train.dtype]
-        torch.manual_seed(config.train.seed)
-        periodic = [a.periodic for a in compiled.problem.axis_list]
-        self.model = make_model(compiled.ranges, compiled.components, config, periodic).to(
-            device=self.device, dtype=self.dtype)
-        for f, axis in compiled.hard.items():
-            self.model[f].set_hard_axis(axis, *compiled.ranges[axis])
+        self.model = make_model(compiled, config, self.device)
         self.points = PointSets(compiled, config, self.device, self.dtype)
         pc = config.precondition
         self.preconditioners = Preconditioners(compiled, self.plan, self.model, self.points, pc.modulation,

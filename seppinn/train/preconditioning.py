@@ -14,7 +14,7 @@ from ..compile.plan import Plan
 from ..model.separable import SeparableModel
 from .points import PointSets
 from .progress import Progress
-from .seppgd import FactorPreconditioner, build_all, resolve_k
+from .seppgd import FactorPreconditioner, build_all
 
 PartIndex = tuple[int, int]
 Built = dict[tuple[int, int], tuple[torch.Tensor | None, ...]]
@@ -46,12 +46,12 @@ class Preconditioners:
         # (field, axis, point set, k), however many terms and faces share them
         terms = [(ti, t) for ti, t in enumerate(self.compiled.terms) if t.name in pre]
         wanted: dict[str, list[dict[PointSetKey, set[int]]]] = {}  # field -> per axis: point set -> k values
-        for _, t in terms:
+        for ti, t in terms:
             per = wanted.setdefault(t.parts[0].residual.derivs[0][0], [{} for _ in self.compiled.axes])
-            for part in t.parts:
+            for pi, part in enumerate(t.parts):
                 for d, key in enumerate(part.grid):
                     if key[0] != "face":
-                        per[d].setdefault(key, set()).add(resolve_k(pre[t.name], len(self.points[key])))
+                        per[d].setdefault(key, set()).add(self.plan.part(ti, pi).k[d])
         built: dict[tuple[Any, ...], FactorPreconditioner] = {}
         for field, per in wanted.items():
             for i in range(max(len(sets) for sets in per)):  # one pseudo-NTK pass per point set and axis
@@ -75,7 +75,7 @@ class Preconditioners:
             field = t.parts[0].residual.derivs[0][0]
             for pi, part in enumerate(t.parts):
                 self.factors[(ti, pi)] = {
-                    d: built[(field, d, key, resolve_k(pre[t.name], len(self.points[key])))]
+                    d: built[(field, d, key, self.plan.part(ti, pi).k[d])]
                     for d, key in enumerate(part.grid) if key[0] != "face"}
         self._set_scales()
         self.seconds += time.perf_counter() - start

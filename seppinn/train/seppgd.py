@@ -14,14 +14,8 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
 
 import torch
-
-
-# k = "auto": this fraction of the axis' points (at least 2); bench/seppgd_k.py measured it as the
-# most robust choice on the 64^2 multi-scale fit (bench/RESULTS.md).
-AUTO_FRACTION = 0.25
 
 
 DENSE_MAX = 1024  # points per axis up to which I - S_d is kept as a dense matrix
@@ -134,7 +128,3 @@ def precondition(r: torch.Tensor, factors: Mapping[int, FactorPreconditioner], c
     if corr is None:
         return base
     return base - corr if c == 1.0 else base - c * corr
-
-
-def resolve_k(k: Any, n: int) -> int:
-    return max(2, round(AUTO_FRACTION * n)) if k == "auto" else int(k)
