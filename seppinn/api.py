@@ -315,7 +315,8 @@ def run(prep: Prepared, out: str | Path | None = None, *, progress: bool = True,
                 trainer.model.load_state_dict(good["model"])
                 Result(prep, trainer, TrainState.from_snapshot(good), time.perf_counter() - start).save(out)
                 where = (f"; the last good state (iteration {good['iteration']}) and its outputs are in {out} "
-                         f"(continue with --resume {out}, or set train.on_nan = \"rollback\")")
+                         f"(continue with --resume {out} and a smaller train.lr"
+                         + (", or set train.on_nan = \"rollback\")" if prep.config.train.on_nan == "stop" else ")"))
             raise RunError(f"{exc}{where}") from None
     result = Result(prep, trainer, state, time.perf_counter() - start)
     if out is not None:

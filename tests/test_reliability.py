@@ -116,7 +116,7 @@ DIVERGES = HELMHOLTZ_SMALL.replace('residual = "lap(u) - lap(exact)"', 'residual
 SMALL_NET = {"model.rank": 4, "model.width": 8, "train.points": 8, "model.activation": "tanh",
              "train.eval_every": 5, "train.checkpoint_every": 10}
 DIVERGING = {**SMALL_NET, "train.lr": 0.01, "train.schedule": "exponential", "train.decay_rate": 2.0,
-             "train.decay_every": 20, "train.iterations": 300}
+             "train.decay_every": 20, "train.iterations": 300, "train.diverge_factor": 0, "train.on_nan": "stop"}
 
 
 def test_divergence_stops_names_term_and_iteration_and_keeps_the_last_good_state(tmp_path, capsys):
@@ -151,6 +151,26 @@ def test_rollback_halves_the_learning_rate_and_finishes(tmp_path):
     assert r.iterations == bad + 5 and np.isfinite(r.history["loss/pde"]).all()
     its = r.history["iteration"]
     assert (np.diff(its) > 0).all()  # the history restarts cleanly at the rolled-back iteration
+
+
+def test_climbing_loss_is_caught_and_rolled_back(tmp_path, capsys):
+    """The divergence guard: at lr 3 the total loss jumps past 1000 x its lowest at once, with nothing
+    non-finite yet. on_nan = "stop" stops there; the default rolls back and halves the rate until
+    the run goes on, every recorded total within the factor of the lowest before it."""
+    path = write(tmp_path / "p.toml", HELMHOLTZ_SMALL)
+    ov = {**SMALL_NET, "train.lr": 3.0, "train.iterations": 60, "train.diverge_factor": 1e3}
+    with pytest.raises(seppinn.RunError, match=r"^the total loss rose above 1000 times its lowest value so far "
+                                               r"\(7\.\d{3}e\+01\) at iteration 1$"):
+        seppinn.solve(path, overrides={**ov, "train.on_nan": "stop"}, progress=False)
+    prep = prepare(path, overrides=ov)
+    tr = Trainer(prep.compiled, prep.config, device=torch.device("cpu"), progress=False)
+    totals = []
+    state = tr.train(on_eval=lambda ev: totals.append(ev.losses["total"]))
+    assert state.rollbacks >= 2 and state.lr_scale == 0.5**state.rollbacks and state.iteration == 60
+    assert all(np.isfinite(t) and t <= 1e3 * min(totals[:i + 1]) for i, t in enumerate(totals))
+    assert main(["solve", str(path), "--quiet", "--out", str(tmp_path / "run"),
+                 *(f"--set={k}={v}" for k, v in ov.items())]) == 0
+    assert "rolled back to iteration 0, learning rate x 0.5 (rollback 1 of 4)" in capsys.readouterr().err
 
 
 def test_memory_guard_refuses_with_estimate_and_limit(tmp_path, capsys):

@@ -38,7 +38,7 @@ class PartPlan:
     """How part ``part`` of term ``term`` is evaluated: its mode, the rank rho of its CP residual
     (0 on the grid path), its points per axis ([N] for N scattered points) and, per axis, the SepPGD
     k of its factor preconditioner (0: none, on a face's fixed axis or where the term is not
-    preconditioned)."""
+    preconditioned; scattered points: every axis' S_d acts on the N points)."""
 
     term: int
     part: int
@@ -46,6 +46,16 @@ class PartPlan:
     rank: int
     sizes: tuple[int, ...]
     k: tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class CausalPlan:
+    """Causal training (``train.causal``): the equation terms it weights, the time axis, M, eps."""
+
+    terms: tuple[int, ...]
+    axis: int
+    chunks: int
+    tol: float
 
 
 @dataclass(frozen=True)
@@ -57,6 +67,7 @@ class Plan:
     test_sizes: tuple[int, ...]
     memory: Mapping[str, float]  # estimate_memory's bytes
     compiles: bool  # the loss runs through torch.compile
+    causal: CausalPlan | None = None
 
     def part(self, term: int, part: int) -> PartPlan:
         return self.parts[term][part]
@@ -261,6 +272,26 @@ def check_settings(compiled: CompiledProblem, config: SolverConfig) -> None:
                 raise SolverConfigError(f"no value for axis {', '.join(missing)}", key=f"train.{table}")
 
 
+def causal_plan(compiled: CompiledProblem, config: SolverConfig, preconditioned: Mapping[str, Any]) -> CausalPlan | None:
+    """The equation terms ``train.causal`` weights over the time axis (None: off). Raises
+    SolverConfigError for a problem without a time axis or a preconditioned equation."""
+    spec = config.train.causal
+    if not spec:
+        return None
+    axis = next((d for d, a in enumerate(compiled.problem.axis_list) if a.time), None)
+    if axis is None:
+        raise SolverConfigError("causal training weights time slices, but the problem has no time axis "
+                                "(mark one with { range = [..], time = true })", key="train.causal")
+    terms = tuple(ti for ti, t in enumerate(compiled.terms) if t.kind == "equation")
+    for ti in terms:
+        name = compiled.terms[ti].name
+        if name in preconditioned:
+            raise SolverConfigError(f"term '{name}' cannot be both preconditioned and causal", key="train.causal")
+        if any(p.pointwise or p.grid[axis] != ("train", axis) for p in compiled.terms[ti].parts):
+            raise SolverConfigError(f"term '{name}' is not on the training grid of the time axis", key="train.causal")
+    return CausalPlan(terms, axis, int(spec["chunks"]), float(spec["tol"]))
+
+
 def test_grid_sizes(compiled: CompiledProblem, config: SolverConfig,
                     ref_arrays: Mapping[str, np.ndarray] | None = None) -> list[int]:
     """Points per axis of the test grid: a reference file's grid, else ``train.test_points``."""
@@ -318,8 +349,9 @@ def make_plan(compiled: CompiledProblem, config: SolverConfig, *, mode: Mode | N
         term = compiled.terms[ti]
         part = term.parts[pi]
         sizes = tuple(part_sizes(compiled, part, n_train))
+        per_axis_n = [sizes[0]] * len(part.grid) if part.pointwise else sizes  # N points: every S_d is N x N
         k = tuple(seppgd_k(pre[term.name], n) if term.name in pre and key[0] != "face" else 0
-                  for key, n in zip(part.grid, sizes))
+                  for key, n in zip(part.grid, per_axis_n))
         return PartPlan(ti, pi, *part_mode(compiled, config, part, mode), sizes, k)
 
     parts = tuple(tuple(part_plan(ti, pi) for pi in range(len(t.parts))) for ti, t in enumerate(compiled.terms))
@@ -328,4 +360,5 @@ def make_plan(compiled: CompiledProblem, config: SolverConfig, *, mode: Mode | N
                                      for f in compiled.problem.reference}
     test_sizes = test_grid_sizes(compiled, config, ref_arrays)
     return Plan(parts, jet_passes(compiled, sizes), metric_modes, pre,
-                tuple(test_sizes), estimate_memory(compiled, config, parts, test_sizes), compiles(config))
+                tuple(test_sizes), estimate_memory(compiled, config, parts, test_sizes), compiles(config),
+                causal_plan(compiled, config, pre))

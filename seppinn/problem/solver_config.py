@@ -39,6 +39,11 @@ MODULATIONS = {
     "sqrt": "the top k eigenvalues set to sqrt(lambda_i lambda_k) (a scale-free form of the paper's g_2)",
 }
 OPTIMIZERS = ("adam",)
+BALANCES = {
+    "none": "the terms' losses as weighted by train.weights",
+    "grad_norm": "per-term weights sum_j |grad L_j| / |grad L_i| (jaxpi), a moving average updated every "
+                 "balance_every iterations, times train.weights",
+}
 
 
 @dataclass
@@ -72,7 +77,7 @@ class TrainConfig:
     test_points: Any = 30
     face_reduction: str = "mean"
     checkpoint_every: int = 1000
-    on_nan: str = "stop"
+    on_nan: str = "rollback"  # a diverged run (non-finite, or see diverge_factor): "rollback" or "stop"
     compile: Any = "auto"  # torch.compile the loss and its backward: true, false, or "auto" (long runs)
     grid_free: Any = "auto"  # CP residuals' losses from Gram products: true, false, or "auto" (by a flop estimate)
     memory_limit: Any = "auto"  # GiB, or "auto": 80 % of the device's (GPU) or the machine's available memory
@@ -80,6 +85,11 @@ class TrainConfig:
     seed: int = 0
     device: str = "auto"
     weights: dict[str, float] = field(default_factory=dict)
+    balance: str = "none"
+    balance_every: int = 100
+    balance_momentum: float = 0.9
+    causal: dict[str, Any] = field(default_factory=dict)  # { chunks = M, tol = eps }: causal weights in time
+    diverge_factor: float = 1e4  # a total loss above this times its running minimum counts as diverged; 0: off
 
 
 @dataclass
@@ -172,6 +182,36 @@ def _weights(v: Any) -> Any:
     return {k: _float(positive=False)(x) for k, x in v.items()}
 
 
+def _momentum(v: Any) -> Any:
+    v = _float(positive=False)(v)
+    if not 0 <= v < 1:
+        raise ValueError(f"expected a number in [0, 1), got {v!r}")
+    return v
+
+
+def _causal(v: Any) -> Any:
+    if not isinstance(v, dict):
+        raise ValueError("expected a table { chunks = M, tol = eps } (an empty table: off)")
+    unknown = [k for k in v if k not in ("chunks", "tol")]
+    if unknown:
+        raise ValueError(f"unknown key '{unknown[0]}'{did_you_mean(unknown[0], ['chunks', 'tol'])} (valid: chunks, tol)")
+    if v and set(v) != {"chunks", "tol"}:
+        raise ValueError("give both chunks (time slices, an integer >= 2) and tol (epsilon, a number >= 0)")
+    if not v:
+        return {}
+    tol = _float(positive=False)(v["tol"])
+    if tol < 0:
+        raise ValueError(f"tol: expected a number >= 0, got {tol!r}")
+    return {"chunks": _int(2)(v["chunks"]), "tol": tol}
+
+
+def _diverge_factor(v: Any) -> Any:
+    v = _float(positive=False)(v)
+    if v != 0 and v <= 1:
+        raise ValueError(f"expected 0 (off) or a factor > 1, got {v!r}")
+    return v
+
+
 def _k(v: Any) -> Any:
     if v == "auto":
         return v
@@ -202,6 +242,8 @@ CHECKS: dict[str, dict[str, Callable[[Any], Any]]] = {
         "on_nan": _choice("stop", "rollback"), "memory_limit": _auto_or_float,
         "compile": _auto_or_bool, "grid_free": _auto_or_bool,
         "dtype": _choice(*DTYPES), "seed": _int(0, 2**63 - 2), "device": _device, "weights": _weights,
+        "balance": _choice(*BALANCES), "balance_every": _int(1), "balance_momentum": _momentum,
+        "causal": _causal, "diverge_factor": _diverge_factor,
     },
     "precondition": {
         "method": _choice(*PRECONDITIONERS), "k": _k, "scale": _choice("normalized", "paper"),

@@ -60,6 +60,23 @@ def sum_of_squares(factors: Sequence[torch.Tensor], weights: Sequence[torch.Tens
     return _hadamard_sum([_expand(_gram(g, g, w), c, c) for g, w, c in zip(g64, weights, cols)])
 
 
+def row_sums(factors: Sequence[torch.Tensor], weights: Sequence[torch.Tensor | None], axis: int,
+             columns: Columns = None) -> torch.Tensor:
+    """sum of w r^2 over each index of ``axis`` (n_axis,) float64: the Gram products of the other
+    axes, then one quadratic form per row of G_axis, O(n_axis rho^2) (causal training's time slices)."""
+    cols = list(columns) if columns is not None else [None] * len(factors)
+    g64 = [g.to(torch.float64) for g in factors]
+    idx = cols[axis]
+    G = g64[axis] if idx is None else g64[axis].index_select(1, idx)  # (n, rho, C)
+    others = [_expand(_gram(g, g, w), c, c) for e, (g, w, c) in enumerate(zip(g64, weights, cols)) if e != axis]
+    M = others[0] if others else torch.ones(G.shape[2], G.shape[1], G.shape[1], dtype=torch.float64, device=G.device)
+    for m in others[1:]:
+        M = M * m
+    rows = torch.einsum("nac,cab,nbc->n", G, M, G)
+    w = weights[axis]
+    return rows if w is None else rows * w.to(torch.float64)
+
+
 def preconditioned_sum(factors: Sequence[torch.Tensor], weights: Sequence[torch.Tensor | None],
                        precond: Mapping[int, FactorPreconditioner], c: float, columns: Columns = None) -> torch.Tensor:
     """Value sum_i w_i r_i^2; gradient that of 2 <W r, stopgrad(P)> with P = c sum_{d in precond} r x_d S_d

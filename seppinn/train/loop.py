@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import math
 import time
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -23,6 +24,7 @@ from ..compile.plan import Plan, make_plan
 from ..errors import DataError
 from ..model.separable import SeparableModel, build_model
 from ..problem.solver_config import SolverConfig
+from .balancing import Balancer
 from .device import DTYPES, pick_device
 from .evaluation import Evaluator
 from .loss import Losses
@@ -70,19 +72,26 @@ class Trainer:
         rank = config.model.rank if isinstance(config.model.rank, int) else 0  # the CP paths need a CP model
         self.losses = Losses(compiled, self.plan, self.model, self.points, rank, self.preconditioners)
         self.evaluator = Evaluator(compiled, self.plan, self.model, self.points, ref_arrays or {})
+        t = config.train
+        self.balancer = Balancer(t.balance, [term.weight for term in compiled.terms], t.balance_every,
+                                 t.balance_momentum, self.device)
         # sources, coefficients, condition values and references that are NaN or infinite on their
         # points (log(x) on [-1, 1], 1/(x + 1) at x = -1) are refused before any training
         self.losses.check_finite(config.train.dtype)
         self.evaluator.check_finite()
         self.progress_enabled = progress
         self.stop_requested = False  # set by a signal handler: stop after the current iteration
+        # divergence guard: the lowest total loss so far, on the device (train.diverge_factor)
+        self.loss_min = torch.full((), math.inf, dtype=torch.float64, device=self.device)
         # one graph for jets, contractions, residuals and losses (backward compiled with it); the
         # points, constants and SepPGD factors are inputs, so resampling and rebuilds reuse it
         self._compiled: Callable[[], torch.Tensor] | None = (
             torch.compile(self._loss_stack) if self.plan.compiles else None)
 
     def _loss_stack(self) -> torch.Tensor:
-        return torch.stack(list(self.losses().values()))
+        """The weighted term losses in term order, then the diagnostics (``losses.diagnostic_names``)."""
+        losses, diagnostics = self.losses.evaluate()
+        return torch.stack([*losses.values(), *diagnostics.values()])
 
     def resample(self) -> None:
         """New random training points per axis (SPINN style); coordinate terms follow."""
@@ -90,7 +99,7 @@ class Trainer:
         self.losses.prepare()
 
     def _loss_vector(self, progress: Progress) -> torch.Tensor:
-        """The weighted term losses in term order, (T,): through ``torch.compile`` when
+        """``_loss_stack`` (T + diagnostics,): through ``torch.compile`` when
         ``train.compile`` asks for it (falling back to eager, with a note, if compiling fails)."""
         if self._compiled is None:
             return self._loss_stack()
@@ -103,19 +112,23 @@ class Trainer:
             return self._loss_stack()
 
     # ---------------------------------------------------------------- records and snapshots
-    def _record(self, state: TrainState, it: int, stacked: torch.Tensor, progress: Progress) -> None:
-        """Append the evaluation at ``it``: ``stacked`` holds the weighted term losses in term order."""
+    def _record(self, state: TrainState, it: int, out: torch.Tensor, progress: Progress) -> None:
+        """Append the evaluation at ``it``: ``out`` is ``_loss_stack``'s (losses, then diagnostics)."""
         names = [t.name for t in self.c.terms]
-        vals = stacked.detach().to(torch.float64).cpu().tolist()
-        lv = dict(zip(names, vals))
-        lv["total"] = float(sum(vals))
-        ev = Evaluation(it, state.seconds, lv, self.evaluator.metrics())
+        vals = out.detach().to(torch.float64).cpu().tolist()
+        lv = dict(zip(names, vals[:len(names)]))
+        lv["total"] = float(sum(vals[:len(names)]))
+        diagnostics = dict(zip(self.losses.diagnostic_names, vals[len(names):]))
+        if self.balancer.active:
+            diagnostics.update({f"weight/{n}": w for n, w in zip(names, self.balancer.weights.tolist())})
+        ev = Evaluation(it, state.seconds, lv, self.evaluator.metrics(), diagnostics)
         state.history.append(ev)
         if state.best is None or lv["total"] < state.best.losses["total"]:
             state.best = ev
             state.best_state = copy.deepcopy(self.model.state_dict())
         shown = {f"{k}/{f}": v for f, m in ev.metrics.items() for k, v in m.items()
                  if k in ("rel_l2", "psnr", "iou", "psnr_heldout")}
+        shown.update({k.replace("weight/", "w_"): v for k, v in diagnostics.items()})
         progress.record(it, {n: lv[n] for n in names}, shown)
 
     def snapshot(self, state: TrainState, opts: Optimizers) -> dict[str, Any]:
@@ -129,7 +142,8 @@ class Trainer:
             "adam": copy.deepcopy(opts.adam.state_dict()), "schedule": copy.deepcopy(opts.schedule.state_dict()),
             "lbfgs": copy.deepcopy(opts.lbfgs.state_dict()), "sampler": points["sampler"],
             "points": points["points"], "factors": self.preconditioners.state(),
-            "use_preconditioner": self.preconditioners.active,
+            "use_preconditioner": self.preconditioners.active, "balance": self.balancer.weights.clone(),
+            "loss_min": self.loss_min.clone(),
             "history": [dataclasses.asdict(ev) for ev in state.history],
             "best": dataclasses.asdict(state.best) if state.best else None,
             "best_state": copy.deepcopy(state.best_state),
@@ -144,6 +158,10 @@ class Trainer:
         self.points.load_state(snap["points"], snap["sampler"])
         self.losses.prepare()
         self.preconditioners.load_state(snap["factors"], snap["use_preconditioner"])
+        if "balance" in snap:  # checkpoints before loss balancing: all ones
+            self.balancer.weights = snap["balance"].to(self.balancer.weights).clone()
+        if "loss_min" in snap:
+            self.loss_min = snap["loss_min"].to(self.loss_min).clone()
         saved = TrainState.from_snapshot(snap)
         state.iteration, state.seconds, state.history = saved.iteration, saved.seconds, saved.history
         state.best, state.best_state = saved.best, copy.deepcopy(saved.best_state)
@@ -156,16 +174,20 @@ class Trainer:
 
     def _check_finite(self, first_bad: torch.Tensor, state: TrainState, opts: Optimizers,
                       progress: Progress) -> bool:
-        """Divergence check (a host sync: only at evaluations and checkpoints). False: all finite.
-        True: rolled back to the last good snapshot with the learning rate halved. Raises
-        ``Diverged`` otherwise."""
+        """Divergence check (a host sync: only at evaluations and checkpoints) of ``first_bad``: per
+        term the first iteration its loss was not finite, then the first at which the total loss
+        climbed above ``train.diverge_factor`` times its lowest (-1: none). False: all well. True:
+        rolled back to the last good snapshot with the learning rate halved. Raises ``Diverged``
+        otherwise."""
         bad = first_bad.tolist()
-        hits = sorted((i, name) for i, name in zip(bad, (t.name for t in self.c.terms)) if i >= 0)
+        hits = sorted((i, name) for i, name in zip(bad, [t.name for t in self.c.terms] + [""]) if i >= 0)
         if not hits and all(bool(torch.isfinite(p).all()) for p in self.model.parameters()):
             return False
-        it, what = hits[0] if hits else (state.iteration, "")
+        it, what = hits[0] if hits else (state.iteration, None)
         message = (f"loss of term '{what}' is not finite at iteration {it}" if what
-                   else f"a model parameter is not finite at iteration {it}")
+                   else f"a model parameter is not finite at iteration {it}" if what is None
+                   else f"the total loss rose above {self.cfg.train.diverge_factor:g} times its lowest value so far "
+                        f"({float(self.loss_min):.3e}) at iteration {it}")
         good = state.last_good
         if self.cfg.train.on_nan == "rollback" and good is not None and state.rollbacks < MAX_ROLLBACKS:
             state.rollbacks += 1
@@ -204,13 +226,14 @@ class Trainer:
         opts = make_optimizers(list(self.model.parameters()), self.cfg.train)
         state = self._start(opts, resume)
         progress = Progress(end, enabled=self.progress_enabled)
-        first_bad = torch.full((len(self.c.terms),), -1, dtype=torch.long, device=self.device)
+        first_bad = torch.full((len(self.c.terms) + 1,), -1, dtype=torch.long, device=self.device)
+        climb = self.cfg.train.diverge_factor or math.inf
         update_every = self.cfg.precondition.update_every
         pre = self.preconditioners
 
         def closure() -> torch.Tensor:
             opts.lbfgs.zero_grad(set_to_none=True)
-            loss = torch.stack(list(self.losses().values())).sum()
+            loss = self.balancer.apply(torch.stack(list(self.losses().values())))
             loss.backward()  # type: ignore[no-untyped-call]
             return loss
 
@@ -228,27 +251,34 @@ class Trainer:
             else:  # L-BFGS line-searches the loss it measures: plain gradients in this phase
                 pre.active = False
             if adam_phase:
-                stacked = self._loss_vector(progress)
+                out = self._loss_vector(progress)
             elif evaluate:  # eager: a graph without gradients would be a second compilation
                 with torch.no_grad():
-                    stacked = torch.stack(list(self.losses().values()))
+                    out = self._loss_stack()
             if adam_phase or evaluate:
-                # the first iteration at which each term went non-finite, kept on the device (no sync)
-                first_bad = torch.where(~torch.isfinite(stacked.detach()) & (first_bad < 0), it, first_bad)
+                stacked = out[:len(self.c.terms)]
+                # the first iteration at which each term went non-finite, and the total climbed, kept
+                # on the device (no sync)
+                total = stacked.detach().sum().to(torch.float64)
+                flags = torch.cat([~torch.isfinite(stacked.detach()), (total > climb * self.loss_min)[None]])
+                first_bad = torch.where(flags & (first_bad < 0), it, first_bad)
+                self.loss_min = torch.fmin(self.loss_min, total)  # NaN: handled above, never the minimum
             if evaluate:
                 state.seconds += time.perf_counter() - tick
                 if self._check_finite(first_bad, state, opts, progress):
                     tick = time.perf_counter()
                     continue
-                self._record(state, it, stacked, progress)
+                self._record(state, it, out, progress)
                 if on_eval is not None:
                     on_eval(state.history[-1])
                 tick = time.perf_counter()
             if it == end:
                 break
             if adam_phase:
+                if self.balancer.due(it):
+                    self.balancer.update(stacked, list(self.model.parameters()))
                 opts.adam.zero_grad(set_to_none=True)
-                stacked.sum().backward()  # type: ignore[no-untyped-call]
+                self.balancer.apply(stacked).backward()  # type: ignore[no-untyped-call]
                 opts.adam.step()
                 opts.schedule.step()
             else:

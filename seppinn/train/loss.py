@@ -24,7 +24,8 @@ from ..compile.plan import PartPlan, Plan
 from ..errors import ProblemError
 from ..model.separable import SeparableModel
 from .cp_residual import CPTensor, Jets
-from .gridfree import preconditioned_sum, sum_of_squares
+from .causal import causal_mean, slice_matrix
+from .gridfree import preconditioned_sum, row_sums, sum_of_squares
 from .points import PointSets
 from .preconditioning import Preconditioners
 from .seppgd import FactorPreconditioner, precondition
@@ -93,10 +94,7 @@ class PartLoss:
             n: torch.Tensor | int = self.mask.sum() * r.shape[-1]
         else:
             n = r.numel()
-        wr = r
-        for d, w in enumerate(weights):  # quadrature weights broadcast along their axis
-            if w is not None:
-                wr = wr * w.reshape([-1 if i == d else 1 for i in range(len(weights))] + [1])
+        wr = self._weighted(r)
         s = (wr * r).sum()
         if factors is not None:
             # value: the true sum of squares; gradient: that of 2 <w r, stopgrad(P)>
@@ -106,6 +104,20 @@ class PartLoss:
             surrogate = 2 * (wr * P).sum()
             s = s.detach() + (surrogate - surrogate.detach())  # value exactly s
         return s, n
+
+
+    def _weighted(self, r: torch.Tensor) -> torch.Tensor:
+        """w r: quadrature weights broadcast along their axes (r: (n_1, ..., n_D, C))."""
+        for d, w in enumerate(self.axis_weights):
+            if w is not None:
+                r = r * w.reshape([-1 if i == d else 1 for i in range(len(self.axis_weights))] + [1])
+        return r
+
+    def row_sums(self, jets: Jets, cache: Cache, axis: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """(sum of w r^2 at each index of ``axis``, the points at each), both (n_axis,): causal training."""
+        r = self.residual(jets, cache)
+        rows = (self._weighted(r) * r).movedim(axis, 0).reshape(r.shape[axis], -1).sum(1)
+        return rows, torch.full_like(rows, r.numel() / r.shape[axis])
 
 
 class GridPart(PartLoss):
@@ -137,6 +149,13 @@ class GridFreePart(PartLoss):
             s = sum_of_squares(U, self.axis_weights, cp.columns)
         return s.to(self.points.dtype), n_free
 
+    def row_sums(self, jets: Jets, cache: Cache, axis: int) -> tuple[torch.Tensor, torch.Tensor]:
+        cp = self.cp[0]
+        U = cp.factors(jets, self.scales, distinct_axes=range(len(self.part.grid)))
+        rows = row_sums(U, self.axis_weights, axis, cp.columns)
+        n_free = math.prod([u.shape[0] for u in U]) * U[0].shape[-1]
+        return rows, torch.full_like(rows, n_free / U[axis].shape[0])
+
 
 PART_LOSSES: dict[str, type[PartLoss]] = {"grid": GridPart, "fused": FusedPart, "grid_free": GridFreePart}
 
@@ -151,6 +170,10 @@ class Losses:
         self.parts = [[PART_LOSSES[pp.mode](part, pp, model, points, self._components(part), rank)
                        for part, pp in zip(t.parts, plans)] for t, plans in zip(compiled.terms, plan.parts)]
         self.jet_passes = {f: list(passes) for f, passes in plan.jet_passes.items()}
+        self.causal = plan.causal
+        self.slices: torch.Tensor | None = None  # causal training: (M, n_t) slice matrix of the time points
+        self.diagnostic_names = [f"causal_min/{compiled.terms[ti].name}" for ti in plan.causal.terms] \
+            if plan.causal is not None else []
         self.prepare()
 
     def _components(self, part: TermPart) -> int:
@@ -162,6 +185,9 @@ class Losses:
         for parts in self.parts:
             for p in parts:
                 p.prepare()
+        if self.causal is not None:
+            lo, hi = self.compiled.ranges[self.causal.axis]
+            self.slices = slice_matrix(self.points[("train", self.causal.axis)], lo, hi, self.causal.chunks)
 
     def check_finite(self, dtype: str) -> None:
         """Refuse (ProblemError, before any training) sources, coefficients and condition values that
@@ -188,12 +214,25 @@ class Losses:
 
     def __call__(self) -> dict[str, torch.Tensor]:
         """Weighted loss per term name at the current parameters (with SepPGD's gradient while its
-        preconditioners are active)."""
+        preconditioners are active, and the causal gradient of causal terms)."""
+        return self.evaluate()[0]
+
+    def evaluate(self) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+        """(the weighted loss per term name, the diagnostics: ``diagnostic_names`` -> value)."""
         factors, scale = self.preconditioners.current() if self.preconditioners is not None else (None, {})
         jets = self.jets()
         cache: Cache = {}
         out: dict[str, torch.Tensor] = {}
+        diagnostics: dict[str, torch.Tensor] = {}
         for ti, (t, parts) in enumerate(zip(self.compiled.terms, self.parts)):
+            if self.causal is not None and ti in self.causal.terms:
+                assert self.slices is not None
+                rows = [p.row_sums(jets, cache, self.causal.axis) for p in parts]
+                loss, w_min = causal_mean(torch.stack([r for r, _ in rows]).sum(0),
+                                          torch.stack([c for _, c in rows]).sum(0), self.slices, self.causal.tol)
+                out[t.name] = t.weight * loss.to(self.points.dtype)
+                diagnostics[f"causal_min/{t.name}"] = w_min.to(self.points.dtype)
+                continue
             sums: list[torch.Tensor] = []
             counts: list[torch.Tensor | int] = []
             means: list[torch.Tensor] = []
@@ -205,4 +244,4 @@ class Losses:
                 means.append(s / n * p.part.faces)  # a part of two faces: the sum of their means
             loss = torch.stack(means).sum() if t.reduction == "sum" else torch.stack(sums).sum() / sum(counts)
             out[t.name] = t.weight * loss
-        return out
+        return out, diagnostics

@@ -18,6 +18,7 @@ class Evaluation:
     seconds: float
     losses: dict[str, float]  # weighted, per term, plus "total"
     metrics: dict[str, dict[str, float]]  # field -> {"rel_l2": .., "mse": ..}
+    diagnostics: dict[str, float] = field(default_factory=dict)  # history column -> value: weight/<term>, ...
 
 
 @dataclass
@@ -49,7 +50,8 @@ class Diverged(RunError):
 
 
 def history_columns(history: Sequence[Evaluation]) -> dict[str, np.ndarray]:
-    """Equal-length columns: iteration, seconds, loss/<term>, <metric>/<field> (rel_l2, mse, psnr, ...)."""
+    """Equal-length columns: iteration, seconds, loss/<term>, <metric>/<field> (rel_l2, mse, psnr, ...)
+    and the diagnostics (weight/<term> with loss balancing, causal_min/<term> with causal training)."""
     cols: dict[str, list[float]] = {"iteration": [], "seconds": []}
     for ev in history:
         cols["iteration"].append(ev.iteration)
@@ -59,4 +61,6 @@ def history_columns(history: Sequence[Evaluation]) -> dict[str, np.ndarray]:
         for f, m in ev.metrics.items():
             for k, v in m.items():
                 cols.setdefault(f"{k}/{f}", []).append(v)
+        for k, v in ev.diagnostics.items():
+            cols.setdefault(k, []).append(v)
     return {k: np.asarray(v, dtype=np.int64 if k == "iteration" else np.float64) for k, v in cols.items()}

@@ -1,0 +1,59 @@
+"""Automatic loss balancing (``train.balance``): per-term weights lambda_i that multiply the user's
+``train.weights`` w_i, so the step minimises sum_i lambda_i w_i L_i.
+
+``grad_norm`` (Wang, Wang & Perdikaris 2023, jaxpi): every ``train.balance_every`` iterations
+
+    lambda_i_new = sum_j |grad L_j| / |grad L_i|,     lambda_i <- m lambda_i + (1 - m) lambda_i_new
+
+(m = ``train.balance_momentum``), with L_i the term's mean square *without* its user weight, so
+that after balancing the terms' gradient norms stand in the ratio of the user's weights. The
+gradients are those the step itself uses (SepPGD's preconditioned ones where it is active). The
+update costs one backward pass per term at that iteration; everything stays on the device.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+
+BALANCE_FLOOR = 1e-30  # a gradient norm below this counts as zero: that term keeps its weight
+
+
+class Balancer:
+    """The balance weights (T,) of the terms, in term order; all ones with ``method = "none"``."""
+
+    def __init__(self, method: str, user_weights: Sequence[float], every: int, momentum: float,
+                 device: torch.device) -> None:
+        self.method, self.every, self.momentum = method, every, momentum
+        self.user = torch.tensor([float(w) for w in user_weights], dtype=torch.float64, device=device)
+        self.weights = torch.ones(len(user_weights), dtype=torch.float64, device=device)
+
+    @property
+    def active(self) -> bool:
+        return self.method != "none"
+
+    def due(self, iteration: int) -> bool:
+        return self.active and iteration % self.every == 0
+
+    def update(self, stacked: torch.Tensor, params: Sequence[torch.nn.Parameter]) -> None:
+        """New weights from ``stacked`` (T,), the user-weighted term losses of this iteration (its
+        graph is kept for the step's own backward)."""
+        norms = []
+        for i in range(stacked.shape[0]):
+            grads = torch.autograd.grad(stacked[i], params, retain_graph=True, allow_unused=True)
+            sq = [g.to(torch.float64).pow(2).sum() for g in grads if g is not None]
+            norms.append(torch.stack(sq).sum().sqrt() if sq else torch.zeros((), dtype=torch.float64,
+                                                                                device=stacked.device))
+        self.set_from_norms(torch.stack(norms).to(self.user.device))
+
+    def set_from_norms(self, weighted_norms: torch.Tensor) -> None:
+        """The update from |grad(w_i L_i)| per term (terms with w_i = 0 or no gradient keep their weight)."""
+        live = (self.user != 0) & (weighted_norms > BALANCE_FLOOR)
+        norms = torch.where(live, weighted_norms / self.user.abs().clamp_min(BALANCE_FLOOR), 1.0)
+        new = torch.where(live, (norms * live).sum() / norms, self.weights)
+        self.weights = self.momentum * self.weights + (1 - self.momentum) * new
+
+    def apply(self, stacked: torch.Tensor) -> torch.Tensor:
+        """The total the step minimises: sum_i lambda_i (w_i L_i)."""
+        return (stacked * self.weights.to(stacked.dtype)).sum() if self.active else stacked.sum()
