@@ -88,7 +88,6 @@ class PartLoss:
         """(sum of w r^2 over the part's points, their count). Weights w: quadrature weights of
         ``sampling = "gauss"`` (mean 1), the keep-mask of data, or 1."""
         r = self.residual(jets, cache)
-        weights = self.axis_weights
         if self.mask is not None:
             r = r * self.mask
             n: torch.Tensor | int = self.mask.sum() * r.shape[-1]
