@@ -56,7 +56,7 @@ def prepare(problem: Problem | str | Path, solver: SolverSpec = None, overrides:
             problem = load_problem(problem)
         problem.validate()
     ov = list(overrides) if isinstance(overrides, (list, tuple)) else overrides
-    config = resolve(problem.solver_table, problem.source, solver, ov)  # type: ignore[arg-type]
+    config = resolve(problem.solver_table, problem.source, solver, ov, problem.solver)  # type: ignore[arg-type]
     data_arrays, ref_arrays = load_all(problem)
     try:
         with symbolic_budget(f"compiling '{problem.source}'"):
@@ -96,7 +96,8 @@ def check_report(prep: Prepared) -> str:
             f"{a.name} in [{a.lo:g}, {a.hi:g}]" + (" (time)" if a.time else "") for a in p.axis_list)
         + "; fields " + ", ".join(f if k == 1 else f"{f} ({k} components)" for f, k in c.components.items()),
         f"model: {m.kind} rank {m.rank}, {m.body} depth {m.depth} width {m.width}, {m.activation}; "
-        f"{cfg.train.dtype} on {prep.device}; " + ("torch.compile" if plan.compiles else "eager"),
+        f"{cfg.train.dtype} on {prep.device}; " + ("torch.compile" if plan.compiles else "eager")
+        + (f"; settings from the problem's solver '{p.solver}' (--solver and --set still win)" if p.solver else ""),
     ]
     if any(key[0] == "train" for t in c.terms for part in t.parts for key in part.grid):
         lines.append(f"training points: {cfg.train.sampling} " + " x ".join(map(str, n_train))

@@ -237,4 +237,14 @@ def test_spectrum_command_writes_numbers_and_plot(tmp_path, capsys):
     assert pre[0] < 0.5 * full[0]  # preconditioning flattens the top of the full NTK spectrum
     assert (out / "spectrum.png").stat().st_size > 1000
     assert "data/full: 144 eigenvalues" in capsys.readouterr().out
-    assert main(["spectrum", str(problem), "--out", str(tmp_path / "x")]) == 2  # nothing preconditioned
+    # without precondition.method = seppgd: the same spectrum, the k and terms the settings would use
+    assert main(["spectrum", str(problem), "--set", "precondition.k=4", "--set", "train.points=12",
+                 "--set", "model.rank=8", "--set", "model.width=16", "--out", str(tmp_path / "plain")]) == 0
+    with h5py.File(tmp_path / "plain" / "spectrum.h5") as f:
+        np.testing.assert_array_equal(f["data/x/modulated"][()], mod)
+    pde = tmp_path / "pde.toml"  # a Neumann condition only: nothing SepPGD can precondition
+    pde.write_text('[problem]\nname = "n"\n[axes]\nx = [0.0, 1.0]\n[fields]\nu = {}\n[[equations]]\n'
+                   'residual = "diff(u, x, 2) - 1"\n[[conditions]]\non = "x = min"\nexpr = "diff(u, x)"\n')
+    capsys.readouterr()
+    assert main(["spectrum", str(pde), "--out", str(tmp_path / "x")]) == 2
+    assert "no term SepPGD can precondition" in capsys.readouterr().err

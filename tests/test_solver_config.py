@@ -55,3 +55,31 @@ def test_shipped_presets_resolve(name):
 def test_bad_overrides(override, message):
     with pytest.raises(SolverConfigError, match=message):
         resolve(overrides=[override])
+
+
+def test_problem_names_its_solver_below_its_tables_and_the_command_line(tmp_path, capsys):
+    """[problem] solver: defaults < that preset or file < [solver] tables < --solver < --set."""
+    import seppinn
+    from seppinn.cli import main
+
+    from .conftest import HELMHOLTZ_SMALL
+
+    text = HELMHOLTZ_SMALL.replace('name = "poisson2d"', 'name = "poisson2d"\nsolver = "quick"')
+    p = seppinn.load_problem(write(tmp_path / "p.toml", text))
+    quick = tomllib.loads((shipped_dir("solvers") / "quick.toml").read_text())
+    cfg = seppinn.prepare(p).config
+    assert (cfg.train.lr, cfg.model.body, cfg.train.iterations) == (quick["train"]["lr"], "modified_mlp", 1500)
+    tables = text + '\n[solver.train]\niterations = 7\n'
+    cfg = seppinn.prepare(write(tmp_path / "q.toml", tables)).config
+    assert (cfg.train.iterations, cfg.model.body) == (7, "modified_mlp")
+    cfg = seppinn.prepare(write(tmp_path / "q.toml", tables), "spinn", {"train.lr": 0.25}).config
+    assert (cfg.train.lr, cfg.train.iterations) == (0.25, 50000)  # --solver over the tables, --set over all
+    write(tmp_path / "mine.toml", "[train]\nlr = 0.125\n")  # a file beside the problem file
+    own = seppinn.load_problem(write(tmp_path / "sub.toml", text.replace('"quick"', '"mine.toml"')))
+    assert own.solver == str((tmp_path / "mine.toml").resolve()) and seppinn.prepare(own).config.train.lr == 0.125
+    bad = write(tmp_path / "bad.toml", text.replace('"quick"', '"quik"'))
+    assert main(["check", str(bad)]) == 2
+    assert capsys.readouterr().err.strip() == (
+        f"{bad}: problem.solver: no such preset or file 'quik' (did you mean 'quick'?) (presets: "
+        f"{', '.join(sorted(f.stem for f in shipped_dir('solvers').glob('*.toml')))}; a file is looked up beside "
+        "the problem file)")

@@ -9,11 +9,12 @@ from typing import Any
 
 from ..errors import ProblemError, did_you_mean
 from ..safe_files import MAX_TEXT_BYTES, read_text
+from .resources import shipped_names
 from .spec import Axis, Problem
 
 TOP_KEYS = ("problem", "axes", "fields", "parameters", "definitions", "equations",
             "conditions", "data", "reference", "solver")
-PROBLEM_KEYS = ("name", "title", "kind")
+PROBLEM_KEYS = ("name", "title", "kind", "solver")
 AXIS_KEYS = ("range", "time", "periodic")
 FIELD_KEYS = ("components",)
 EQUATION_KEYS = ("name", "residual", "lhs", "rhs")
@@ -79,6 +80,23 @@ def load_problem_text(text: str, source: str) -> Problem:
     return problem_from_toml(doc, text, source)
 
 
+def _solver_name(value: Any, file: str) -> str:
+    """``[problem] solver``: a shipped preset's name, or a solver file relative to the problem file
+    (returned absolute); "" when absent."""
+    if value == "":
+        return ""
+    if not isinstance(value, str):
+        raise ProblemError(f"expected a preset name or a solver file path, got {value!r}", file=file, key="problem.solver")
+    path = Path(file).parent / value
+    if path.is_file():
+        return str(path.resolve())
+    names = shipped_names("solvers")
+    if value not in names:
+        raise ProblemError(f"no such preset or file '{value}'{did_you_mean(value, names)} (presets: {', '.join(names)}; "
+                           "a file is looked up beside the problem file)", file=file, key="problem.solver")
+    return value
+
+
 def problem_from_toml(doc: dict[str, Any], text: str, file: str) -> Problem:
     check_keys(doc, TOP_KEYS, file, "")
     head = _table(doc, "problem", file)
@@ -114,6 +132,7 @@ def problem_from_toml(doc: dict[str, Any], text: str, file: str) -> Problem:
 
     solver = _table(doc, "solver", file)
     problem = Problem(
+        solver=_solver_name(head.get("solver", ""), file),
         name=head["name"],
         title=head.get("title", ""),
         kind=head.get("kind", "pde"),

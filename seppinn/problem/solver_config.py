@@ -1,5 +1,6 @@
-"""Solver settings: built-in defaults < ``[solver]`` in the problem file < ``--solver FILE``
-(or a shipped preset name) < ``--set KEY=VALUE`` overrides. Every key is checked."""
+"""Solver settings: built-in defaults < the problem file's ``[problem] solver`` < its ``[solver]``
+tables < ``--solver FILE`` (or a shipped preset name) < ``--set KEY=VALUE`` overrides. Every key
+is checked."""
 
 from __future__ import annotations
 
@@ -325,9 +326,15 @@ def resolve(
     problem_file: str = "<problem>",
     solver: str | Path | Mapping[str, Any] | None = None,
     overrides: Mapping[str, Any] | list[str] | None = None,
+    problem_solver: str = "",
 ) -> SolverConfig:
-    """Resolve settings in the contract's order; each layer's mistakes name that layer."""
+    """Resolve settings in the contract's order: defaults < the problem's ``[problem] solver``
+    preset or file < its ``[solver]`` tables < ``solver`` (``--solver``) < ``overrides`` (``--set``);
+    each layer's mistakes name that layer."""
     merged: dict[str, dict[str, Any]] = {t: dataclasses.asdict(cls()) for t, cls in TABLES.items()}
+    if problem_solver:
+        doc, label = load_solver_file(problem_solver)
+        _merge_layer(merged, doc, label)
     if problem_table:
         _merge_layer(merged, problem_table, problem_file, prefix="solver.")
     if isinstance(solver, Mapping):

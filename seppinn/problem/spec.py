@@ -69,6 +69,7 @@ class Problem:
     source: str = "<python>"  # the file, for messages
     text: str = ""  # the problem file's text (stored in outputs)
     solver_table: dict[str, Any] = field(default_factory=dict)
+    solver: str = ""  # the recommended settings: a shipped preset's name or a solver file's path ("" none)
     # built from the arguments above and by the add_* methods
     axis_list: list[Axis] = field(init=False)
     components: dict[str, int] = field(init=False)  # field -> number of components
