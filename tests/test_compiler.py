@@ -88,3 +88,36 @@ def test_non_differentiable_derivative_is_refused():
     p = seppinn.Problem("f", {"x": (0.0, 1.0)}, ["u"])
     with pytest.raises(seppinn.ProblemError, match=r"k: cannot evaluate 'DiracDelta\(x \+ u\(x\)\)'"):
         compile_residual(p, p.expr("diff(abs(u + x), x, 2)"), "k")
+
+
+def test_dn_is_the_outward_normal_derivative_on_each_face(f64):
+    """dn(u) on both faces of x (one part) and of y equals -u_x / +u_x and -u_y / +u_y written per
+    face: with face_reduction = "sum" the term's loss is the sum of the per-face terms'."""
+    import torch
+
+    import seppinn
+    from seppinn.train.loop import Trainer
+
+    def problem(conditions):
+        p = seppinn.Problem("n", {"x": (0.0, 2.0), "y": (-1.0, 1.0)}, ["u"])
+        p.add_equation("lap(u) - 1")
+        for name, on, expr in conditions:
+            p.add_condition(on=on, expr=expr, value="x*y + 1", name=name)
+        return p
+
+    ov = {"train.dtype": "float64", "train.points": 6, "model.rank": 3, "model.width": 8, "model.activation": "tanh",
+          "train.face_reduction": "sum"}
+    losses = []
+    for conds in ([("flux", ["x = min", "x = max", "y = min", "y = max"], "dn(u) + u")],
+                  [("a", "x = min", "-diff(u, x) + u"), ("b", "x = max", "diff(u, x) + u"),
+                   ("c", "y = min", "-diff(u, y) + u"), ("d", "y = max", "diff(u, y) + u")]):
+        prep = seppinn.prepare(problem(conds), overrides=ov)
+        tr = Trainer(prep.compiled, prep.config, device=torch.device("cpu"), progress=False)
+        losses.append({k: float(v) for k, v in tr.losses().items()})
+    assert losses[0]["flux"] == pytest.approx(sum(losses[1][k] for k in "abcd"), rel=1e-12)
+    assert losses[0]["flux"] > 1e-3
+    p = seppinn.Problem("n", {"x": (0.0, 2.0)}, ["u"])
+    p.add_equation("dn(u) - 1")
+    with pytest.raises(seppinn.ProblemError, match=r"equations\[0\].residual: dn\(\.\.\.\) is the derivative along a "
+                                                   r"face's outward normal: use it in a condition"):
+        seppinn.prepare(p)

@@ -84,7 +84,8 @@ DATA = ROOT / "problems" / "data"
 
 
 def image(name: str, keep: float | None) -> seppinn.Problem:
-    p = seppinn.Problem(name, axes={"row": (0.0, 1.0), "col": (0.0, 1.0)}, fields={"rgb": 3}, kind="data")
+    p = seppinn.Problem(name, axes={"row": (0.0, 1.0), "col": (0.0, 1.0)}, fields={"rgb": 3}, kind="data",
+                        solver="inr-image-cpu")
     photo = str(DATA / "photo_256.png")
     p.add_data("rgb", {"file": photo} if keep is None else {"file": photo, "keep": keep, "seed": 0})
     p.set_reference(rgb={"file": photo})
@@ -92,7 +93,8 @@ def image(name: str, keep: float | None) -> seppinn.Problem:
 
 
 def occupancy() -> seppinn.Problem:
-    p = seppinn.Problem("occupancy", axes={a: (-1.0, 1.0) for a in "xyz"}, fields=["occupancy"], kind="data")
+    p = seppinn.Problem("occupancy", axes={a: (-1.0, 1.0) for a in "xyz"}, fields=["occupancy"], kind="data",
+                        solver="inr-occupancy")
     volume = {"file": str(DATA / "occupancy_128.h5"), "dataset": "occupancy"}
     p.add_data("occupancy", volume)
     p.set_reference(occupancy=volume)
@@ -101,7 +103,7 @@ def occupancy() -> seppinn.Problem:
 
 def sensors() -> seppinn.Problem:
     p = seppinn.Problem("sensors", axes={"x": (-1.0, 1.0), "y": (-1.0, 1.0)}, fields=["u"],
-                        definitions={"exact": "sin(pi*x)*cosh(y) + x*y/2"})
+                        definitions={"exact": "sin(pi*x)*cosh(y) + x*y/2"}, solver="quick")
     x, y = p.symbols("x", "y")
     u, exact = p.field("u"), p.expr("exact")
     p.add_equation(sp.diff(u, x, 2) + sp.diff(u, y, 2) - (sp.diff(exact, x, 2) + sp.diff(exact, y, 2)), name="pde")
@@ -110,7 +112,69 @@ def sensors() -> seppinn.Problem:
     return p
 
 
+def poisson_robin() -> seppinn.Problem:
+    p = seppinn.Problem("poisson_robin2d", axes={"x": (0.0, 2.0), "y": (-1.0, 1.0)}, fields=["u"],
+                        definitions={"exact": "sin(pi*x)*cos(pi*y/2) + x*y/2"})
+    p.add_equation("lap(u) - lap(exact)", name="pde")
+    p.add_condition(on=["x = min", "y = min", "y = max"], value="exact", name="dirichlet")
+    x = p.symbols("x")
+    p.add_condition(on="x = max", expr=sp.diff(p.field("u"), x) + p.field("u"),  # dn(u) on x = max
+                    value="diff(exact, x) + exact", name="robin")
+    p.set_reference(u="exact")
+    return p
+
+
+def wave() -> seppinn.Problem:
+    p = seppinn.Problem("wave1d", axes={"t": seppinn.TimeAxis(0.0, 1.0), "x": (0.0, 1.0)}, fields=["u"],
+                        parameters={"c": 1.0},
+                        definitions={"exact": "sin(pi*x)*cos(pi*c*t) + sin(2*pi*x)*sin(2*pi*c*t)/(2*pi*c)"})
+    p.add_equation("diff(u, t, 2) - c**2*diff(u, x, 2)", name="pde")
+    p.add_condition(on="boundary", value=0, name="walls")
+    p.add_condition(on="t = min", value="sin(pi*x)", name="initial")
+    p.add_condition(on="t = min", expr="diff(u, t)", value="sin(2*pi*x)", name="velocity")
+    p.set_reference(u="exact")
+    return p
+
+
+def biharmonic() -> seppinn.Problem:
+    p = seppinn.Problem("biharmonic2d", axes={"x": (0.0, 1.0), "y": (0.0, 1.0)}, fields=["u", "v"],
+                        definitions={"exact": "sin(pi*x)*sin(pi*y)"})
+    p.add_equation("lap(v) - 4*pi**4*exact", name="plate")
+    p.add_equation("v - lap(u)", name="split")
+    p.add_condition(on="boundary", expr="u", value=0, name="u_walls")
+    p.add_condition(on="boundary", expr="v", value=0, name="v_walls")
+    p.set_reference(u="exact", v="-2*pi**2*exact")
+    return p
+
+
+def heat() -> seppinn.Problem:
+    p = seppinn.Problem("heat3d", axes={"t": seppinn.TimeAxis(0.0, 1.0), **{a: (0.0, 1.0) for a in "xyz"}},
+                        fields=["u"], parameters={"kappa": 0.1},
+                        definitions={"exact": "exp(-3*kappa*pi**2*t)*sin(pi*x)*sin(pi*y)*sin(pi*z)"})
+    p.add_equation("diff(u, t) - kappa*lap(u)", name="pde")
+    p.add_condition(on="boundary", value=0, name="walls")
+    p.add_condition(on="t = min", value="sin(pi*x)*sin(pi*y)*sin(pi*z)", name="initial")
+    p.set_reference(u="exact")
+    return p
+
+
+def klein_gordon4d() -> seppinn.Problem:
+    p = seppinn.Problem("klein_gordon4d", axes={"t": seppinn.TimeAxis(0.0, 10.0), **{a: (-1.0, 1.0) for a in "xyz"}},
+                        fields=["u"], definitions={"exact": "(x + y + z)*cos(2*t) + x*y*z*sin(2*t)",
+                                                   "f": "diff(exact, t, 2) - lap(exact) + exact**2"})
+    p.add_equation("diff(u, t, 2) - lap(u) + u**2 - f", name="pde")
+    p.add_condition(on="boundary", value="exact", name="walls")
+    p.add_condition(on="t = min", value="x + y + z", name="initial")
+    p.set_reference(u="exact")
+    return p
+
+
 TWINS: dict[str, Callable[[], seppinn.Problem]] = {
+    "poisson_robin2d": poisson_robin,
+    "wave1d": wave,
+    "biharmonic2d": biharmonic,
+    "heat3d": heat,
+    "klein_gordon4d": klein_gordon4d,
     "helmholtz3d": lambda: helmholtz("helmholtz3d", False),
     "helmholtz3d_data": lambda: helmholtz("helmholtz3d_data", True),
     "klein_gordon3d": lambda: klein_gordon("klein_gordon3d", False),

@@ -19,7 +19,7 @@ import sympy as sp
 import torch
 
 from ..errors import ProblemError
-from ..problem.expressions import count_nodes
+from ..problem.expressions import NormalDerivative, count_nodes
 from ..problem.solver_config import SolverConfig
 from ..problem.spec import Face, Problem
 from .lowering import FUNCTIONS as LOWERABLE
@@ -186,6 +186,22 @@ def _face_grid(n_axes: int, axis: int, side: str) -> list[PointSetKey]:
     return [("face", d, side) if d == axis else ("train", d) for d in range(n_axes)]
 
 
+def outward_normal(expr: sp.Expr, x: sp.Symbol, lo: float, hi: float, side: str) -> sp.Expr:
+    """``dn(f)`` on the faces ``side`` ("min", "max" or "both") of the axis x in [lo, hi]: -f_x on x = min, +f_x on
+    x = max; on both faces (one part, 2 points on the axis) the factor (2x - lo - hi) / (hi - lo),
+    which is -1 and +1 there and keeps the residual affine-separable."""
+    if not expr.has(NormalDerivative):
+        return expr
+    sign = (-1 if side == "min" else 1) if side != "both" else (2 * x - lo - hi) / (hi - lo)
+    return expr.replace(NormalDerivative, lambda f: sign * sp.diff(f, x))
+
+
+def no_normal(expr: sp.Expr, problem: Problem, key: str) -> None:
+    if expr.has(NormalDerivative):
+        raise ProblemError("dn(...) is the derivative along a face's outward normal: use it in a condition "
+                           "(on = a face), not here", file=problem.source, key=key)
+
+
 def _face_groups(faces: Sequence[Face], axes: Sequence[Any]) -> list[tuple[int, str, str, int]]:
     """(axis, side, label, faces) per part: both faces of an axis become one part (side "both"),
     which halves the operations per face for the same sums."""
@@ -219,12 +235,15 @@ def compile_problem(problem: Problem, config: SolverConfig,
 
     terms: list[Term] = []
     for eq in problem.equations:
+        no_normal(eq.residual, problem, f"{eq.key}.residual")
         res = compile_residual(problem, lifted(eq.residual), f"{eq.key}.residual")
         terms.append(Term(eq.name, "equation", eq.key, [TermPart(interior, res, "interior")]))
     for c in problem.conditions:
         if c.hard:
             continue
-        parts = [TermPart(_face_grid(n, axis, side), compile_residual(problem, lifted(c.residual), f"{c.key}.expr"),
+        parts = [TermPart(_face_grid(n, axis, side),
+                          compile_residual(problem, outward_normal(lifted(c.residual), problem.ctx.axes[axes[axis].name],
+                                                                   axes[axis].lo, axes[axis].hi, side), f"{c.key}.expr"),
                           label, faces=count) for axis, side, label, count in _face_groups(c.faces, axes)]
         terms.append(Term(c.name, "condition", c.key, parts, reduction=config.train.face_reduction))
     file_grids: dict[str, list[int]] = {}
@@ -297,8 +316,15 @@ def part_sizes(compiled: CompiledProblem, part: TermPart, n_train: Sequence[int]
     return sizes
 
 
-def per_axis(value: int | Mapping[str, int], axes: Sequence[str]) -> list[int]:
-    """An int for every axis, or a table per axis name -> list in axis order."""
+# train.points = "auto": points per axis by the number of axes, 4k-65k collocation points in all
+# (the budgets of the defaults tournament, bench/defaults.py)
+AUTO_POINTS = {1: 256, 2: 64, 3: 32, 4: 16}
+
+
+def per_axis(value: int | str | Mapping[str, int], axes: Sequence[str]) -> list[int]:
+    """An int for every axis, a table per axis name, or "auto" (AUTO_POINTS) -> list in axis order."""
     if isinstance(value, Mapping):
         return [int(value[a]) for a in axes]
+    if value == "auto":
+        return [AUTO_POINTS.get(len(axes), 8)] * len(axes)
     return [int(value)] * len(axes)

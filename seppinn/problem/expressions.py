@@ -186,6 +186,18 @@ def _grad2(ctx: ExprContext, args: list[sp.Expr]) -> sp.Expr:
     return check_derivative_orders(sp.Add(*[sp.diff(f, s) ** 2 for s in ctx.spatial]))
 
 
+# dn(f) stays unevaluated in the spec: on a condition's faces the compiler replaces it by the
+# derivative along that face's outward normal (compile.compiler.outward_normal)
+NormalDerivative = sp.Function("dn")
+
+
+@register_operator("dn", "dn(f): the outward normal derivative on a condition's face (d/dx on x = max, -d/dx on x = min)")
+def _dn(ctx: ExprContext, args: list[sp.Expr]) -> sp.Expr:
+    if len(args) != 1:
+        raise ProblemError("dn takes one argument: dn(u)")
+    return NormalDerivative(_differentiable(args[0], "dn"))
+
+
 BUILTIN_OPERATORS = frozenset(OPERATORS)  # users may add operators, never replace these
 
 
@@ -273,6 +285,19 @@ def symbolic_budget(what: str, seconds: float | None = None) -> Iterator[None]:
 
 def _on_alarm(signum: int, frame: object) -> None:
     raise _OutOfTime
+
+
+def derivative_hint(name: str, ctx: ExprContext) -> str:
+    """' (did you mean diff(u, x, 2)?)' for a subscript name like u_xx of a field u and axes x..., else ""."""
+    field_name, _, sub = name.partition("_")
+    if field_name not in ctx.fields or not sub:
+        return ""
+    axes = [sub] if sub in ctx.axes else list(sub) if all(c in ctx.axes for c in sub) else []
+    if not axes:
+        return ""
+    if len(set(axes)) == 1 and len(axes) > 1:
+        return f" (did you mean diff({field_name}, {axes[0]}, {len(axes)})?)"
+    return f" (did you mean diff({field_name}, {', '.join(axes)})?)"
 
 
 def _differentiable(expr: sp.Expr, op: str) -> sp.Expr:
@@ -371,7 +396,7 @@ class _Builder:
         if name in FUNCTIONS or name in OPERATORS:
             raise ProblemError(f"'{name}' is a function: call it, e.g. {name}(x)")
         known = list(self.names) + list(FUNCTIONS) + list(OPERATORS)
-        raise ProblemError(f"unknown name '{name}'{did_you_mean(name, known)}")
+        raise ProblemError(f"unknown name '{name}'{derivative_hint(name, self.ctx) or did_you_mean(name, known)}")
 
     def _pow(self, base: sp.Expr, exp: sp.Expr) -> sp.Expr:
         if exp.is_number:

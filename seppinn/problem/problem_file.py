@@ -151,7 +151,7 @@ def problem_from_toml(doc: dict[str, Any], text: str, file: str) -> Problem:
         check_keys(cond, CONDITION_KEYS, file, f"conditions[{i}]")
         if "on" not in cond:
             raise ProblemError("required key missing: on = \"boundary\" or a face like \"x = -1\"", file=file, key=f"conditions[{i}].on")
-        problem.add_condition(cond["on"], cond.get("value", 0), cond.get("expr"),
+        problem.add_condition(cond["on"], cond.get("value"), cond.get("expr"),
                               name=cond.get("name"), enforce=cond.get("enforce"))
     for f, spec in _table(doc, "data", file).items():
         problem.add_data(f, spec)

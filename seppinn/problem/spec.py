@@ -45,6 +45,7 @@ class Condition:
     field: str | None = None  # hard: the field, its axis and the Dirichlet value
     axis: int | None = None
     value: sp.Expr | None = None
+    value_given: bool = True  # False: no value was written, so the condition means expr = 0
 
 
 @dataclass
@@ -211,13 +212,14 @@ class Problem:
     def add_condition(
         self,
         on: str | Sequence[str],
-        value: ExprLike = 0,
+        value: ExprLike | None = None,
         expr: ExprLike | None = None,
         *,
         name: str | None = None,
         enforce: str | None = None,
     ) -> Condition:
-        """Add ``expr - value = 0`` on faces: "boundary", "x = -1", "x = min|max", or a list."""
+        """Add ``expr - value = 0`` on faces: "boundary", "x = -1", "x = min|max", or a list (no
+        value: 0, which ``seppinn check`` says)."""
         key = f"conditions[{len(self.conditions)}]"
         if enforce not in (None, "soft", "hard"):
             raise self.error(f"{key}.enforce", f"{enforce!r} is not one of 'soft', 'hard'")
@@ -228,12 +230,13 @@ class Problem:
             lhs = self.ctx.fields[next(iter(self.components))]
         else:
             lhs = self.parse(expr, f"{key}.expr")
-        rhs = self.parse(value, f"{key}.value")
+        rhs = self.parse(0 if value is None else value, f"{key}.value")
         res = lhs - rhs
         self._check_derivatives(res, f"{key}.expr")
         if not self.fields_in(res):
             raise self.error(f"{key}.expr", "the condition does not involve any field")
-        cond = Condition(self._term_name(name, "condition", self._all_names(), key), faces, res, key)
+        cond = Condition(self._term_name(name, "condition", self._all_names(), key), faces, res, key,
+                         value_given=value is not None)
         if enforce == "hard":
             self._make_hard(cond, lhs, rhs, key)
         self.conditions.append(cond)
