@@ -26,7 +26,7 @@ from .problem.expressions import symbolic_budget
 from .problem.problem_file import load_problem
 from .problem.solver_config import SolverConfig, resolve
 from .problem.spec import Problem
-from .train.device import check_memory, pick_device
+from .train.device import check_memory, pick_device, set_threads
 from .train.evaluation import squeeze_components
 from .model.separable import SeparableModel
 from .train.loop import Trainer, make_model
@@ -105,7 +105,9 @@ def check_report(prep: Prepared) -> str:
     for t, part_plans in zip(c.terms, plan.parts):
         faces = sum(p.faces for p in t.parts)
         red = f", {t.reduction} over {faces} faces" if faces > 1 else ""
-        lines.append(f"term {t.name} ({t.kind}, {t.key}), weight {t.weight:g}{red}")
+        implicit = t.kind == "condition" and not next(cd for cd in p.conditions if cd.key == t.key).value_given
+        lines.append(f"term {t.name} ({t.kind}, {t.key}), weight {t.weight:g}{red}"
+                     + ("; no value given: expr = 0" if implicit else ""))
         for part, pp in zip(t.parts, part_plans):
             sizes = pp.sizes
             ders = ", ".join(f"{_derivative_name(f, a, c.axes)} {tuple(a)}" for f, a in part.residual.derivs)
@@ -165,6 +167,18 @@ class Result:
         assert best is not None
         self.metrics_at_min_loss: dict[str, Any] = {"iteration": best.iteration, **best.metrics}
         self.history: dict[str, np.ndarray] = history_columns(state.history)
+        self._final = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
+        self.outputs_from = "final"
+        self.use_state(prep.config.train.outputs_from)
+
+    def use_state(self, which: str) -> None:
+        """Point ``model``, ``evaluate*`` and the solution files ``save`` writes at the ``final``
+        weights or the ``best`` ones (lowest total training loss). model.pt keeps the final state."""
+        if which not in STATES:
+            raise SeppinnError(f"'{which}' is not one of {', '.join(STATES)}", key="use_state")
+        weights = self._final if which == "final" or self.state.best_state is None else self.state.best_state
+        self.model.load_state_dict(weights)
+        self.outputs_from = which
 
     def evaluate(self, grid: Mapping[str, Any]) -> dict[str, np.ndarray]:
         """Fields on the tensor grid of per-axis points {axis: 1-D array}: name -> (n_1, ..., n_D[, C])."""
@@ -194,10 +208,14 @@ class Result:
         return {
             "problem": self.problem.name,
             "iterations": self.iterations,
-            "wall_seconds": round(self.wall_seconds, 3),
+            "wall_seconds": round(self.wall_seconds, 3),  # this process (a resumed run: since the resume)
+            "train_seconds": round(self.state.seconds, 3),  # training over every session, evaluations excluded
+            "compile_seconds": (round(self.trainer.compile_seconds, 3)
+                                if self.trainer.compile_seconds is not None else None),
             "metrics": self.metrics,
             "metrics_at_min_loss": self.metrics_at_min_loss if self.metrics else {"iteration": self.metrics_at_min_loss["iteration"]},
             "final_loss": self.final_loss,
+            "outputs_from": self.outputs_from,
         }
 
     def _checkpoint(self, model_state: Mapping[str, torch.Tensor], iteration: int,
@@ -213,12 +231,13 @@ class Result:
         fields, reference = tr.test_solution()
         attrs = {
             "problem": self.problem.text, "solver": self.config.to_toml(), "seed": self.config.train.seed,
+            "outputs_from": self.outputs_from,
             "seppinn_version": seppinn_version(), "torch_version": torch.__version__,
         }
         axes = dict(zip(self.prepared.compiled.axes, tr.test_axes))
         time_axis = next((d for d, a in enumerate(self.problem.axis_list) if a.time), None)
         write_solution_h5(out / "solution.h5", axes, fields, reference, self.history, attrs, time_axis)
-        write_checkpoint(out / "model.pt", self._checkpoint(self.model.state_dict(), self.iterations, self.state.last_good))
+        write_checkpoint(out / "model.pt", self._checkpoint(self._final, self.iterations, self.state.last_good))
         plots.convergence({self.problem.name: self.history}, out / "convergence.png")
         plots.slices(axes, fields, reference, out / "slices.png", time_axis)
         for f, spec in tr.metric_specs.items():
@@ -231,15 +250,18 @@ class Result:
 
 
 def solve(problem: Problem | str | Path, solver: SolverSpec = None, overrides: Overrides = None,
-          out: str | Path | None = None, *, progress: bool = True, force: bool = False) -> Result:
+          out: str | Path | None = None, *, progress: bool = True, force: bool = False,
+          init_from: str | Path | None = None) -> Result:
     """Solve a problem (a ``Problem`` or a problem file path).
 
     ``solver``: a preset name, a solver-file path, a dict of tables, or None (defaults).
     ``overrides``: the ``--set`` keys, as {"train.iterations": 200} or ["train.iterations=200"].
     ``out``: a folder to write the run's files into, or None to keep everything in memory;
     a folder holding another problem's run is refused unless ``force``.
+    ``init_from``: a run folder whose final weights start the training (a warm start, e.g. from a
+    neighbouring parameter value; its model must have the same shape).
     """
-    return run(prepare(problem, solver, overrides), out, progress=progress, force=force)
+    return run(prepare(problem, solver, overrides), out, progress=progress, force=force, init_from=init_from)
 
 
 def resume(problem: Problem | str | Path, run_dir: str | Path, overrides: Overrides = None,
@@ -271,11 +293,17 @@ class OpenedRun:
     stored: StoredRun
 
 
+STATES = {"final": "model.pt", "best": "best.pt"}  # which weights: the last, or the lowest training loss
+
+
 def open_run(run_dir: str | Path, problem: Problem | str | Path | None = None,
-             device: torch.device | None = None) -> OpenedRun:
+             device: torch.device | None = None, state: str = "final") -> OpenedRun:
     """Read the run in ``run_dir`` (``seppinn export``): ``problem``, when given, must be the one it
-    was made from. The model is on ``device`` (default: CPU)."""
-    stored = load_run(run_dir, problem)
+    was made from; ``state``: the final weights (model.pt) or the lowest-loss ones (best.pt). The
+    model is on ``device`` (default: CPU)."""
+    if state not in STATES:
+        raise SeppinnError(f"'{state}' is not one of {', '.join(STATES)}", key="--state")
+    stored = load_run(run_dir, problem, STATES[state])
     prep = prepare(stored.problem, stored.settings)
     model = make_model(prep.compiled, prep.config, device or torch.device("cpu"))
     load_weights(model, stored.checkpoint["model"], stored.where)
@@ -283,7 +311,8 @@ def open_run(run_dir: str | Path, problem: Problem | str | Path | None = None,
 
 
 def run(prep: Prepared, out: str | Path | None = None, *, progress: bool = True,
-        resume: Mapping[str, Any] | None = None, handle_signals: bool = False, force: bool = False) -> Result:
+        resume: Mapping[str, Any] | None = None, handle_signals: bool = False, force: bool = False,
+        init_from: str | Path | None = None) -> Result:
     """Train a prepared problem; write the run's files into ``out`` unless it is None.
 
     Every ``train.checkpoint_every`` iterations ``out/model.pt`` is replaced (atomically) by a
@@ -293,9 +322,14 @@ def run(prep: Prepared, out: str | Path | None = None, *, progress: bool = True,
     writing the outputs of the last good checkpoint (``train.on_nan = "rollback"`` retries)."""
     if out is not None:
         check_run_dir(out, prep.problem, force)
+    set_threads(prep.config.train.threads)
     start = time.perf_counter()
     trainer = Trainer(prep.compiled, prep.config, prep.ref_arrays, plan=prep.plan, device=prep.device,
                       progress=progress)
+    if init_from is not None:  # a warm start: another run's final weights, any problem of the same shape
+        stored = load_run(init_from)
+        load_weights(trainer.model, {k: v.to(prep.device) for k, v in stored.checkpoint["model"].items()},
+                     stored.where)
 
     def on_checkpoint(snap: dict[str, Any]) -> None:
         if out is not None:

@@ -32,6 +32,8 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--quiet", action="store_true", help="no progress output")
     s.add_argument("--resume", metavar="DIR", help="continue the run in DIR (its settings; --set may extend it)")
     s.add_argument("--force", action="store_true", help="overwrite an output folder that holds another problem's run")
+    s.add_argument("--threads", type=int, metavar="N", help="CPU threads (the same as --set train.threads=N)")
+    s.add_argument("--init-from", metavar="DIR", help="start from the final weights of the run in DIR (a warm start)")
     _plugin_option(s)
 
     c = sub.add_parser("check", help="parse and compile a problem; report terms, grids, memory")
@@ -51,6 +53,8 @@ def _parser() -> argparse.ArgumentParser:
     x.add_argument("run", help="run folder (with model.pt)")
     x.add_argument("--format", default="xdmf", choices=list(FORMATS))
     x.add_argument("--points", type=int, default=64, help="points per axis")
+    x.add_argument("--state", default="final", choices=["final", "best"],
+                   help="the final weights (model.pt) or the lowest-loss ones (best.pt); default final")
     _plugin_option(x)
 
     pl = sub.add_parser("plot", help="convergence curves of one or several runs, side by side")
@@ -74,6 +78,8 @@ def _plugin_option(p: argparse.ArgumentParser) -> None:
 def _solve(args: argparse.Namespace) -> int:
     from .api import prepare, prepare_resume, run
 
+    if args.threads is not None:
+        args.overrides.append(f"train.threads={args.threads}")
     if args.resume:
         if args.solver:
             raise SeppinnError("a resumed run keeps its own settings; change them with --set", key="--solver")
@@ -82,10 +88,12 @@ def _solve(args: argparse.Namespace) -> int:
     else:
         prep, snapshot = prepare(args.problem, args.solver, args.overrides), None
         out = Path(args.out) if args.out else Path("runs") / prep.problem.name
+    if args.resume and args.init_from:
+        raise SeppinnError("a resumed run continues from its own state; --init-from starts a new one", key="--init-from")
     try:
         # a resumed run writes back into its own folder (its checkpoint was just read as this problem's)
         result = run(prep, out, progress=not args.quiet, resume=snapshot, handle_signals=True,
-                     force=args.force or (bool(args.resume) and not args.out))
+                     force=args.force or (bool(args.resume) and not args.out), init_from=args.init_from)
     except Interrupted as exc:
         print(f"{exc}\ncontinue with: seppinn solve {args.problem} --resume {out}", file=sys.stderr)
         return 130
@@ -122,7 +130,7 @@ def _spectrum(args: argparse.Namespace) -> int:
 def _export(args: argparse.Namespace) -> int:
     from .export import export
 
-    for path in export(args.run, args.format, args.points):
+    for path in export(args.run, args.format, args.points, args.state):
         print(path)
     return 0
 

@@ -105,8 +105,9 @@ def check_export_memory(prep: Prepared, run: Path, fmt: str, points: int) -> Non
                            key="--points")
 
 
-def export(run: str | Path, fmt: str = "xdmf", points: int = 64) -> list[Path]:
-    """Re-evaluate the model of ``run`` on ``points`` per axis and write ``fmt`` files into it."""
+def export(run: str | Path, fmt: str = "xdmf", points: int = 64, state: str = "final") -> list[Path]:
+    """Re-evaluate the model of ``run`` (``state``: its final weights, or the lowest-loss ``best``) on
+    ``points`` per axis and write ``fmt`` files into it (``export_<n>``; ``export_best_<n>`` for best)."""
     from .api import open_run
     from .train.device import DTYPES
     from .train.evaluation import Evaluator, squeeze_components
@@ -117,7 +118,7 @@ def export(run: str | Path, fmt: str = "xdmf", points: int = 64) -> list[Path]:
     if points < 2:
         raise SeppinnError("need at least 2 points per axis", key="--points")
     run = Path(run)
-    opened = open_run(run)
+    opened = open_run(run, state=state)
     prep, ckpt, problem = opened.prepared, opened.stored.checkpoint, opened.stored.problem
     check_export_memory(prep, run, fmt, points)
     tr = Evaluator(prep.compiled, prep.plan, opened.model,
@@ -141,8 +142,9 @@ def export(run: str | Path, fmt: str = "xdmf", points: int = 64) -> list[Path]:
     axes = dict(zip(prep.compiled.axes, grid))
     time_axis = next((d for d, a in enumerate(problem.axis_list) if a.time), None)
     n = len(grid[0])
+    stem = f"export_{n}" if state == "final" else f"export_{state}_{n}"
     if fmt == "xdmf":
-        target = run / f"export_{n}.h5"
+        target = run / f"{stem}.h5"
         rows = max(1, SLAB_POINTS // int(np.prod([len(x) for x in grid[1:]])))
         write_solution_h5(target, axes, slab, None, ckpt.get("history", {}), {"problem": ckpt["problem"]},
                           time_axis, rows_per_slab=rows)
@@ -155,16 +157,16 @@ def export(run: str | Path, fmt: str = "xdmf", points: int = 64) -> list[Path]:
     coords = [axes[a] for a in spatial]
     writer = _write_vtu if fmt == "vtu" else _write_vti
     if time_axis is None:
-        target = run / f"export_{n}.{fmt}"
+        target = run / f"{stem}.{fmt}"
         writer(target, coords, arrays)
         return [target]
     written = []
     times = axes[list(axes)[time_axis]]
     for i in range(len(times)):
-        target = run / f"export_{n}_{i:04d}.{fmt}"
+        target = run / f"{stem}_{i:04d}.{fmt}"
         writer(target, coords, {k: v[i] for k, v in arrays.items()})
         written.append(target)
-    pvd = run / f"export_{n}.pvd"
+    pvd = run / f"{stem}.pvd"
     entries = "".join(f'<DataSet timestep="{float(t)!r}" file="{w.name}"/>' for t, w in zip(times, written))
     text = f'<?xml version="1.0"?>\n<VTKFile type="Collection" version="0.1"><Collection>{entries}</Collection></VTKFile>\n'
     write_atomic(pvd, lambda tmp: tmp.write_text(text, encoding="utf-8"))

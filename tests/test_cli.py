@@ -72,3 +72,51 @@ def test_examples_copies_shipped_files(tmp_path, capsys):
     assert main(["examples", str(tmp_path / "ex")]) == 0
     assert (tmp_path / "ex/problems/helmholtz3d.toml").read_text() == (ROOT / "problems/helmholtz3d.toml").read_text()
     assert (tmp_path / "ex/solvers/spinn.toml").exists()
+
+
+def test_threads_option_sets_torchs_threads(tmp_path, capsys):
+    import torch
+
+    before = torch.get_num_threads()
+    path = write(tmp_path / "p.toml", HELMHOLTZ_SMALL)
+    try:
+        assert main(["solve", str(path), "--out", str(tmp_path / "r"), "--quiet", "--threads", "1",
+                     "--set", "train.iterations=2", "--set", "model.width=8"]) == 0
+        assert torch.get_num_threads() == 1
+        assert "threads = 1" in (tmp_path / "r" / "solution.h5").read_bytes().decode("latin-1")
+    finally:
+        torch.set_num_threads(before)
+    assert main(["solve", str(path), "--quiet", "--threads", "0"]) == 2
+    assert "train.threads: expected an integer >= 1" in capsys.readouterr().err
+
+
+def test_check_says_a_condition_without_value_means_zero_and_hints_derivative_names(tmp_path, capsys):
+    text = HELMHOLTZ_SMALL.replace('value = "exact"', "")
+    assert main(["check", str(write(tmp_path / "p.toml", text))]) == 0
+    out = capsys.readouterr().out
+    assert "term walls (condition, conditions[0]), weight 1, mean over 4 faces; no value given: expr = 0" in out
+    assert "term pde (equation, equations[0]), weight 1\n" in out
+    for name, hint in [("u_xx", "diff(u, x, 2)"), ("u_x", "diff(u, x)"), ("u_xy", "diff(u, x, y)")]:
+        bad = write(tmp_path / "b.toml", HELMHOLTZ_SMALL.replace('"lap(u) - lap(exact)"', f'"{name} - 1"'))
+        assert main(["check", str(bad)]) == 2
+        assert capsys.readouterr().err.strip().endswith(f"unknown name '{name}' (did you mean {hint}?)")
+
+
+def test_init_from_starts_from_another_runs_weights(tmp_path, capsys):
+    import torch
+
+    import seppinn
+
+    path = write(tmp_path / "p.toml", HELMHOLTZ_SMALL)
+    small = {"model.width": 8, "model.rank": 4, "train.eval_every": 1}
+    a = seppinn.solve(path, out=tmp_path / "a", progress=False, overrides={**small, "train.iterations": 6})
+    b = seppinn.solve(path, progress=False, overrides={**small, "train.iterations": 0, "train.lr": 1e-3},
+                      init_from=tmp_path / "a")
+    for k, v in a.model.state_dict().items():
+        assert torch.equal(v, b.model.state_dict()[k]), k
+    assert b.history["loss/total"][0] == a.history["loss/total"][-1]
+    args = ["solve", str(path), "--quiet", "--out", str(tmp_path / "c"), "--init-from", str(tmp_path / "a")]
+    assert main([*args, "--set", "model.width=16", "--set", "model.rank=4"]) == 2
+    assert "a/model.pt: the checkpoint's weights do not fit the model its settings build" in capsys.readouterr().err
+    assert main([*args, "--resume", str(tmp_path / "a")]) == 2
+    assert "--init-from: a resumed run continues from its own state" in capsys.readouterr().err

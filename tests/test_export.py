@@ -3,6 +3,8 @@ coordinates (asymmetric domain, so a transposed or mirrored axis fails)."""
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 from vtkmodules.util.numpy_support import vtk_to_numpy
@@ -131,3 +133,35 @@ def test_xdmf_export_slab_by_slab_equals_whole(tmp_path, monkeypatch, axes):
     names = list(result.problem.ctx.axes)
     grid = {a: np.linspace(*r, 9) for a, r in zip(names, result.prepared.compiled.ranges)}
     np.testing.assert_allclose(slabs["fields/u"], result.evaluate(grid)["u"], rtol=1e-6, atol=1e-7)
+
+
+def test_best_state_for_outputs_export_and_the_api(tmp_path):
+    """train.outputs_from = "best": solution.h5 and Result.evaluate use the lowest-loss weights
+    (best.pt), model.pt keeps the final ones; export --state best and use_state agree."""
+    import h5py
+    import torch
+
+    from seppinn.cli import main
+
+    path = write(tmp_path / "box.toml", PROBLEM)
+    ov = {"train.iterations": 12, "train.eval_every": 1, "model.rank": 4, "model.width": 8,
+          "model.activation": "tanh", "train.lr": 0.05, "train.outputs_from": "best", "train.test_points": 5}
+    r = seppinn.solve(path, out=tmp_path / "run", progress=False, overrides=ov)
+    assert r.state.best.iteration < r.iterations  # a run whose best is not its end
+    best = torch.load(tmp_path / "run" / "best.pt", weights_only=True)["model"]
+    final = torch.load(tmp_path / "run" / "model.pt", weights_only=True)["model"]
+    assert not all(torch.equal(best[k], final[k]) for k in best)
+    grid = {"x": np.linspace(0, 1, 5), "y": np.linspace(-2, 1, 5), "z": np.linspace(1, 1.5, 5)}
+    u_best = r.evaluate(grid)["u"]
+    with h5py.File(tmp_path / "run" / "solution.h5") as f:
+        np.testing.assert_allclose(f["fields/u"][()], u_best, rtol=1e-6, atol=1e-7)
+        assert f.attrs["outputs_from"] == "best"
+    assert json.loads((tmp_path / "run" / "summary.json").read_text())["outputs_from"] == "best"
+    r.use_state("final")
+    u_final = r.evaluate(grid)["u"]
+    assert np.abs(u_final - u_best).max() > 1e-4
+    assert main(["export", str(tmp_path / "run"), "--points", "5", "--state", "best"]) == 0
+    assert main(["export", str(tmp_path / "run"), "--points", "5"]) == 0
+    with h5py.File(tmp_path / "run" / "export_best_5.h5") as fb, h5py.File(tmp_path / "run" / "export_5.h5") as ff:
+        np.testing.assert_allclose(fb["fields/u"][()], u_best, rtol=1e-6, atol=1e-7)
+        np.testing.assert_allclose(ff["fields/u"][()], u_final, rtol=1e-6, atol=1e-7)

@@ -233,14 +233,16 @@ def _same_text(path: str, text: str) -> bool:
         return False
 
 
-def load_run(run_dir: str | Path, problem: Problem | str | Path | None = None) -> StoredRun:
+def load_run(run_dir: str | Path, problem: Problem | str | Path | None = None,
+             checkpoint: str = "model.pt") -> StoredRun:
     """The run in ``run_dir``. ``problem``: the one the caller means (``--resume``), which must be the
     one the run was made from (name and text); None: the run's own, read from the file it names when
-    that still holds the same text (so relative data paths resolve), else from its stored text."""
+    that still holds the same text (so relative data paths resolve), else from its stored text.
+    ``checkpoint``: ``model.pt`` (the final state) or ``best.pt`` (the lowest-loss state)."""
     from ..problem.problem_file import load_problem, load_problem_text
 
-    ckpt = read_checkpoint(run_dir)
-    where = str(Path(run_dir) / "model.pt")
+    ckpt = read_checkpoint(run_dir, checkpoint)
+    where = str(Path(run_dir) / checkpoint)
     settings = tomllib.loads(ckpt["solver"])  # read_checkpoint checked that it parses
     if problem is None:
         src = ckpt.get("problem_file") or ""

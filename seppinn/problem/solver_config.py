@@ -91,6 +91,8 @@ class TrainConfig:
     balance_momentum: float = 0.9
     causal: dict[str, Any] = field(default_factory=dict)  # { chunks = M, tol = eps }: causal weights in time
     diverge_factor: float = 1e4  # a total loss above this times its running minimum counts as diverged; 0: off
+    threads: Any = "auto"  # CPU threads torch uses: an integer, or "auto" (torch's own choice: the cores it sees)
+    outputs_from: str = "final"  # the weights solution.h5, Result.evaluate and the plots use: "final" or "best"
 
 
 @dataclass
@@ -155,10 +157,12 @@ def _auto_or_float(v: Any) -> Any:
     return v if v == "auto" else _float()(v)
 
 
-def _int_or_table(lo: int) -> Callable[[Any], Any]:
+def _int_or_table(lo: int, auto: bool = False) -> Callable[[Any], Any]:
     one = _int(lo)
 
     def check(v: Any) -> Any:
+        if auto and v == "auto":
+            return v
         if isinstance(v, dict):
             return {k: one(x) for k, x in v.items()}
         return one(v)
@@ -237,14 +241,15 @@ CHECKS: dict[str, dict[str, Callable[[Any], Any]]] = {
     "train": {
         "optimizer": _choice(*OPTIMIZERS), "lr": _float(), "schedule": _choice(*SCHEDULES),
         "decay_rate": _float(), "decay_every": _int(1), "iterations": _int(0),
-        "lbfgs_iterations": _int(0), "points": _int_or_table(2), "sampling": _choice(*SAMPLINGS),
+        "lbfgs_iterations": _int(0), "points": _int_or_table(2, auto=True), "sampling": _choice(*SAMPLINGS),
         "resample_every": _int(1), "eval_every": _int(1), "test_points": _int_or_table(2),
         "face_reduction": _choice(*FACE_REDUCTIONS), "checkpoint_every": _int(0),
         "on_nan": _choice("stop", "rollback"), "memory_limit": _auto_or_float,
         "compile": _auto_or_bool, "grid_free": _auto_or_bool,
         "dtype": _choice(*DTYPES), "seed": _int(0, 2**63 - 2), "device": _device, "weights": _weights,
         "balance": _choice(*BALANCES), "balance_every": _int(1), "balance_momentum": _momentum,
-        "causal": _causal, "diverge_factor": _diverge_factor,
+        "causal": _causal, "diverge_factor": _diverge_factor, "outputs_from": _choice("final", "best"),
+        "threads": lambda v: v if v == "auto" else _int(1, 1024)(v),
     },
     "precondition": {
         "method": _choice(*PRECONDITIONERS), "k": _k, "scale": _choice("normalized", "paper"),

@@ -55,3 +55,9 @@ def check_memory(plan: Plan, config: SolverConfig, device: torch.device) -> None
             "use fewer points per axis (train.points, train.test_points), a smaller rank or width, float32, "
             "or raise train.memory_limit (GiB)",
             key="train.memory_limit")
+
+
+def set_threads(threads: int | str) -> None:
+    """``train.threads``: the CPU threads torch's kernels use (process-wide); "auto" leaves torch's choice."""
+    if threads != "auto":
+        torch.set_num_threads(int(threads))

@@ -81,6 +81,7 @@ class Trainer:
         self.evaluator.check_finite()
         self.progress_enabled = progress
         self.stop_requested = False  # set by a signal handler: stop after the current iteration
+        self.compile_seconds: float | None = None  # the first compiled step's time, compiling included
         # divergence guard: the lowest total loss so far, on the device (train.diverge_factor)
         self.loss_min = torch.full((), math.inf, dtype=torch.float64, device=self.device)
         # one graph for jets, contractions, residuals and losses (backward compiled with it); the
@@ -238,6 +239,7 @@ class Trainer:
             return loss
 
         tick = time.perf_counter()
+        first = state.iteration
         while True:
             it = state.iteration
             adam_phase = it < t.iterations
@@ -251,6 +253,8 @@ class Trainer:
             else:  # L-BFGS line-searches the loss it measures: plain gradients in this phase
                 pre.active = False
             if adam_phase:
+                first_compiled = self._compiled is not None and it == first
+                step_start = time.perf_counter()
                 out = self._loss_vector(progress)
             elif evaluate:  # eager: a graph without gradients would be a second compilation
                 with torch.no_grad():
@@ -281,6 +285,10 @@ class Trainer:
                 self.balancer.apply(stacked).backward()  # type: ignore[no-untyped-call]
                 opts.adam.step()
                 opts.schedule.step()
+                if first_compiled:  # compiling happens in this step: say so, with its time
+                    self.compile_seconds = time.perf_counter() - step_start
+                    progress.note(f"torch.compile (train.compile = {t.compile}): the first step took "
+                                  f"{self.compile_seconds:.1f} s, compiling included")
             else:
                 opts.lbfgs.step(closure)  # type: ignore[no-untyped-call]
             state.iteration = it + 1

@@ -15,16 +15,22 @@ class Progress:
         self.stream = stream or sys.stderr
         self.enabled = enabled
         self.tty = enabled and hasattr(self.stream, "isatty") and self.stream.isatty()
-        self.start = time.perf_counter()
+        self.mark: tuple[int, float] | None = None  # (iteration, time) of the first tick
         self.last_draw = 0.0
         self.status = ""
 
     def _rate(self, it: int) -> float:
-        dt = time.perf_counter() - self.start
-        return it / dt if dt > 0 else 0.0
+        """Iterations per second since the first completed iteration of this session: neither a
+        resumed run's earlier iterations nor the first step (which compiles) count."""
+        if self.mark is None:
+            return 0.0
+        dt = time.perf_counter() - self.mark[1]
+        return (it - self.mark[0]) / dt if dt > 0 else 0.0
 
     def tick(self, it: int) -> None:
         """Cheap per-iteration call: redraws at most twice a second, only on a terminal."""
+        if self.mark is None:
+            self.mark = (it, time.perf_counter())
         if self.tty and time.perf_counter() - self.last_draw > 0.5:
             self._draw(it)
 

@@ -1,0 +1,75 @@
+"""What loss balancing (train.balance = "grad_norm") costs per step: the three shipped PDEs with the
+spinn preset at n^3, a plain training step against one whose balance weights are updated too
+(one backward pass per term), and the amortised share at the default cadence (train.balance_every).
+
+    python bench/balance_cost.py [--problems ...] [--size 64] [--repeats 20] [--compiled]
+
+Each step = loss, backward and Adam; median of ``--repeats`` after warm-up, in this process.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+from pathlib import Path
+
+import torch
+
+from seppinn.api import prepare
+from seppinn.problem.solver_config import TrainConfig
+from seppinn.train.loop import Trainer
+from seppinn.train.optimizers import make_adam
+from seppinn.train.progress import Progress
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def median_ms(step, repeats: int) -> float:
+    for _ in range(3):
+        step()
+    times = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        step()
+        times.append(time.perf_counter() - t)
+    return statistics.median(times) * 1000
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--problems", nargs="+", default=["helmholtz3d", "klein_gordon3d", "diffusion3d"])
+    ap.add_argument("--size", type=int, default=64)
+    ap.add_argument("--repeats", type=int, default=20)
+    ap.add_argument("--compiled", action="store_true")
+    args = ap.parse_args()
+    every = TrainConfig().balance_every
+    print(f"# {torch.get_num_threads()} threads, torch {torch.__version__}, {args.size}^3, "
+          f"{'compiled' if args.compiled else 'eager'}; ms per step; balance_every = {every}")
+    print("| problem | terms | plain step | step + balance update | amortised cost per step |")
+    print("|---|---|---|---|---|")
+    for problem in args.problems:
+        prep = prepare(ROOT / "problems" / f"{problem}.toml", "spinn",
+                       {"train.points": args.size, "train.compile": args.compiled, "train.balance": "grad_norm",
+                        "train.test_points": 8})
+        tr = Trainer(prep.compiled, prep.config, device=prep.device, progress=False)
+        params = list(tr.model.parameters())
+        opt = make_adam(params, 1e-3)
+        progress = Progress(0, enabled=False)
+
+        def step(update: bool) -> None:
+            stacked = tr._loss_vector(progress)[:len(tr.c.terms)]
+            if update:
+                tr.balancer.update(stacked, params)
+            opt.zero_grad(set_to_none=True)
+            tr.balancer.apply(stacked).backward()
+            opt.step()
+
+        plain = median_ms(lambda: step(False), args.repeats)
+        with_update = median_ms(lambda: step(True), args.repeats)
+        share = (with_update - plain) / every / plain * 100
+        print(f"| {problem} | {len(tr.c.terms)} | {plain:.2f} | {with_update:.2f} | {share:+.1f} % |", flush=True)
+
+
+if __name__ == "__main__":
+    main()
