@@ -22,6 +22,11 @@ def eps_tol(dtype: torch.dtype, factor: float = 1e3) -> float:
     return factor * torch.finfo(dtype).eps
 
 
+# the training settings the tests were written against: no L-BFGS finish, a constant learning rate,
+# no loss balancing (the defaults have all three; tests that count iterations or compare runs pin these)
+PLAIN = {"train.lbfgs_iterations": 0, "train.schedule": "constant", "train.balance": "none"}
+
+
 def write(path: Path, text: str) -> Path:
     path.write_text(text)
     return path

@@ -20,20 +20,20 @@ SMALL = {"train.dtype": "float64", "train.points": 8, "train.test_points": 6, "m
 
 
 def brute_force_weights(prep, momentum: float, previous: np.ndarray) -> np.ndarray:
-    """lambda_i = sum_j |grad L_j| / |grad L_i| from each unweighted term loss, by autograd on a fresh
-    trainer (the same initial model), then the moving average."""
+    """lambda_i = sum_j |grad(w_j L_j)| / |grad(w_i L_i)| from each weighted term loss, by autograd on a
+    fresh trainer (the same initial model), then the moving average."""
     tr = Trainer(prep.compiled, prep.config, device=torch.device("cpu"), progress=False)
     params = list(tr.model.parameters())
     norms = []
     for t, loss in zip(prep.compiled.terms, tr.losses().values()):
-        grads = torch.autograd.grad(loss / t.weight, params, retain_graph=True)
+        grads = torch.autograd.grad(loss, params, retain_graph=True)
         norms.append(float(torch.sqrt(sum((g ** 2).sum() for g in grads))))
     norms = np.array(norms)
     return momentum * previous + (1 - momentum) * norms.sum() / norms
 
 
 @pytest.mark.parametrize("momentum", [0.0, 0.9])
-def test_grad_norm_weights_equal_brute_force_and_multiply_the_user_weights(tmp_path, momentum):
+def test_grad_norm_weights_equal_brute_force_on_the_user_weighted_terms(tmp_path, momentum):
     path = write(tmp_path / "p.toml", HELMHOLTZ_SMALL)
     ov = {**SMALL, "train.balance": "grad_norm", "train.balance_every": 1, "train.balance_momentum": momentum,
           "train.iterations": 1, "train.eval_every": 1, "train.weights": {"walls": 30.0}}

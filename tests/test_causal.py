@@ -13,6 +13,8 @@ from seppinn import SolverConfigError
 from seppinn.compile.plan import make_plan
 from seppinn.train.loop import Trainer
 
+from .conftest import PLAIN
+
 HEAT = """
 [problem]
 name = "heat"
@@ -36,7 +38,7 @@ value = "exact"
 [reference]
 u = "exact"
 """
-OV = {"train.dtype": "float64", "train.points": {"t": 11, "x": 9}, "model.rank": 5, "model.width": 12,
+OV = {**PLAIN, "train.dtype": "float64", "train.points": {"t": 11, "x": 9}, "model.rank": 5, "model.width": 12,
       "model.depth": 3, "model.activation": "tanh", "train.causal": {"chunks": 4, "tol": 1e4}, "train.test_points": 6}
 
 

@@ -13,7 +13,7 @@ from vtkmodules.vtkIOXML import vtkXMLImageDataReader, vtkXMLUnstructuredGridRea
 import seppinn
 from seppinn.cli import main
 
-from .conftest import write
+from .conftest import PLAIN, write
 
 PROBLEM = """
 [problem]
@@ -144,7 +144,8 @@ def test_best_state_for_outputs_export_and_the_api(tmp_path):
     from seppinn.cli import main
 
     path = write(tmp_path / "box.toml", PROBLEM)
-    ov = {"train.iterations": 12, "train.eval_every": 1, "model.rank": 4, "model.width": 8,
+    ov = {**PLAIN, "model.body": "mlp", "model.scale": "sqrt_rank", "train.points": 16, "train.iterations": 12,
+          "train.eval_every": 1, "model.rank": 4, "model.width": 8,
           "model.activation": "tanh", "train.lr": 0.05, "train.outputs_from": "best", "train.test_points": 5}
     r = seppinn.solve(path, out=tmp_path / "run", progress=False, overrides=ov)
     assert r.state.best.iteration < r.iterations  # a run whose best is not its end

@@ -19,10 +19,10 @@ from seppinn.cli import main
 from seppinn.io.runs import storable
 from seppinn.train.loop import Trainer
 
-from .conftest import HELMHOLTZ_SMALL, ROOT, write
+from .conftest import HELMHOLTZ_SMALL, PLAIN, ROOT, write
 
 # SepPGD on a data term and the walls, random resampling, an L-BFGS phase: everything a resume must carry
-EXACT = {"train.dtype": "float64", "train.sampling": "random", "train.resample_every": 7, "train.points": 8,
+EXACT = {**PLAIN, "train.dtype": "float64", "train.sampling": "random", "train.resample_every": 7, "train.points": 8,
          "train.iterations": 30, "train.lbfgs_iterations": 6, "train.eval_every": 4, "train.checkpoint_every": 3,
          "train.test_points": 6, "train.schedule": "exponential", "train.decay_every": 10,
          "precondition.method": "seppgd", "precondition.k": 3, "precondition.update_every": 5,
@@ -65,6 +65,7 @@ def test_cli_sigint_writes_a_checkpoint_and_resume_finishes(tmp_path):
     path = write(tmp_path / "p.toml", HELMHOLTZ_SMALL)
     out = tmp_path / "run"
     args = ["--set", "train.iterations=1000000", "--set", "train.checkpoint_every=20", "--set", "train.points=8",
+            "--set", "train.lbfgs_iterations=0",
             "--set", "model.rank=4", "--set", "model.width=8", "--quiet"]
     proc = subprocess.Popen([sys.executable, "-m", "seppinn", "solve", str(path), "--out", str(out), *args],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=tmp_path)
@@ -113,7 +114,8 @@ def test_a_folder_of_another_problem_needs_force(tmp_path, capsys):
 # exp(40 u) overflows once u grows: with a learning rate that doubles every 20 iterations the run
 # diverges near iteration 124 (the exact one depends on rounding), after 12 checkpoints; at a constant 0.5 it diverges at iteration 1
 DIVERGES = HELMHOLTZ_SMALL.replace('residual = "lap(u) - lap(exact)"', 'residual = "exp(40*u) - 1"')
-SMALL_NET = {"model.rank": 4, "model.width": 8, "train.points": 8, "model.activation": "tanh",
+SMALL_NET = {**PLAIN, "model.rank": 4, "model.width": 8, "train.points": 8, "model.activation": "tanh",
+             "model.body": "mlp", "model.scale": "sqrt_rank",
              "train.eval_every": 5, "train.checkpoint_every": 10}
 DIVERGING = {**SMALL_NET, "train.lr": 0.01, "train.schedule": "exponential", "train.decay_rate": 2.0,
              "train.decay_every": 20, "train.iterations": 300, "train.diverge_factor": 0, "train.on_nan": "stop"}

@@ -13,13 +13,13 @@ import torch
 import seppinn
 from seppinn.train.loop import Trainer
 
-from .conftest import HELMHOLTZ_SMALL, write
+from .conftest import HELMHOLTZ_SMALL, PLAIN, write
 
 SMALL = {
     "model.rank": 16, "model.width": 32, "model.depth": 3, "model.body": "modified_mlp",
     "model.activation": "tanh", "model.scale": "none", "train.lr": 3e-3, "train.points": 24,
     "train.sampling": "random", "train.resample_every": 50, "train.iterations": 600,
-    "train.eval_every": 50, "train.test_points": 25, "train.weights": {"walls": 100.0},
+    "train.eval_every": 50, "train.test_points": 25, "train.weights": {"walls": 100.0}, **PLAIN,
 }
 
 
@@ -141,7 +141,7 @@ value = "exact"''')
 
 def test_the_loop_reports_each_evaluation_through_on_eval(tmp_path):
     path = write(tmp_path / "p.toml", HELMHOLTZ_SMALL)
-    prep = seppinn.prepare(path, overrides={"train.iterations": 12, "train.eval_every": 5, "train.points": 8,
+    prep = seppinn.prepare(path, overrides={**PLAIN, "train.iterations": 12, "train.eval_every": 5, "train.points": 8,
                                             "model.rank": 4, "model.width": 8})
     seen = []
     state = Trainer(prep.compiled, prep.config, device=torch.device("cpu"), progress=False).train(on_eval=seen.append)

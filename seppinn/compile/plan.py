@@ -81,7 +81,7 @@ def seppgd_k(k: Any, n: int) -> int:
 def compiles(config: SolverConfig) -> bool:
     """Whether ``train.compile`` ("auto": runs of at least COMPILE_AUTO_ITERATIONS) compiles the loss."""
     t = config.train
-    return bool(t.compile) if t.compile != "auto" else t.iterations + t.lbfgs_iterations >= COMPILE_AUTO_ITERATIONS
+    return bool(t.compile) if t.compile != "auto" else t.iterations + t.lbfgs_steps() >= COMPILE_AUTO_ITERATIONS
 
 
 def part_mode(compiled: CompiledProblem, config: SolverConfig, part: TermPart, force: Mode | None = None

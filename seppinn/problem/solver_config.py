@@ -40,6 +40,7 @@ MODULATIONS = {
     "sqrt": "the top k eigenvalues set to sqrt(lambda_i lambda_k) (a scale-free form of the paper's g_2)",
 }
 OPTIMIZERS = ("adam",)
+LBFGS_AUTO_FRACTION = 0.1  # train.lbfgs_iterations = "auto": an L-BFGS finish of 10 % of the Adam iterations
 BALANCES = {
     "none": "the terms' losses as weighted by train.weights",
     "grad_norm": "per-term weights sum_j |grad L_j| / |grad L_i| (jaxpi), a moving average updated every "
@@ -49,13 +50,14 @@ BALANCES = {
 
 @dataclass
 class ModelConfig:
+    # the defaults are the winner of the tournament bench/defaults.py (README, "Defaults")
     kind: str = "cp"
-    rank: Any = 64
-    scale: str = "sqrt_rank"
+    rank: Any = 32
+    scale: str = "none"
     width: int = 64
     depth: int = 4
-    body: str = "mlp"
-    activation: str = "sin"
+    body: str = "modified_mlp"
+    activation: str = "tanh"
     omega0: float = 30.0
     fourier_features: int = 0
     fourier_scale: float = 1.0  # std of the random Fourier frequencies (cycles per unit of xi)
@@ -65,13 +67,13 @@ class ModelConfig:
 @dataclass
 class TrainConfig:
     optimizer: str = "adam"
-    lr: float = 5e-3
-    schedule: str = "constant"
+    lr: float = 1e-3
+    schedule: str = "exponential"
     decay_rate: float = 0.9
     decay_every: int = 1000
     iterations: int = 5000
-    lbfgs_iterations: int = 0
-    points: Any = 16
+    lbfgs_iterations: Any = "auto"  # an integer, or "auto": LBFGS_AUTO_FRACTION of ``iterations``
+    points: Any = "auto"
     sampling: str = "grid"
     resample_every: int = 100
     eval_every: int = 100
@@ -86,13 +88,20 @@ class TrainConfig:
     seed: int = 0
     device: str = "auto"
     weights: dict[str, float] = field(default_factory=dict)
-    balance: str = "none"
+    balance: str = "grad_norm"
     balance_every: int = 100
     balance_momentum: float = 0.9
     causal: dict[str, Any] = field(default_factory=dict)  # { chunks = M, tol = eps }: causal weights in time
     diverge_factor: float = 1e4  # a total loss above this times its running minimum counts as diverged; 0: off
     threads: Any = "auto"  # CPU threads torch uses: an integer, or "auto" (torch's own choice: the cores it sees)
     outputs_from: str = "final"  # the weights solution.h5, Result.evaluate and the plots use: "final" or "best"
+
+
+    def lbfgs_steps(self) -> int:
+        """The L-BFGS iterations after Adam (``lbfgs_iterations``, "auto" resolved)."""
+        if self.lbfgs_iterations == "auto":
+            return round(LBFGS_AUTO_FRACTION * self.iterations)
+        return int(self.lbfgs_iterations)
 
 
 @dataclass
@@ -241,7 +250,7 @@ CHECKS: dict[str, dict[str, Callable[[Any], Any]]] = {
     "train": {
         "optimizer": _choice(*OPTIMIZERS), "lr": _float(), "schedule": _choice(*SCHEDULES),
         "decay_rate": _float(), "decay_every": _int(1), "iterations": _int(0),
-        "lbfgs_iterations": _int(0), "points": _int_or_table(2, auto=True), "sampling": _choice(*SAMPLINGS),
+        "lbfgs_iterations": lambda v: v if v == "auto" else _int(0)(v), "points": _int_or_table(2, auto=True), "sampling": _choice(*SAMPLINGS),
         "resample_every": _int(1), "eval_every": _int(1), "test_points": _int_or_table(2),
         "face_reduction": _choice(*FACE_REDUCTIONS), "checkpoint_every": _int(0),
         "on_nan": _choice("stop", "rollback"), "memory_limit": _auto_or_float,

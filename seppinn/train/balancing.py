@@ -3,12 +3,14 @@
 
 ``grad_norm`` (Wang, Wang & Perdikaris 2023, jaxpi): every ``train.balance_every`` iterations
 
-    lambda_i_new = sum_j |grad L_j| / |grad L_i|,     lambda_i <- m lambda_i + (1 - m) lambda_i_new
+    lambda_i_new = sum_j |grad(w_j L_j)| / |grad(w_i L_i)|,     lambda_i <- m lambda_i + (1 - m) lambda_i_new
 
-(m = ``train.balance_momentum``), with L_i the term's mean square *without* its user weight, so
-that after balancing the terms' gradient norms stand in the ratio of the user's weights. The
-gradients are those the step itself uses (SepPGD's preconditioned ones where it is active). The
-update costs one backward pass per term at that iteration; everything stays on the device.
+(m = ``train.balance_momentum``), so the weighted terms' gradients reach equal norms: the user's
+weights set where balancing starts, not where it ends. (Keeping them as ratios of the balanced
+norms instead made helmholtz3d's wall weight of 100 drown its PDE: rel L2 1.0 in the tournament,
+bench/RESULTS.md.) The gradients are those the step itself uses (SepPGD's preconditioned ones
+where it is active). The update costs one backward pass per term at that iteration; everything
+stays on the device.
 """
 
 from __future__ import annotations
@@ -50,7 +52,7 @@ class Balancer:
     def set_from_norms(self, weighted_norms: torch.Tensor) -> None:
         """The update from |grad(w_i L_i)| per term (terms with w_i = 0 or no gradient keep their weight)."""
         live = (self.user != 0) & (weighted_norms > BALANCE_FLOOR)
-        norms = torch.where(live, weighted_norms / self.user.abs().clamp_min(BALANCE_FLOOR), 1.0)
+        norms = torch.where(live, weighted_norms, 1.0)
         new = torch.where(live, (norms * live).sum() / norms, self.weights)
         self.weights = self.momentum * self.weights + (1 - self.momentum) * new
 

@@ -223,7 +223,7 @@ class Trainer:
         ``stop_requested`` (a signal handler does) ends the loop after the current iteration with
         ``state.interrupted``. Non-finite losses raise ``Diverged`` (or roll back, ``on_nan``)."""
         t = self.cfg.train
-        end = t.iterations + t.lbfgs_iterations
+        end = t.iterations + t.lbfgs_steps()
         opts = make_optimizers(list(self.model.parameters()), self.cfg.train)
         state = self._start(opts, resume)
         progress = Progress(end, enabled=self.progress_enabled)
