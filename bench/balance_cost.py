@@ -1,6 +1,6 @@
 """What loss balancing (train.balance = "grad_norm") costs per step: the three shipped PDEs with the
 spinn preset at n^3, a plain training step against one whose balance weights are updated too
-(one backward pass per term), and the amortised share at the default cadence (train.balance_every).
+(one eager forward and one backward pass per term), and the amortised share at the default cadence (train.balance_every).
 
     python bench/balance_cost.py [--problems ...] [--size 64] [--repeats 20] [--compiled]
 
@@ -59,8 +59,8 @@ def main() -> None:
 
         def step(update: bool) -> None:
             stacked = tr._loss_vector(progress)[:len(tr.c.terms)]
-            if update:
-                tr.balancer.update(stacked, params)
+            if update:  # as the loop does it: on an eager graph
+                tr.balancer.update(tr._loss_stack()[:len(tr.c.terms)], params)
             opt.zero_grad(set_to_none=True)
             tr.balancer.apply(stacked).backward()
             opt.step()

@@ -9,8 +9,8 @@
 weights set where balancing starts, not where it ends. (Keeping them as ratios of the balanced
 norms instead made helmholtz3d's wall weight of 100 drown its PDE: rel L2 1.0 in the tournament,
 bench/RESULTS.md.) The gradients are those the step itself uses (SepPGD's preconditioned ones
-where it is active). The update costs one backward pass per term at that iteration; everything
-stays on the device.
+where it is active). The update costs one eager forward and one backward pass per term at that
+iteration; everything stays on the device.
 """
 
 from __future__ import annotations
@@ -39,8 +39,9 @@ class Balancer:
         return self.active and iteration % self.every == 0
 
     def update(self, stacked: torch.Tensor, params: Sequence[torch.nn.Parameter]) -> None:
-        """New weights from ``stacked`` (T,), the user-weighted term losses of this iteration (its
-        graph is kept for the step's own backward)."""
+        """New weights from ``stacked`` (T,), the user-weighted term losses at the current parameters
+        on an eager graph (one backward per term, the graph retained between them; a compiled
+        graph's backward may not be retained)."""
         norms = []
         for i in range(stacked.shape[0]):
             grads = torch.autograd.grad(stacked[i], params, retain_graph=True, allow_unused=True)

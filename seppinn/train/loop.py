@@ -279,8 +279,8 @@ class Trainer:
             if it == end:
                 break
             if adam_phase:
-                if self.balancer.due(it):
-                    self.balancer.update(stacked, list(self.model.parameters()))
+                if self.balancer.due(it):  # on an eager graph: a compiled backward cannot be retained
+                    self.balancer.update(self._loss_stack()[:len(self.c.terms)], list(self.model.parameters()))
                 opts.adam.zero_grad(set_to_none=True)
                 self.balancer.apply(stacked).backward()  # type: ignore[no-untyped-call]
                 opts.adam.step()
