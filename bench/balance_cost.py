@@ -10,11 +10,10 @@ Each step = loss, backward and Adam; median of ``--repeats`` after warm-up, in t
 from __future__ import annotations
 
 import argparse
-import statistics
-import time
 from pathlib import Path
 
 import torch
+from iteration import time_steps  # bench/iteration.py: median ms of a step after warm-up
 
 from seppinn.api import prepare
 from seppinn.problem.solver_config import TrainConfig
@@ -23,17 +22,6 @@ from seppinn.train.optimizers import make_adam
 from seppinn.train.progress import Progress
 
 ROOT = Path(__file__).resolve().parent.parent
-
-
-def median_ms(step, repeats: int) -> float:
-    for _ in range(3):
-        step()
-    times = []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        step()
-        times.append(time.perf_counter() - t)
-    return statistics.median(times) * 1000
 
 
 def main() -> None:
@@ -65,8 +53,8 @@ def main() -> None:
             tr.balancer.apply(stacked).backward()
             opt.step()
 
-        plain = median_ms(lambda: step(False), args.repeats)
-        with_update = median_ms(lambda: step(True), args.repeats)
+        plain = time_steps(lambda: step(False), args.repeats, warmup=3)
+        with_update = time_steps(lambda: step(True), args.repeats, warmup=3)
         share = (with_update - plain) / every / plain * 100
         print(f"| {problem} | {len(tr.c.terms)} | {plain:.2f} | {with_update:.2f} | {share:+.1f} % |", flush=True)
 

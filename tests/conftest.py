@@ -27,6 +27,20 @@ def eps_tol(dtype: torch.dtype, factor: float = 1e3) -> float:
 PLAIN = {"train.lbfgs_iterations": 0, "train.schedule": "constant", "train.balance": "none"}
 
 
+def trained(prep, resume=None, stop_at=None):
+    """(trainer, state) of ``prep`` trained on CPU; ``stop_at``: stop at that checkpoint's iteration,
+    as the SIGINT handler does; ``resume``: a snapshot to continue from."""
+    from seppinn.train.loop import Trainer
+
+    tr = Trainer(prep.compiled, prep.config, prep.ref_arrays, device=torch.device("cpu"), progress=False)
+
+    def on_checkpoint(snap):
+        if snap["iteration"] == stop_at:
+            tr.stop_requested = True
+
+    return tr, tr.train(on_checkpoint, resume)
+
+
 def write(path: Path, text: str) -> Path:
     path.write_text(text)
     return path

@@ -13,7 +13,7 @@ from seppinn.io.runs import storable
 from seppinn.cli import main
 from seppinn.train.loop import Trainer
 
-from .conftest import HELMHOLTZ_SMALL, write
+from .conftest import HELMHOLTZ_SMALL, trained, write
 
 SMALL = {"train.dtype": "float64", "train.points": 8, "train.test_points": 6, "model.rank": 4,
          "model.width": 12, "model.depth": 3, "model.activation": "tanh", "train.lr": 1e-3,
@@ -59,18 +59,10 @@ def test_balanced_run_resumes_exactly_and_shows_weights(tmp_path, capsys):
           "train.eval_every": 4, "train.checkpoint_every": 3, "train.sampling": "random", "train.resample_every": 7}
     prep = prepare(path, overrides=ov)
 
-    def trained(resume=None, stop_at=None):
-        tr = Trainer(prep.compiled, prep.config, device=torch.device("cpu"), progress=False)
-
-        def on_checkpoint(snap):
-            if snap["iteration"] == stop_at:
-                tr.stop_requested = True
-        return tr, tr.train(on_checkpoint, resume)
-
-    full_tr, full = trained()
-    _, part = trained(stop_at=12)
+    full_tr, full = trained(prep)
+    _, part = trained(prep, stop_at=12)
     torch.save(storable(part.last_good), tmp_path / "snap.pt")
-    rest_tr, rest = trained(resume=torch.load(tmp_path / "snap.pt", weights_only=True))
+    rest_tr, rest = trained(prep, resume=torch.load(tmp_path / "snap.pt", weights_only=True))
     assert torch.equal(full_tr.balancer.weights, rest_tr.balancer.weights)
     for a, b in zip(full_tr.model.state_dict().values(), rest_tr.model.state_dict().values()):
         assert torch.equal(a, b)
@@ -96,17 +88,9 @@ def test_compiled_run_resumed_between_updates_balances_on_an_eager_graph(tmp_pat
           "train.balance_every": 2, "train.iterations": 6, "train.eval_every": 2, "train.checkpoint_every": 3}
     prep = prepare(path, overrides=ov)
 
-    def trained(resume=None, stop_at=None):
-        tr = Trainer(prep.compiled, prep.config, device=torch.device("cpu"), progress=False)
-
-        def on_checkpoint(snap):
-            if snap["iteration"] == stop_at:
-                tr.stop_requested = True
-        return tr, tr.train(on_checkpoint, resume)
-
-    full_tr, _ = trained()
-    _, part = trained(stop_at=3)
-    rest_tr, rest = trained(resume=part.last_good)
+    full_tr, _ = trained(prep)
+    _, part = trained(prep, stop_at=3)
+    rest_tr, rest = trained(prep, resume=part.last_good)
     assert rest.iteration == 6
     for a, b in zip(full_tr.model.state_dict().values(), rest_tr.model.state_dict().values()):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)

@@ -19,7 +19,7 @@ from seppinn.cli import main
 from seppinn.io.runs import storable
 from seppinn.train.loop import Trainer
 
-from .conftest import HELMHOLTZ_SMALL, PLAIN, ROOT, write
+from .conftest import HELMHOLTZ_SMALL, PLAIN, ROOT, trained, write
 
 # SepPGD on a data term and the walls, random resampling, an L-BFGS phase: everything a resume must carry
 EXACT = {**PLAIN, "train.dtype": "float64", "train.sampling": "random", "train.resample_every": 7, "train.points": 8,
@@ -28,16 +28,6 @@ EXACT = {**PLAIN, "train.dtype": "float64", "train.sampling": "random", "train.r
          "precondition.method": "seppgd", "precondition.k": 3, "precondition.update_every": 5,
          "model.rank": 6, "model.width": 16, "model.depth": 3}
 WITH_DATA = HELMHOLTZ_SMALL.replace("[reference]", '[data]\nu = "exact"\n[reference]')
-
-
-def trained(prep, resume=None, stop_at=None):
-    tr = Trainer(prep.compiled, prep.config, prep.ref_arrays, device=torch.device("cpu"), progress=False)
-
-    def on_checkpoint(snap):
-        if snap["iteration"] == stop_at:
-            tr.stop_requested = True  # what the SIGINT handler does
-
-    return tr, tr.train(on_checkpoint, resume)
 
 
 @pytest.mark.parametrize("stop_at", [12, 33])  # in the Adam phase, and in the L-BFGS phase
