@@ -1,8 +1,10 @@
-"""What loss balancing (train.balance = "grad_norm") costs per step: the three shipped PDEs with the
-spinn preset at n^3, a plain training step against one whose balance weights are updated too
-(one eager forward and one backward pass per term), and the amortised share at the default cadence (train.balance_every).
+"""What loss balancing (train.balance) costs per step: the three shipped PDEs with the spinn preset at
+n^3, a plain training step against one whose balance weights are updated too, and the amortised
+share at the default cadence (train.balance_every). ``grad_norm``: one backward pass per term (the
+step's own gradient is made from them), compiled also one forward per term after the first;
+``ntk``: the terms' NTK traces (``train/ntk_trace.py``), then the plain step.
 
-    python bench/balance_cost.py [--problems ...] [--size 64] [--repeats 20] [--compiled]
+    python bench/balance_cost.py [--method grad_norm|ntk] [--problems ...] [--size 64] [--repeats 20] [--compiled]
 
 Each step = loss, backward and Adam; median of ``--repeats`` after warm-up, in this process.
 """
@@ -30,15 +32,16 @@ def main() -> None:
     ap.add_argument("--size", type=int, default=64)
     ap.add_argument("--repeats", type=int, default=20)
     ap.add_argument("--compiled", action="store_true")
+    ap.add_argument("--method", choices=["grad_norm", "ntk"], default="grad_norm")
     args = ap.parse_args()
     every = TrainConfig().balance_every
     print(f"# {torch.get_num_threads()} threads, torch {torch.__version__}, {args.size}^3, "
-          f"{'compiled' if args.compiled else 'eager'}; ms per step; balance_every = {every}")
+          f"{'compiled' if args.compiled else 'eager'}; ms per step; {args.method} every {every}")
     print("| problem | terms | plain step | step + balance update | amortised cost per step |")
     print("|---|---|---|---|---|")
     for problem in args.problems:
         prep = prepare(ROOT / "problems" / f"{problem}.toml", "spinn",
-                       {"train.points": args.size, "train.compile": args.compiled, "train.balance": "grad_norm",
+                       {"train.points": args.size, "train.compile": args.compiled, "train.balance": args.method,
                         "train.test_points": 8})
         tr = Trainer(prep.compiled, prep.config, device=prep.device, progress=False)
         params = list(tr.model.parameters())
@@ -47,10 +50,11 @@ def main() -> None:
 
         def step(update: bool) -> None:
             stacked = tr._loss_vector(progress)[:len(tr.c.terms)]
-            if update:  # as the loop does it: on an eager graph
-                tr.balancer.update(tr._loss_stack()[:len(tr.c.terms)], params)
             opt.zero_grad(set_to_none=True)
-            tr.balancer.apply(stacked).backward()
+            if update:  # as the loop does it
+                tr.balance(stacked, progress, 0)
+            else:
+                tr.balancer.apply(stacked).backward()
             opt.step()
 
         plain = time_steps(lambda: step(False), args.repeats, warmup=3)

@@ -25,7 +25,7 @@ from .io.runs import (StoredRun, check_run_dir, checkpoint_payload, load_run, lo
 from .problem.expressions import symbolic_budget
 from .problem.problem_file import load_problem
 from .problem.solver_config import SolverConfig, resolve
-from .problem.spec import Problem
+from .problem.spec import LearnedParameter, Problem
 from .train.device import check_memory, pick_device, set_threads
 from .train.evaluation import squeeze_components
 from .model.separable import SeparableModel
@@ -99,6 +99,12 @@ def check_report(prep: Prepared) -> str:
         f"{cfg.train.dtype} on {prep.device}; " + ("torch.compile" if plan.compiles else "eager")
         + (f"; settings from the problem's solver '{p.solver}' (--solver and --set still win)" if p.solver else ""),
     ]
+    lines.append("field scales: " + "; ".join(f"{f} {fs.describe()}" for f, fs in c.scales.items()))
+    if c.learned:
+        def learned_text(lp: LearnedParameter) -> str:
+            where = (f"in ({lp.range[0]:g}, {lp.range[1]:g})" if lp.range else "positive" if lp.positive else "free")
+            return f"{lp.name} (initial {lp.initial:g}, {where}" + (f", lr {lp.lr:g})" if lp.lr else ")")
+        lines.append("learned parameters: " + ", ".join(learned_text(lp) for lp in c.learned.values()))
     if any(key[0] == "train" for t in c.terms for part in t.parts for key in part.grid):
         lines.append(f"training points: {cfg.train.sampling} " + " x ".join(map(str, n_train))
                      + (f", resampled every {cfg.train.resample_every}" if cfg.train.sampling == "random" else ""))
@@ -167,6 +173,10 @@ class Result:
         assert best is not None
         self.metrics_at_min_loss: dict[str, Any] = {"iteration": best.iteration, **best.metrics}
         self.history: dict[str, np.ndarray] = history_columns(state.history)
+        # learned parameters: name -> {"final": .., "at_min_loss": ..} (the evaluations' values)
+        self.parameters: dict[str, dict[str, float]] = {
+            n: {"final": last.diagnostics[f"parameter/{n}"], "at_min_loss": best.diagnostics[f"parameter/{n}"]}
+            for n in prep.compiled.learned}
         self._final = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
         self.outputs_from = "final"
         self.use_state(prep.config.train.outputs_from)
@@ -216,6 +226,8 @@ class Result:
             "metrics_at_min_loss": self.metrics_at_min_loss if self.metrics else {"iteration": self.metrics_at_min_loss["iteration"]},
             "final_loss": self.final_loss,
             "outputs_from": self.outputs_from,
+            "field_scales": {f: fs.scale for f, fs in self.prepared.compiled.scales.items()},
+            **({"parameters": self.parameters} if self.parameters else {}),
         }
 
     def _checkpoint(self, model_state: Mapping[str, torch.Tensor], iteration: int,
@@ -233,6 +245,8 @@ class Result:
             "problem": self.problem.text, "solver": self.config.to_toml(), "seed": self.config.train.seed,
             "outputs_from": self.outputs_from,
             "seppinn_version": seppinn_version(), "torch_version": torch.__version__,
+            **{f"parameter_{n}": v["at_min_loss" if self.outputs_from == "best" else "final"]
+               for n, v in self.parameters.items()},
         }
         axes = dict(zip(self.prepared.compiled.axes, tr.test_axes))
         time_axis = next((d for d, a in enumerate(self.problem.axis_list) if a.time), None)

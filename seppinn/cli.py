@@ -55,6 +55,8 @@ def _parser() -> argparse.ArgumentParser:
     x.add_argument("--points", type=int, default=64, help="points per axis")
     x.add_argument("--state", default="final", choices=["final", "best"],
                    help="the final weights (model.pt) or the lowest-loss ones (best.pt); default final")
+    x.add_argument("--at", action="append", default=[], metavar="AXIS=VALUE",
+                   help="hold an axis at one value, e.g. a parameter axis: --at mu=2.5 (repeatable)")
     _plugin_option(x)
 
     pl = sub.add_parser("plot", help="convergence curves of one or several runs, side by side")
@@ -130,7 +132,14 @@ def _spectrum(args: argparse.Namespace) -> int:
 def _export(args: argparse.Namespace) -> int:
     from .export import export
 
-    for path in export(args.run, args.format, args.points, args.state):
+    at: dict[str, float] = {}
+    for item in args.at:
+        name, _, value = item.partition("=")
+        try:
+            at[name.strip()] = float(value)
+        except ValueError:
+            raise SeppinnError(f"expected AXIS=VALUE with a number, got {item!r}", key="--at") from None
+    for path in export(args.run, args.format, args.points, args.state, at):
         print(path)
     return 0
 

@@ -8,6 +8,7 @@ hexahedra/quads/lines) and vti (VTK ImageData) hold whole arrays: one file per t
 from __future__ import annotations
 
 import shutil
+from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING
 from xml.sax.saxutils import quoteattr
@@ -15,7 +16,7 @@ from xml.sax.saxutils import quoteattr
 import numpy as np
 import torch
 
-from .errors import SeppinnError
+from .errors import SeppinnError, did_you_mean
 from .formats import FORMATS
 from .io.output import Slab, write_solution_h5
 from .io.xdmf import scalar_arrays, vtk_order
@@ -105,9 +106,12 @@ def check_export_memory(prep: Prepared, run: Path, fmt: str, points: int) -> Non
                            key="--points")
 
 
-def export(run: str | Path, fmt: str = "xdmf", points: int = 64, state: str = "final") -> list[Path]:
+def export(run: str | Path, fmt: str = "xdmf", points: int = 64, state: str = "final",
+           at: Mapping[str, float] | None = None) -> list[Path]:
     """Re-evaluate the model of ``run`` (``state``: its final weights, or the lowest-loss ``best``) on
-    ``points`` per axis and write ``fmt`` files into it (``export_<n>``; ``export_best_<n>`` for best)."""
+    ``points`` per axis and write ``fmt`` files into it (``export_<n>``; ``export_best_<n>`` for best).
+    ``at``: axes held at one value (``{"mu": 2.5}``: one member of a parametric family; the file
+    name gets ``_mu2.5``)."""
     from .api import open_run
     from .train.device import DTYPES
     from .train.evaluation import Evaluator, squeeze_components
@@ -126,6 +130,18 @@ def export(run: str | Path, fmt: str = "xdmf", points: int = 64, state: str = "f
                    prep.ref_arrays)
     # a reference file fixes the grid (its values exist there only); otherwise points per axis
     grid = tr.test_axes if prep.ref_arrays else [np.linspace(lo, hi, points) for lo, hi in prep.compiled.ranges]
+    names = prep.compiled.axes
+    for name, value in (at or {}).items():
+        if name not in names:
+            raise SeppinnError(f"unknown axis '{name}'{did_you_mean(name, names)} (axes: {', '.join(names)})", key="--at")
+        d = names.index(name)
+        lo, hi = prep.compiled.ranges[d]
+        if not lo <= value <= hi:
+            raise SeppinnError(f"{name} = {value:g} is outside the axis' range [{lo:g}, {hi:g}]", key="--at")
+        if prep.ref_arrays:
+            raise SeppinnError("a reference file fixes the export grid; --at needs expression or solver references",
+                               key="--at")
+        grid[d] = np.array([float(value)])
     whole = {f: r for f, r in tr.reference.items() if f in prep.ref_arrays}
     whole.update(tr.reference_on(grid, kinds=("solver",)))  # solvers: once, on the whole grid
     comps = prep.compiled.components
@@ -142,7 +158,8 @@ def export(run: str | Path, fmt: str = "xdmf", points: int = 64, state: str = "f
     axes = dict(zip(prep.compiled.axes, grid))
     time_axis = next((d for d, a in enumerate(problem.axis_list) if a.time), None)
     n = len(grid[0])
-    stem = f"export_{n}" if state == "final" else f"export_{state}_{n}"
+    stem = (f"export_{n}" if state == "final" else f"export_{state}_{n}") + "".join(
+        f"_{name}{value:g}" for name, value in (at or {}).items())
     if fmt == "xdmf":
         target = run / f"{stem}.h5"
         rows = max(1, SLAB_POINTS // int(np.prod([len(x) for x in grid[1:]])))

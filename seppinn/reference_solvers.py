@@ -16,6 +16,8 @@ from typing import Any
 
 import numpy as np
 
+from .reference_1d import allen_cahn, burgers_cole_hopf, etdrk4, fourier_interpolate, kdv, wavenumbers
+
 Solver = Callable[..., np.ndarray]  # (problem, test_axes, evaluate, ...) -> the reference on the test grid
 # evaluate(expr, {axis symbol: broadcastable float64 array}) -> float64 array: the caller's lowering
 # of a coordinate expression (the solvers themselves use numpy only; the problem layer reads the names)
@@ -32,6 +34,21 @@ def register(name: str, doc: str) -> Callable[[Solver], Solver]:
         return fn
 
     return deco
+
+
+def cached(name: str, key: Any, solve: Callable[[], np.ndarray]) -> np.ndarray:
+    """``solve()``, stored under ``$SEPPINN_CACHE`` (default ``~/.cache/seppinn``) by a hash of ``key``
+    (its repr: the problem's expressions, parameters and grids), written atomically."""
+    digest = hashlib.sha256(repr(key).encode()).hexdigest()[:24]
+    cache = Path(os.environ.get("SEPPINN_CACHE", Path.home() / ".cache" / "seppinn")) / f"{name}-{digest}.npy"
+    if cache.is_file() and not cache.is_symlink():
+        return np.asarray(np.load(cache, allow_pickle=False))
+    sol = solve()
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    tmp = cache.with_suffix(f".{os.getpid()}.tmp.npy")
+    np.save(tmp, sol)
+    os.replace(tmp, cache)
+    return sol
 
 
 def nonlinear_diffusion_fd(u0: np.ndarray, D: float, h: float, times: Sequence[float],
@@ -100,23 +117,87 @@ def _nonlinear_diffusion2d(problem, test_axes: Sequence[np.ndarray], evaluate: E
     m = refine * (n - 1) + 1
     xs = np.linspace(x_ax.lo, x_ax.hi, m)
     ys = np.linspace(y_ax.lo, y_ax.hi, m)
-    key = hashlib.sha256(repr((str(u0_expr), sorted(problem.parameter_values.items()), m,
-                               np.asarray(test_axes[0]).tolist())).encode()).hexdigest()[:24]
-    cache = Path(os.environ.get("SEPPINN_CACHE", Path.home() / ".cache" / "seppinn")) / f"diffusion2d-{key}.npy"
-    if cache.is_file() and not cache.is_symlink():
-        sol = np.load(cache, allow_pickle=False)
-    else:
+
+    def solve() -> np.ndarray:
         syms = problem.ctx.axes
         env = {syms[x_ax.name]: xs[:, None], syms[y_ax.name]: ys[None, :], syms[axes[0].name]: np.zeros((1, 1))}
         u0 = np.broadcast_to(evaluate(u0_expr.xreplace(params), env), (m, m))
-        sol = nonlinear_diffusion_fd(u0, problem.parameter_values["D"], xs[1] - xs[0], list(test_axes[0]))
-        cache.parent.mkdir(parents=True, exist_ok=True)
-        tmp = cache.with_suffix(f".{os.getpid()}.tmp.npy")
-        np.save(tmp, sol)
-        os.replace(tmp, cache)
+        return nonlinear_diffusion_fd(u0, problem.parameter_values["D"], xs[1] - xs[0], list(test_axes[0]))
+
+    sol = cached("diffusion2d", (str(u0_expr), sorted(problem.parameter_values.items()), m,
+                                 np.asarray(test_axes[0]).tolist()), solve)
     # the test grid's x, y points lie on the FD grid when they have n points; else interpolate
     out = np.empty((len(test_axes[0]), len(test_axes[1]), len(test_axes[2])))
     for i in range(sol.shape[0]):
         tmp_rows = np.stack([np.interp(test_axes[2], ys, row) for row in sol[i]])  # (m, n_y)
         out[i] = np.stack([np.interp(test_axes[1], xs, col) for col in tmp_rows.T], axis=1)
     return out
+
+
+SPECTRAL_POINTS = 512  # Fourier points of the 1-D spectral references (Allen-Cahn, KdV)
+HERMITE_NODES = 200  # Gauss-Hermite nodes of the Burgers reference (numpy's rule breaks down beyond ~300)
+
+
+def _digest(values: np.ndarray) -> str:
+    """A short fingerprint of an initial condition's samples (part of a cache key)."""
+    return hashlib.sha256(np.ascontiguousarray(values, dtype=np.float64).tobytes()).hexdigest()[:16]
+
+
+def _time_and_space(problem, test_axes: Sequence[np.ndarray], evaluate: Evaluate,  # type: ignore[no-untyped-def]
+                    names: Sequence[str]) -> tuple[Any, Callable[[np.ndarray], np.ndarray], list[float]]:
+    """For a (t, x) problem: the x axis, u0 as a function of x (the condition on t = min), and the
+    values of the parameters ``names``; ValueError naming what is missing."""
+    axes = problem.axis_list
+    if len(axes) != 2 or not axes[0].time:
+        raise ValueError("needs axes (t, x) with t the time axis")
+    missing = [n for n in names if n not in problem.parameter_values]
+    initial = [c for c in problem.conditions if any(f.axis == 0 and f.side == "min" for f in c.faces)]
+    if missing or not initial:
+        raise ValueError(f"needs the parameter{'s' if len(names) > 1 else ''} {', '.join(names)} and a condition on t = 0")
+    field = next(iter(problem.components))
+    params = {problem.ctx.parameters[p]: v for p, v in problem.parameter_values.items()}
+    u0_expr = (-(initial[0].residual - problem.ctx.fields[field])).xreplace(params)
+    syms = problem.ctx.axes
+
+    def u0(x: np.ndarray) -> np.ndarray:
+        return np.broadcast_to(evaluate(u0_expr, {syms[axes[1].name]: x, syms[axes[0].name]: np.zeros_like(x)}),
+                               np.shape(x)).astype(np.float64)
+
+    return axes[1], u0, [problem.parameter_values[n] for n in names]
+
+
+def _spectral(problem, test_axes, evaluate, name: str, names: Sequence[str], model,  # type: ignore[no-untyped-def]
+              dt: float) -> np.ndarray:
+    x_ax, u0, values = _time_and_space(problem, test_axes, evaluate, names)
+    length = x_ax.hi - x_ax.lo
+    xs = x_ax.lo + length * np.arange(SPECTRAL_POINTS) / SPECTRAL_POINTS
+    lin, nonlinear = model(*values)
+
+    def solve() -> np.ndarray:
+        sol = etdrk4(u0(xs), length, lin(wavenumbers(SPECTRAL_POINTS, length)), nonlinear, list(test_axes[0]), dt)
+        return fourier_interpolate(sol, x_ax.lo, length, np.asarray(test_axes[1]))
+
+    return cached(name, (_digest(u0(xs)), values, SPECTRAL_POINTS, dt, np.asarray(test_axes[0]).tolist(),
+                         np.asarray(test_axes[1]).tolist()), solve)
+
+
+@register("allen_cahn1d", "u_t = eps u_xx + a (u - u^3), x periodic: parameters 'eps', 'a'; u(0) = the condition "
+                          "on t = 0; Fourier pseudo-spectral (512 points) with ETDRK4 (dt 1e-4)")
+def _allen_cahn1d(problem, test_axes: Sequence[np.ndarray], evaluate: Evaluate) -> np.ndarray:  # type: ignore[no-untyped-def]
+    return _spectral(problem, test_axes, evaluate, "allen_cahn1d", ["eps", "a"], allen_cahn, 1e-4)
+
+
+@register("kdv1d", "u_t + u u_x + delta^2 u_xxx = 0, x periodic: parameter 'delta'; u(0) = the condition on t = 0; "
+                   "Fourier pseudo-spectral (512 points, 2/3 dealiased) with ETDRK4 (dt 2e-4)")
+def _kdv1d(problem, test_axes: Sequence[np.ndarray], evaluate: Evaluate) -> np.ndarray:  # type: ignore[no-untyped-def]
+    return _spectral(problem, test_axes, evaluate, "kdv1d", ["delta"], kdv, 2e-4)
+
+
+@register("burgers1d", "u_t + u u_x = nu u_xx with a periodic zero-mean u(0) (the condition on t = 0; e.g. "
+                       "-sin(pi x) on [-1, 1], whose walls stay at 0): parameter 'nu'; Cole-Hopf + Gauss-Hermite")
+def _burgers1d(problem, test_axes: Sequence[np.ndarray], evaluate: Evaluate) -> np.ndarray:  # type: ignore[no-untyped-def]
+    x_ax, u0, (nu,) = _time_and_space(problem, test_axes, evaluate, ["nu"])
+    t, x = np.asarray(test_axes[0], dtype=np.float64), np.asarray(test_axes[1], dtype=np.float64)
+    probe = x_ax.lo + (x_ax.hi - x_ax.lo) * np.arange(1024) / 1024
+    return cached("burgers1d", (_digest(u0(probe)), nu, HERMITE_NODES, t.tolist(), x.tolist()),
+                  lambda: burgers_cole_hopf(u0, nu, x_ax.lo, x_ax.hi - x_ax.lo, t, x, HERMITE_NODES))

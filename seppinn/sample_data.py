@@ -11,7 +11,10 @@
   0.045) and a hollow sphere shell (thickness 0.08) pierced by a cylindrical hole: thin
   features, holes and a cavity, which an occupancy fit gets wrong first;
 - ``sensors.csv``: 2,000 noisy readings (x, y, u) of u = sin(pi x) cosh(y) + x y / 2 at uniform
-  random points of [-1, 1]^2 (noise N(0, 0.01^2), seed 0), for ``problems/sensors.toml``.
+  random points of [-1, 1]^2 (noise N(0, 0.01^2), seed 0), for ``problems/sensors.toml``;
+- ``heat_readings.csv``: 200 readings (t, x, u) of the heat equation u_t = k u_xx on [0, 1]^2 with
+  k = HEAT_K = 0.3, u = sin(pi x) exp(-k pi^2 t) + sin(2 pi x) exp(-4 k pi^2 t) / 2, at uniform random
+  points, with 1 % relative noise (N(0, (0.01 |u|)^2), seed 0), for ``problems/inverse_heat1d.toml``.
 
 The shipped ``problems/data/`` files were made with the defaults (``--photo-size 256 --volume-size 128``).
 """
@@ -79,6 +82,23 @@ def write_sensors(path: Path) -> None:
     np.savetxt(path, sensors(), delimiter=",", header="x,y,u", comments="", fmt="%.9g")
 
 
+HEAT_K = 0.3
+HEAT_FIELD = "sin(pi*x)*exp(-k*pi**2*t) + sin(2*pi*x)*exp(-4*k*pi**2*t)/2"
+
+
+def heat_readings(n: int = 200, noise: float = 0.01, k: float = HEAT_K, seed: int = 0) -> np.ndarray:
+    """(n, 3) rows (t, x, u): HEAT_FIELD at uniform random points of [0, 1]^2, relative noise ``noise``."""
+    rng = np.random.default_rng(seed)
+    tx = rng.uniform(0.0, 1.0, size=(n, 2))
+    t, x = tx[:, 0], tx[:, 1]
+    u = np.sin(np.pi * x) * np.exp(-k * np.pi**2 * t) + np.sin(2 * np.pi * x) * np.exp(-4 * k * np.pi**2 * t) / 2
+    return np.column_stack([tx, u * (1 + noise * rng.standard_normal(n))])
+
+
+def write_heat_readings(path: Path) -> None:
+    np.savetxt(path, heat_readings(), delimiter=",", header="t,x,u", comments="", fmt="%.9g")
+
+
 def write_photo(path: Path, size: int) -> None:
     import matplotlib.image as mpimg
 
@@ -103,8 +123,9 @@ def main(argv: list[str] | None = None) -> int:
     write_photo(args.dir / f"photo_{args.photo_size}.png", args.photo_size)
     write_occupancy(args.dir / f"occupancy_{args.volume_size}.h5", args.volume_size)
     write_sensors(args.dir / "sensors.csv")
+    write_heat_readings(args.dir / "heat_readings.csv")
     print(f"wrote {args.dir}/photo_{args.photo_size}.png, {args.dir}/occupancy_{args.volume_size}.h5, "
-          f"{args.dir}/sensors.csv")
+          f"{args.dir}/sensors.csv, {args.dir}/heat_readings.csv")
     return 0
 
 

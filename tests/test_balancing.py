@@ -80,8 +80,8 @@ def test_balanced_run_resumes_exactly_and_shows_weights(tmp_path, capsys):
         assert f["history/weight/walls"].shape == (4,) and f["history/weight/pde"][0] == 1.0
 
 
-def test_compiled_run_resumed_between_updates_balances_on_an_eager_graph(tmp_path):
-    """A compiled step's backward may not be retained: a run resumed between two balance updates
+def test_compiled_run_resumed_between_updates_balances_with_fresh_forwards(tmp_path):
+    """A compiled step's backward may not be retained (each term gets a fresh forward): a run resumed between two balance updates
     (a plain compiled step first, then an update) finishes, equal to the uninterrupted run."""
     path = write(tmp_path / "p.toml", HELMHOLTZ_SMALL)
     ov = {**SMALL, "train.dtype": "float32", "train.compile": True, "train.balance": "grad_norm",

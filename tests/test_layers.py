@@ -18,7 +18,8 @@ from pathlib import Path
 import pytest
 
 PACKAGE = Path(__file__).resolve().parent.parent / "seppinn"
-LEAVES = ("seppinn.errors", "seppinn.safe_files", "seppinn.formats", "seppinn.registry", "seppinn.reference_solvers")
+LEAVES = ("seppinn.errors", "seppinn.safe_files", "seppinn.formats", "seppinn.registry", "seppinn.reference_solvers",
+          "seppinn.reference_1d")
 
 
 def module_name(path: Path) -> str:

@@ -103,7 +103,7 @@ def occupancy() -> seppinn.Problem:
 
 def sensors() -> seppinn.Problem:
     p = seppinn.Problem("sensors", axes={"x": (-1.0, 1.0), "y": (-1.0, 1.0)}, fields=["u"],
-                        definitions={"exact": "sin(pi*x)*cosh(y) + x*y/2"}, solver="quick")
+                        definitions={"exact": "sin(pi*x)*cosh(y) + x*y/2"})
     x, y = p.symbols("x", "y")
     u, exact = p.field("u"), p.expr("exact")
     p.add_equation(sp.diff(u, x, 2) + sp.diff(u, y, 2) - (sp.diff(exact, x, 2) + sp.diff(exact, y, 2)), name="pde")
@@ -169,7 +169,50 @@ def klein_gordon4d() -> seppinn.Problem:
     return p
 
 
+def inverse_heat() -> seppinn.Problem:  # the README's Python example (its data path from the tests)
+    p = seppinn.Problem("inverse_heat1d", axes={"t": seppinn.TimeAxis(0.0, 1.0), "x": (0.0, 1.0)}, fields=["u"],
+                        definitions={"exact": "sin(pi*x)*exp(-0.3*pi**2*t) + sin(2*pi*x)*exp(-1.2*pi**2*t)/2"})
+    k = p.parameter("k", 1.0, learn=True, positive=True)
+    t, x = p.symbols("t", "x")
+    u = p.field("u")
+    p.add_equation(sp.diff(u, t) - k * sp.diff(u, x, 2), name="pde")
+    p.add_condition(on="boundary", value=0, name="ends")
+    p.add_condition(on="t = min", value="sin(pi*x) + sin(2*pi*x)/2", name="initial")
+    p.add_data("u", {"points": str(DATA / "heat_readings.csv")})
+    p.set_reference(u="exact")
+    return p
+
+
+def inverse_poisson() -> seppinn.Problem:
+    p = seppinn.Problem("inverse_poisson2d", axes={"x": (0.0, 1.0), "y": (0.0, 1.0)}, fields=["u", "a"],
+                        definitions={"u_true": "sin(pi*x)*sin(pi*y)",
+                                     "a_true": "1 + exp(-((x - 0.6)**2 + (y - 0.4)**2)/0.1)"})
+    p.set_positive("a")
+    x, y = p.symbols("x", "y")
+    u, a = p.field("u"), p.field("a")
+    u_true, a_true = p.expr("u_true"), p.expr("a_true")
+    div = lambda c, v: sp.diff(c * sp.diff(v, x), x) + sp.diff(c * sp.diff(v, y), y)  # noqa: E731
+    p.add_equation(-div(a, u) + div(a_true, u_true), name="pde")
+    p.add_condition(on="boundary", expr="u", value=0, name="u_walls")
+    p.add_condition(on="boundary", expr="a", value="a_true", name="a_walls")
+    p.add_data("u", "u_true")
+    p.set_reference(u="u_true", a="a_true")
+    return p
+
+
+def parametric_helmholtz() -> seppinn.Problem:
+    p = seppinn.Problem("parametric_helmholtz2d", fields=["u"], definitions={"exact": "sin(k*x)*sin(pi*y)"},
+                        axes={"x": (0.0, 1.0), "y": (0.0, 1.0), "k": seppinn.Axis("k", 1.0, 3.0, parameter=True)})
+    p.add_equation("lap(u) + k**2*u - (lap(exact) + k**2*exact)", name="pde")
+    p.add_condition(on="boundary", value="exact", name="walls")
+    p.set_reference(u="exact")
+    return p
+
+
 TWINS: dict[str, Callable[[], seppinn.Problem]] = {
+    "inverse_heat1d": inverse_heat,
+    "inverse_poisson2d": inverse_poisson,
+    "parametric_helmholtz2d": parametric_helmholtz,
     "poisson_robin2d": poisson_robin,
     "wave1d": wave,
     "biharmonic2d": biharmonic,

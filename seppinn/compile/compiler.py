@@ -21,9 +21,10 @@ import torch
 from ..errors import ProblemError
 from ..problem.expressions import NormalDerivative, count_nodes
 from ..problem.solver_config import SolverConfig
-from ..problem.spec import Face, Problem
+from ..problem.spec import Face, LearnedParameter, Problem
 from .lowering import FUNCTIONS as LOWERABLE
-from .lowering import Lowered, lower, split_constants
+from .lowering import Lowered, lower, softplus, split_constants
+from .scaling import FieldScale, estimate_scales
 from .separability import LinearPart, SeparableReference, combine, linear_part, separable_reference
 
 # A point set on one axis: ("train", d), ("face", d, side) with side "min", "max" or "both" (the two
@@ -50,17 +51,25 @@ class Residual:
     # derivs, as one value each: contracted as one CP tensor (``separability.combine``)
     sums: list[LinearPart] = field(default_factory=list)
 
-    def prepare(self, coords: Sequence[torch.Tensor], dtype: torch.dtype) -> dict[sp.Symbol, torch.Tensor]:
-        """Evaluate coordinate-only parts on a grid. coords[d]: broadcastable float64 tensor."""
+    def prepare(self, coords: Sequence[torch.Tensor], dtype: torch.dtype,
+                arrays: Mapping[sp.Symbol, np.ndarray] | None = None) -> dict[sp.Symbol, torch.Tensor]:
+        """Evaluate coordinate-only parts on a grid. coords[d]: broadcastable float64 tensor;
+        ``arrays``: the given data at these points instead of ``self.arrays`` (a sample of them)."""
         device = coords[0].device
         env: dict[sp.Symbol, torch.Tensor] = dict(zip(self.axis_symbols, coords))
-        env.update({s: torch.as_tensor(a, dtype=torch.float64, device=device) for s, a in self.arrays.items()})
+        env.update({s: torch.as_tensor(a, dtype=torch.float64, device=device)
+                    for s, a in (self.arrays if arrays is None else arrays).items()})
         return {s: torch.as_tensor(lower(e)(env), dtype=torch.float64, device=device).to(dtype)
                 for s, e in self.consts.items()}
 
-    def __call__(self, values: Sequence[torch.Tensor], consts: Mapping[sp.Symbol, torch.Tensor]) -> torch.Tensor:
+    def __call__(self, values: Sequence[torch.Tensor], consts: Mapping[sp.Symbol, torch.Tensor],
+                 learned: Mapping[sp.Symbol, torch.Tensor] | None = None) -> torch.Tensor:
+        """r from the derivative values (``placeholders``' order), the prepared constants and the
+        learned parameters' current values."""
         env = dict(consts)
         env.update(zip(self.placeholders, values))
+        if learned:
+            env.update(learned)
         return cast(torch.Tensor, self.fn(env))  # a residual always holds a field: a tensor
 
     axis_symbols: list[sp.Symbol] = field(default_factory=list)
@@ -105,6 +114,9 @@ class CompiledProblem:
     lifts: dict[str, sp.Expr] = field(default_factory=dict)  # field -> lift g (parameters substituted)
     # expression references that are sums of separable products: field -> products (grid-free metrics)
     separable_references: dict[str, SeparableReference] = field(default_factory=dict)
+    scales: dict[str, FieldScale] = field(default_factory=dict)  # field -> output scale (``scaling``)
+    learned: dict[str, LearnedParameter] = field(default_factory=dict)  # the learned parameters, by name
+    positive: frozenset[str] = frozenset()  # fields that are softplus of their models
 
 
 def with_parameters(problem: Problem, expr: sp.Expr, key: str) -> sp.Expr:
@@ -157,7 +169,8 @@ def compile_residual(problem: Problem, expr: sp.Expr, key: str,
         replace[atom] = placeholder(name, alpha)
     body = expr.xreplace(replace)
     res = _lower_residual(problem, body, derivs, placeholders, key, arrays or {})
-    res.linear = linear_part(body, placeholders, [f for f, _ in derivs], [a for _, a in derivs], axis_syms)
+    res.linear = linear_part(body, placeholders, [f for f, _ in derivs], [a for _, a in derivs], axis_syms,
+                             learned_symbols(problem))
     if res.linear is not None and not res.linear.exact:
         rest, sums = combine(res.linear.remainder, placeholders, [f for f, _ in derivs], [a for _, a in derivs])
         used = [j for j, p in enumerate(placeholders) if rest.has(p)]
@@ -167,9 +180,22 @@ def compile_residual(problem: Problem, expr: sp.Expr, key: str,
     return res
 
 
+def learned_symbols(problem: Problem) -> list[sp.Symbol]:
+    """The sympy symbols of the learned parameters (they stay symbols in residuals)."""
+    return [problem.ctx.parameters[n] for n in problem.learned]
+
+
+def no_learned(problem: Problem, expr: sp.Expr, key: str, what: str) -> None:
+    """Refuse a learned parameter where a value must be known before training."""
+    used = sorted(str(s) for s in expr.free_symbols if str(s) in problem.learned)
+    if used:
+        raise ProblemError(f"{what} cannot use the learned parameter '{used[0]}': its value is found by training",
+                           file=problem.source, key=key)
+
+
 def _lower_residual(problem: Problem, body: sp.Expr, derivs: list[Deriv], placeholders: list[sp.Symbol],
                     key: str, arrays: dict[sp.Symbol, np.ndarray]) -> Residual:
-    body, consts = split_constants(body, placeholders)
+    body, consts = split_constants(body, placeholders + learned_symbols(problem))
     try:
         fn = lower(body)
         for e in consts.values():
@@ -215,6 +241,19 @@ def _face_groups(faces: Sequence[Face], axes: Sequence[Any]) -> list[tuple[int, 
     return out
 
 
+def hard_lift(problem: Problem, field_name: str) -> tuple[int | None, sp.Expr]:
+    """(axis, g) for a field with a hard condition on that axis: the model is b(x_d) * N + g with
+    b = (x_d - lo)(hi - x_d) and g the linear blend of the face values along x_d; (None, 0) else."""
+    for c in problem.conditions:
+        if c.hard and c.field == field_name:
+            assert c.axis is not None and c.value is not None
+            ax = problem.axis_list[c.axis]
+            x = problem.ctx.axes[ax.name]
+            lo_val, hi_val = c.value.subs(x, ax.lo), c.value.subs(x, ax.hi)
+            return c.axis, ((ax.hi - x) * lo_val + (x - ax.lo) * hi_val) / (ax.hi - ax.lo)
+    return None, sp.Integer(0)
+
+
 def compile_problem(problem: Problem, config: SolverConfig,
                     data_arrays: Mapping[str, np.ndarray] | None = None) -> CompiledProblem:
     """Lower every term of a validated problem. ``data_arrays``: loaded data files per field."""
@@ -225,12 +264,19 @@ def compile_problem(problem: Problem, config: SolverConfig,
     # hard conditions: the model of field f is b(x_d) N + g; every residual sees u -> u + g
     hard, lifts = {}, {}
     for f in problem.components:
-        axis, g = problem.lift(f)
+        axis, g = hard_lift(problem, f)
         if axis is not None:
+            no_learned(problem, g, "conditions", f"the hard condition of {f}")
             hard[f], lifts[f] = axis, g
     shift = {problem.ctx.fields[f]: problem.ctx.fields[f] + g for f, g in lifts.items()}
+    for f in sorted(problem.positive):  # a positive field a is softplus(a_model) in every residual
+        if f in lifts:
+            raise ProblemError(f"field '{f}' is positive (softplus of its networks) and cannot also have a hard "
+                               "condition: make the condition a loss term", file=problem.source, key=f"fields.{f}.positive")
+        shift[problem.ctx.fields[f]] = softplus(problem.ctx.fields[f])
 
     def lifted(expr: sp.Expr) -> sp.Expr:
+        """``expr`` in terms of the models: the lifts of hard conditions added, positive fields mapped."""
         return expr.subs(shift).doit() if shift else expr
 
     terms: list[Term] = []
@@ -248,6 +294,7 @@ def compile_problem(problem: Problem, config: SolverConfig,
         terms.append(Term(c.name, "condition", c.key, parts, reduction=config.train.face_reduction))
     file_grids: dict[str, list[int]] = {}
     point_sets: dict[str, np.ndarray] = {}
+    kept: dict[str, np.ndarray] = {}  # data fields with a keep-mask: the points trained on
     for fname, src in problem.data.items():
         u = problem.ctx.fields[fname]
         name = problem.data_term_name(fname)
@@ -255,6 +302,7 @@ def compile_problem(problem: Problem, config: SolverConfig,
         grid: list[PointSetKey]
         if src.kind == "expr":
             assert src.expr is not None
+            no_learned(problem, src.expr, src.key, "data")
             res = compile_residual(problem, lifted(u - src.expr), src.key)
             grid = interior
             if src.keep is not None:
@@ -276,6 +324,7 @@ def compile_problem(problem: Problem, config: SolverConfig,
             if src.keep is not None:
                 rng = np.random.default_rng(src.seed)
                 mask = (rng.random(y.shape[:n]) < src.keep)[..., None]
+                kept[fname] = mask[..., 0]
                 if not mask.any():
                     raise ProblemError(f"keep = {src.keep:g} keeps none of the file's {mask.size} points; "
                                        "raise it", file=problem.source, key=f"{src.key}.keep")
@@ -292,6 +341,7 @@ def compile_problem(problem: Problem, config: SolverConfig,
     separable_refs = {}
     for f, src in problem.reference.items():
         if src.kind == "expr" and src.expr is not None:
+            no_learned(problem, src.expr, src.key, "a reference")
             ref = with_parameters(problem, src.expr, src.key)
             try:
                 lower(ref)  # constants beyond float range are refused now, not at the first evaluation
@@ -302,7 +352,9 @@ def compile_problem(problem: Problem, config: SolverConfig,
                 separable_refs[f] = sep
     return CompiledProblem(problem, [a.name for a in axes], [(a.lo, a.hi) for a in axes],
                            dict(problem.components), terms, orders, file_grids, point_sets, hard=hard,
-                           lifts=lifts, separable_references=separable_refs)
+                           lifts=lifts, separable_references=separable_refs,
+                           scales=estimate_scales(problem, data_arrays, kept), learned=dict(problem.learned),
+                           positive=frozenset(problem.positive))
 
 
 def part_sizes(compiled: CompiledProblem, part: TermPart, n_train: Sequence[int]) -> list[int]:

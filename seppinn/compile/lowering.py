@@ -21,7 +21,23 @@ from ..errors import ProblemError
 Env = Mapping[sp.Symbol, torch.Tensor | float]
 Lowered = Callable[[Env], torch.Tensor | float]
 
+class sigmoid(sp.Function):  # type: ignore[misc]  # noqa: N801 (printed as the function it is)
+    """1 / (1 + exp(-z)), with its derivative for sympy's chain rule."""
+
+    def fdiff(self, argindex: int = 1) -> sp.Expr:
+        s = sigmoid(self.args[0])
+        return s * (1 - s)
+
+
+class softplus(sp.Function):  # type: ignore[misc]  # noqa: N801
+    """log(1 + exp(z)) (a positive field's map, ``fields.a = { positive = true }``); d/dz = sigmoid."""
+
+    def fdiff(self, argindex: int = 1) -> sp.Expr:
+        return sigmoid(self.args[0])
+
+
 FUNCTIONS: dict[type, Callable[[torch.Tensor], torch.Tensor]] = {
+    softplus: torch.nn.functional.softplus, sigmoid: torch.sigmoid,
     sp.sin: torch.sin, sp.cos: torch.cos, sp.tan: torch.tan, sp.exp: torch.exp,
     sp.log: torch.log, sp.tanh: torch.tanh, sp.sinh: torch.sinh, sp.cosh: torch.cosh,
     sp.Abs: torch.abs, sp.atan: torch.atan, sp.erf: torch.erf, sp.sign: torch.sign,

@@ -114,12 +114,15 @@ def metric_mode(compiled: CompiledProblem, config: SolverConfig, f: str) -> Mode
     """How field f's metrics are computed: "grid_free" (Gram products of the CP model's factors and
     its separable expression reference on the test axes; never the test grid) or "grid". The grid
     stays for other models, ``train.grid_free = false``, and fields whose metrics need points
-    (held-out points of a keep-data term, the psnr of an image field)."""
+    (held-out points of a keep-data term, the psnr of an image field) or are not the model's
+    product (positive fields: softplus of it), and problems with parameter axes (the worst
+    parameter value's error is read from the grid)."""
     data = compiled.problem.data.get(f)
     masked = any(t.kind == "data" and p.mask is not None and p.residual.derivs[0][0] == f
                  for t in compiled.terms for p in t.parts)
     if (f in compiled.separable_references and config.model.kind == "cp" and config.train.grid_free is not False
-            and not masked and not (data is not None and data.kind == "image")):
+            and not masked and not (data is not None and data.kind == "image") and f not in compiled.positive
+            and not any(a.parameter for a in compiled.problem.axis_list)):
         return "grid_free"
     return "grid"
 
@@ -260,6 +263,10 @@ def check_settings(compiled: CompiledProblem, config: SolverConfig) -> None:
             raise ValueError("a tensor train needs at least 2 axes")
     except ValueError as exc:
         raise SolverConfigError(str(exc), key="model.rank") from None
+    if config.train.balance == "ntk" and config.model.kind == "tucker":
+        raise SolverConfigError("ntk balancing takes the NTK trace from the factor networks, and a Tucker model "
+                                "also trains its core: use model.kind = \"cp\" or \"tt\", or train.balance = "
+                                "\"grad_norm\"", key="train.balance")
     for table in ("points", "test_points"):
         value = getattr(config.train, table)
         if isinstance(value, dict):

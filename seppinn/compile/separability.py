@@ -15,7 +15,7 @@ Everything here is sympy; the trainer turns the blocks into tensors (``train.cp_
 from __future__ import annotations
 
 import itertools
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 
 import sympy as sp
@@ -84,10 +84,12 @@ def separable_reference(ref: sp.Expr, lift: sp.Expr | None, axes: Sequence[sp.Sy
     return None if reference is None or target is None else SeparableReference(reference, target)
 
 
-def separate(expr: sp.Expr, axes: Sequence[sp.Symbol]) -> Products | None:
+def separate(expr: sp.Expr, axes: Sequence[sp.Symbol], constants: Collection[sp.Symbol] = ()) -> Products | None:
     """expr = sum_m c_m prod_d g_{m,d}(x_d) -> [(c_m, [g_{m,1}, ..., g_{m,D}])], or None when expr is
-    not such a sum (or has more than MAX_SEPARABLE_TERMS products after expansion)."""
+    not such a sum (or has more than MAX_SEPARABLE_TERMS products after expansion). ``constants``:
+    symbols that count as numbers (learned parameters: they go into c_m)."""
     index = {s: d for d, s in enumerate(axes)}
+    consts = set(constants)
     expanded = expand_bounded(expr)
     if expanded is None:
         return None
@@ -100,7 +102,7 @@ def separate(expr: sp.Expr, axes: Sequence[sp.Symbol]) -> Products | None:
         per: list[sp.Expr] = [sp.Integer(1)] * len(axes)
         for f in sp.Mul.make_args(term):
             syms = f.free_symbols
-            if not syms:
+            if syms <= consts:
                 const *= f
                 continue
             if not syms <= set(axes):
@@ -122,9 +124,11 @@ def separate(expr: sp.Expr, axes: Sequence[sp.Symbol]) -> Products | None:
 
 
 def linear_part(body: sp.Expr, placeholders: Sequence[sp.Symbol], fields: Sequence[str],
-                alphas: Sequence[tuple[int, ...]], axes: Sequence[sp.Symbol]) -> LinearPart | None:
+                alphas: Sequence[tuple[int, ...]], axes: Sequence[sp.Symbol],
+                constants: Collection[sp.Symbol] = ()) -> LinearPart | None:
     """Split a residual (placeholders[j] = D^{alphas[j]} of fields[j]) into its affine-separable
-    terms as rank blocks, and the rest. None when no term qualifies."""
+    terms as rank blocks, and the rest. None when no term qualifies. ``constants``: learned
+    parameters, which may multiply a block (its coefficient on the first axis)."""
     raw: list[tuple[str | None, tuple[int, ...], sp.Expr, list[sp.Expr]]] = []  # field, alpha, const, per-axis g
     rest: list[sp.Expr] = []
     sources: list[sp.Expr] = []
@@ -148,7 +152,7 @@ def linear_part(body: sp.Expr, placeholders: Sequence[sp.Symbol], fields: Sequen
             alpha = alphas[j]
         else:
             coef, field, alpha = term, None, (0,) * D
-        products = separate(coef, axes)
+        products = separate(coef, axes, constants)
         if products is None:
             rest.append(term)
             continue

@@ -21,12 +21,13 @@ from .activations import ACTIVATIONS, Activation
 
 
 class Tape:
-    """For the layer-wise pseudo-NTK: every linear layer's input values (in call order), and a zero
-    probe added to each layer's output, so that d(sum of outputs)/d(probe) is that layer's
-    backprop signal at every point (order-0 passes only)."""
+    """For layer-wise NTK quantities: every linear layer's input (in call order), and a zero probe
+    added to each layer's output, so that d(sum of outputs)/d(probe) is that layer's backprop
+    signal at every point. ``jets = False`` (the pseudo-NTK, order-0 passes): inputs (D, n, in),
+    probes (D, n, out); ``jets = True``: every jet entry, inputs (D, m+1, n, in), probes (D, m+1, n, out)."""
 
-    def __init__(self, probes: Sequence[torch.Tensor]) -> None:
-        self.probes = probes
+    def __init__(self, probes: Sequence[torch.Tensor], jets: bool = False) -> None:
+        self.probes, self.jets = probes, jets
         self.inputs: list[torch.Tensor] = []
 
 
@@ -46,8 +47,9 @@ class StackedLinear(nn.Module):
         out = h @ self.weight.transpose(1, 2).unsqueeze(1)
         out = torch.cat([out[:, :1] + self.bias[:, None, None], out[:, 1:]], dim=1)
         if tape is not None:
-            out = out + tape.probes[len(tape.inputs)][:, None]
-            tape.inputs.append(h[:, 0])
+            probe = tape.probes[len(tape.inputs)]
+            out = out + (probe if tape.jets else probe[:, None])
+            tape.inputs.append(h if tape.jets else h[:, 0])
         return out
 
 
@@ -214,10 +216,16 @@ class FactorBank(nn.Module):
         a quarter of the networks' time at 256 points per axis.)"""
         w = layer.weight[:, None, :, 0]  # (D, 1, out)
         a0 = xi[..., None] * w + layer.bias[:, None, :]
-        if tape is not None:
-            a0 = a0 + tape.probes[len(tape.inputs)]
-            tape.inputs.append(xi[..., None])
         entries = [a0] + [w.expand_as(a0)] * min(order, 1) + [torch.zeros_like(a0)] * (order - 1)
+        if tape is not None:
+            probe = tape.probes[len(tape.inputs)]
+            if tape.jets:  # the input jet [xi, 1, 0, ...]
+                entries = [e + probe[:, m] for m, e in enumerate(entries)]
+                ones = [torch.ones_like(xi)] * min(order, 1) + [torch.zeros_like(xi)] * (order - 1)
+                tape.inputs.append(torch.stack([xi, *ones], dim=1)[..., None])
+            else:
+                entries[0] = entries[0] + probe
+                tape.inputs.append(xi[..., None])
         if self.omega0 != 1.0:
             entries = [e * self.omega0 for e in entries]
         return J.compose_entries(self.act.derivatives, entries)

@@ -21,6 +21,7 @@ from torch import nn
 
 from . import jets as J
 from .factor_nets import FactorBank, Tape
+from .learned import LearnedScalars, ScalarSpec
 
 
 def _pad(xs: Sequence[torch.Tensor]) -> torch.Tensor:
@@ -46,6 +47,9 @@ class SeparableField(nn.Module):
         self.shapes, self.n_axes = shapes, len(ranges)
         self.hard_axis: int | None = None  # set_hard_axis: factor multiplied by (x - lo)(hi - x)
         self.hard_range = (0.0, 0.0)
+        self.output_scale = 1.0  # set_output_scale: the first axis' factors carry it
+        self.axis_scale: torch.Tensor | None
+        self.register_buffer("axis_scale", None, persistent=False)
         sizes = [math.prod(s) for s in shapes]
         width = max(sizes)
         self.bank = FactorBank(ranges, width, **net_kwargs)  # type: ignore[arg-type]
@@ -61,6 +65,15 @@ class SeparableField(nn.Module):
         """Make the model vanish on both faces of ``axis``: factor ``axis`` times (x - lo)(hi - x).
         Every CP/Tucker/TT term contains that factor exactly once, so the whole field vanishes."""
         self.hard_axis, self.hard_range = axis, (lo, hi)
+
+    def set_output_scale(self, scale: float) -> None:
+        """Make the field ``scale`` times its networks' product: the first axis' factor jets are
+        multiplied by it (every CP/Tucker/TT term holds that factor exactly once). Not a parameter,
+        and not stored: it comes from the problem (``compile.scaling``)."""
+        self.output_scale = float(scale)
+        axis_scale = torch.ones(self.n_axes, dtype=torch.float64, device=self.bank.lo.device)
+        axis_scale[0] = scale
+        self.register_buffer("axis_scale", axis_scale, persistent=False)
 
     def _bubble(self, x: torch.Tensor, order: int) -> torch.Tensor:
         """Jet of b(x) = (x - lo)(hi - x) on the hard axis (1 on the others): (D, order+1, n, 1)."""
@@ -79,11 +92,14 @@ class SeparableField(nn.Module):
             out = out * self.out_mask.to(out.dtype)[:, None, None, :]
         if self.hard_axis is not None:
             out = J.product(self._bubble(x, order), out)
+        if self.axis_scale is not None:
+            out = out * self.axis_scale.to(out.dtype)[:, None, None, None]
         return out
 
-    def all_jets(self, xs: Sequence[torch.Tensor], order: int) -> list[torch.Tensor]:
-        """Jets of every factor at its axis' points xs[d] (n_d,): list of (order+1, n_d, *shape_d)."""
-        out = self._bank(_pad(xs), order)
+    def all_jets(self, xs: Sequence[torch.Tensor], order: int, tape: Tape | None = None) -> list[torch.Tensor]:
+        """Jets of every factor at its axis' points xs[d] (n_d,): list of (order+1, n_d, *shape_d).
+        ``tape``: see ``factor_nets.Tape``."""
+        out = self._bank(_pad(xs), order, tape)
         return [out[d, :, : len(x), : math.prod(self.shapes[d])].reshape(order + 1, len(x), *self.shapes[d])
                 for d, x in enumerate(xs)]
 
@@ -94,6 +110,8 @@ class SeparableField(nn.Module):
         if self.hard_axis is not None:  # the factor is b f_d: K -> diag(b) K diag(b)
             b = self._bubble(x, 0)[:, 0, :, 0]
             K = K * b[:, :, None] * b[:, None, :]
+        if self.axis_scale is not None:
+            K = K * self.axis_scale.to(K.dtype)[:, None, None] ** 2
         return [K[d, : len(x), : len(x)] for d, x in enumerate(xs)]
 
     def factor_jets(self, axis: int, x: torch.Tensor, order: int) -> torch.Tensor:
@@ -186,17 +204,23 @@ class TTModel(SeparableField):
 
 
 class SeparableModel(nn.Module):
-    """All fields of a problem: one separable model per field (``model[name]``)."""
+    """All fields of a problem: one separable model per field (``model[name]``), and the learned
+    scalars trained with them (``learned``; empty for most problems)."""
 
-    def __init__(self, fields: dict[str, SeparableField]) -> None:
+    def __init__(self, fields: dict[str, SeparableField], learned: LearnedScalars | None = None) -> None:
         super().__init__()
         self.fields = nn.ModuleDict(fields)
+        self.learned = learned if learned is not None else LearnedScalars()
 
     def __getitem__(self, name: str) -> SeparableField:
         return cast(SeparableField, self.fields[name])
 
     def items(self) -> list[tuple[str, SeparableField]]:
         return [(name, self[name]) for name in self.fields]
+
+    def field_parameters(self) -> list[nn.Parameter]:
+        """The fields' parameters (the factor networks, Tucker cores), without the learned scalars."""
+        return [p for f in self.fields.values() for p in f.parameters()]
 
 
 def rank_list(kind: str, rank: int | Sequence[int], n_axes: int) -> list[int]:
@@ -220,8 +244,9 @@ def build_model(
     rank: int | Sequence[int],
     scale: str,
     net_kwargs: dict[str, object],
+    learned: Sequence[ScalarSpec] = (),
 ) -> SeparableModel:
-    """One ``kind`` model per field (``fields``: name -> number of components)."""
+    """One ``kind`` model per field (``fields``: name -> number of components), and the learned scalars."""
     ranks = rank_list(kind, rank, len(ranges))
     out: dict[str, SeparableField] = {}
     for name, comps in fields.items():
@@ -233,4 +258,4 @@ def build_model(
             if len(ranges) < 2:
                 raise ValueError("a tensor train needs at least 2 axes")
             out[name] = TTModel(ranges, ranks, comps, net_kwargs)
-    return SeparableModel(out)
+    return SeparableModel(out, LearnedScalars(learned))

@@ -32,6 +32,7 @@ class Axis:
     hi: float
     time: bool = False
     periodic: bool = False
+    parameter: bool = False  # a parameter axis: sampled like any axis, but no faces, lap or grad2
 
 
 @dataclass(frozen=True)
@@ -57,9 +58,9 @@ def make_axes(axes: Any, error: Error) -> list[Axis]:
         key = f"axes.{name}"
         if not isinstance(name, str) or not NAME_RE.match(name):
             raise error(key, f"{name!r} is not a valid axis name")
-        time = periodic = False
+        time = periodic = parameter = False
         if isinstance(spec, Axis):
-            lo, hi, time, periodic = spec.lo, spec.hi, spec.time, spec.periodic
+            lo, hi, time, periodic, parameter = spec.lo, spec.hi, spec.time, spec.periodic, spec.parameter
         elif isinstance(spec, TimeAxis):
             lo, hi, time = spec.lo, spec.hi, True
         elif isinstance(spec, (list, tuple)) and len(spec) == 2:
@@ -79,11 +80,13 @@ def make_axes(axes: Any, error: Error) -> list[Axis]:
                                   "its points would not be distinct; shift or rescale the axis")
         if periodic and time:
             raise error(key, "the time axis cannot be periodic")
+        if parameter and (time or periodic):
+            raise error(key, f"a parameter axis cannot also be {'the time axis' if time else 'periodic'}")
         if time:
             other = [a.name for a in out if a.time]
             if other:
                 raise error(key, f"only one axis may be the time axis (also: {other[0]})")
-        out.append(Axis(name, float(lo), float(hi), bool(time), bool(periodic)))
+        out.append(Axis(name, float(lo), float(hi), bool(time), bool(periodic), bool(parameter)))
     clash = check_names_are_free([a.name for a in out])
     if clash:
         raise error(f"axes.{clash}", f"'{clash}' is a reserved name (a function or constant)")
@@ -124,9 +127,9 @@ def parse_faces(on: Any, axes: Sequence[Axis], error: Error, key: str) -> tuple[
             raise error(key, f"expected a face string, got {item!r}")
         if item.strip() == "boundary":
             new = [Face(d, s, a.lo if s == "min" else a.hi)
-                   for d, a in enumerate(axes) if not (a.time or a.periodic) for s in ("min", "max")]
+                   for d, a in enumerate(axes) if not (a.time or a.periodic or a.parameter) for s in ("min", "max")]
             if not new:
-                raise error(key, "'boundary' has no faces: every axis is the time axis or periodic")
+                raise error(key, "'boundary' has no faces: every axis is the time axis, periodic or a parameter")
         else:
             new = [_parse_face(item, axes, error, key)]
         for f in new:
@@ -145,6 +148,9 @@ def _parse_face(text: str, axes: Sequence[Axis], error: Error, key: str) -> Face
         raise error(key, f"'{text}' is not a face: unknown axis '{axis_name}'{did_you_mean(axis_name, names)}")
     d = names.index(axis_name)
     ax = axes[d]
+    if ax.parameter:
+        raise error(key, f"'{text}': {ax.name} is a parameter axis, which has no faces (a condition holds for "
+                         "every parameter value)")
     if value in ("min", "max"):
         return Face(d, value, ax.lo if value == "min" else ax.hi)
     try:

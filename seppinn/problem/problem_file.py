@@ -15,8 +15,8 @@ from .spec import Axis, Problem
 TOP_KEYS = ("problem", "axes", "fields", "parameters", "definitions", "equations",
             "conditions", "data", "reference", "solver")
 PROBLEM_KEYS = ("name", "title", "kind", "solver")
-AXIS_KEYS = ("range", "time", "periodic")
-FIELD_KEYS = ("components",)
+AXIS_KEYS = ("range", "time", "periodic", "parameter")
+FIELD_KEYS = ("components", "scale", "positive")
 EQUATION_KEYS = ("name", "residual", "lhs", "rhs")
 CONDITION_KEYS = ("name", "on", "expr", "value", "enforce")
 
@@ -111,12 +111,13 @@ def problem_from_toml(doc: dict[str, Any], text: str, file: str) -> Problem:
             if "range" not in spec:
                 raise ProblemError("required key missing: range = [lo, hi]", file=file, key=f"axes.{name}.range")
             rng = spec["range"]
-            for flag in ("time", "periodic"):
+            for flag in ("time", "periodic", "parameter"):
                 if not isinstance(spec.get(flag, False), bool):
                     raise ProblemError(f"expected true or false, got {spec[flag]!r}", file=file, key=f"axes.{name}.{flag}")
             if not (isinstance(rng, list) and len(rng) == 2):
                 raise ProblemError(f"expected [lo, hi], got {rng!r}", file=file, key=f"axes.{name}.range")
-            axes[name] = Axis(name, rng[0], rng[1], spec.get("time", False), spec.get("periodic", False))
+            axes[name] = Axis(name, rng[0], rng[1], spec.get("time", False), spec.get("periodic", False),
+                              spec.get("parameter", False))
             for v in rng:  # Problem re-checks types; here only to keep Axis(...) honest
                 if isinstance(v, bool) or not isinstance(v, (int, float)):
                     raise ProblemError(f"interval ends must be finite numbers, got {v!r}", file=file, key=f"axes.{name}.range")
@@ -124,11 +125,17 @@ def problem_from_toml(doc: dict[str, Any], text: str, file: str) -> Problem:
             axes[name] = spec
 
     fields: dict[str, Any] = {}
+    scales: dict[str, Any] = {}
+    positive: dict[str, Any] = {}
     for name, spec in _table(doc, "fields", file).items():
         if not isinstance(spec, dict):
             raise ProblemError("expected a table, e.g. u = {} or rgb = { components = 3 }", file=file, key=f"fields.{name}")
         check_keys(spec, FIELD_KEYS, file, f"fields.{name}")
         fields[name] = spec.get("components", 1)
+        if "scale" in spec:
+            scales[name] = spec["scale"]
+        if "positive" in spec:
+            positive[name] = spec["positive"]
 
     solver = _table(doc, "solver", file)
     problem = Problem(
@@ -156,4 +163,8 @@ def problem_from_toml(doc: dict[str, Any], text: str, file: str) -> Problem:
     for f, spec in _table(doc, "data", file).items():
         problem.add_data(f, spec)
     problem.set_reference(**_table(doc, "reference", file))
+    for f, value in scales.items():
+        problem.set_scale(f, value)
+    for f, value in positive.items():
+        problem.set_positive(f, value)
     return problem.validate()

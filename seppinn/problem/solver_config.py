@@ -45,6 +45,8 @@ BALANCES = {
     "none": "the terms' losses as weighted by train.weights",
     "grad_norm": "per-term weights sum_j |grad L_j| / |grad L_i| (jaxpi), a moving average updated every "
                  "balance_every iterations, times train.weights",
+    "ntk": "per-term weights sum_j tr K_j / tr K_i from each term's NTK trace (jaxpi's NTK weighting, from "
+           "per-axis quantities), updated and averaged like grad_norm",
 }
 
 

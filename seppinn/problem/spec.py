@@ -11,16 +11,17 @@ import math
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Union
+from typing import Any, Union, cast
 
 import sympy as sp
 
 from ..errors import ProblemError, did_you_mean
 from .domain import Axis, Face, TimeAxis, make_axes, make_fields, parse_faces
 from .expressions import NAME_RE, ExprContext, check_derivative_orders, check_names_are_free, parse_expression
+from .parameters import LearnedParameter, learned_parameter
 from .sources import DataSource, make_source
 
-__all__ = ["Axis", "Condition", "DataSource", "Equation", "Face", "Problem", "TimeAxis"]
+__all__ = ["Axis", "Condition", "DataSource", "Equation", "Face", "LearnedParameter", "Problem", "TimeAxis"]
 
 PROBLEM_NAME_RE = re.compile(r"^[A-Za-z0-9_-]{1,100}$")  # also the default output folder's name
 PROBLEM_KINDS = ("pde", "data")
@@ -56,14 +57,15 @@ class Problem:
         name: letters, digits, '_' and '-'.
         axes: ordered mapping name -> (lo, hi), ``TimeAxis(lo, hi)`` or ``Axis``.
         fields: field names, or a mapping name -> number of components.
-        parameters: name -> number (or constant expression of earlier parameters).
+        parameters: name -> number (or constant expression of earlier parameters), or a learned
+            parameter's table ``{initial=, learn=True, range=, positive=, lr=}``.
         definitions: name -> expression (may use axes, parameters, fields, earlier definitions).
     """
 
     name: str
     axes: Mapping[str, Any]  # as given; ``axis_list`` is the checked form
     fields: Any  # a name, names, or {name: components}; ``components`` is the checked form
-    parameters: Mapping[str, ExprLike] | None = None
+    parameters: Mapping[str, ExprLike | Mapping[str, Any]] | None = None
     definitions: Mapping[str, ExprLike] | None = None
     title: str = ""
     kind: str = "pde"
@@ -75,11 +77,14 @@ class Problem:
     axis_list: list[Axis] = field(init=False)
     components: dict[str, int] = field(init=False)  # field -> number of components
     ctx: ExprContext = field(init=False)  # the names expressions may use
-    parameter_values: dict[str, float] = field(init=False)
+    parameter_values: dict[str, float] = field(init=False)  # the fixed parameters (substituted when compiling)
+    learned: dict[str, LearnedParameter] = field(init=False)  # the learned ones (symbols until training)
     equations: list[Equation] = field(init=False, default_factory=list)
     conditions: list[Condition] = field(init=False, default_factory=list)
     data: dict[str, DataSource] = field(init=False, default_factory=dict)
     reference: dict[str, DataSource] = field(init=False, default_factory=dict)
+    scales: dict[str, float] = field(init=False, default_factory=dict)  # given output scales (set_scale)
+    positive: set[str] = field(init=False, default_factory=set)  # fields kept above 0 (set_positive)
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not PROBLEM_NAME_RE.match(self.name):
@@ -89,11 +94,11 @@ class Problem:
         self.axis_list = make_axes(self.axes, self.error)
         self.components = make_fields(self.fields, self.error)
         syms = {a.name: sp.Symbol(a.name, real=True) for a in self.axis_list}
-        self.ctx = ExprContext(axes=syms, spatial=[syms[a.name] for a in self.axis_list if not a.time])
+        self.ctx = ExprContext(axes=syms, spatial=[syms[a.name] for a in self.axis_list if not (a.time or a.parameter)])
         args = [syms[a.name] for a in self.axis_list]
         self.ctx.fields = {f: sp.Function(f, real=True)(*args) for f in self.components}
         self._check_new_names(self.components, "fields")
-        self.parameter_values = {}
+        self.parameter_values, self.learned = {}, {}
         for pname, pval in (self.parameters or {}).items():
             self._add_parameter(pname, pval)
         for dname, dval in (self.definitions or {}).items():
@@ -114,10 +119,22 @@ class Problem:
             if check_names_are_free([n]):
                 raise self.error(f"{table}.{n}", f"'{n}' is a reserved name (a function or constant)")
 
-    def _add_parameter(self, name: str, value: ExprLike) -> None:
+    def _add_parameter(self, name: str, value: ExprLike | Mapping[str, Any]) -> None:
         key = f"parameters.{name}"
         self._check_new_names([name], "parameters")
+        if isinstance(value, Mapping):  # a table: learned, or learn = false (a fixed value)
+            learned = learned_parameter(name, value, key, self.error)
+            self.ctx.parameters[name] = sp.Symbol(name, real=True)
+            if learned is None:
+                self.parameter_values[name] = float(value["initial"])
+            else:
+                self.learned[name] = learned
+            return
         expr = self.parse(value, key)
+        uses = sorted(str(s) for s in expr.free_symbols if str(s) in self.learned)
+        if uses:
+            raise self.error(key, f"a parameter cannot depend on the learned parameter '{uses[0]}' (its value is "
+                                  "found by training): use [definitions]")
         expr = expr.xreplace({self.ctx.parameters[p]: sp.Float(v) for p, v in self.parameter_values.items()})
         if not expr.is_number:
             raise self.error(key, "a parameter must be a number (or use [definitions])")
@@ -126,6 +143,18 @@ class Problem:
             raise self.error(key, f"{value!r} is not a finite real number")
         self.parameter_values[name] = num.real
         self.ctx.parameters[name] = sp.Symbol(name, real=True)
+
+    def parameter(self, name: str, initial: float, *, learn: bool = False, range: tuple[float, float] | None = None,
+                  positive: bool = False, lr: float | None = None) -> sp.Symbol:
+        """A parameter by keywords, learned when ``learn`` (the file's ``k = { initial = 1.0, learn = true }``):
+        its sympy symbol."""
+        spec: dict[str, Any] = {"initial": initial, "learn": learn, "positive": positive}
+        if range is not None:
+            spec["range"] = list(range)
+        if lr is not None:
+            spec["lr"] = lr
+        self._add_parameter(name, spec)
+        return cast(sp.Symbol, self.ctx.parameters[name])
 
     def _add_definition(self, name: str, value: ExprLike) -> None:
         key = f"definitions.{name}"
@@ -256,18 +285,6 @@ class Problem:
             raise self.error(f"{key}.enforce", f"field '{field_name}' already has a hard condition (one axis per field)")
         cond.hard, cond.field, cond.axis, cond.value = True, field_name, axes.pop(), rhs
 
-    def lift(self, field_name: str) -> tuple[int | None, sp.Expr]:
-        """(axis, g) for a field with a hard condition on that axis: the model is b(x_d) * N + g with
-        b = (x_d - lo)(hi - x_d) and g the linear blend of the face values along x_d; (None, 0) else."""
-        for c in self.conditions:
-            if c.hard and c.field == field_name:
-                assert c.axis is not None and c.value is not None
-                ax = self.axis_list[c.axis]
-                x = self.ctx.axes[ax.name]
-                lo_val, hi_val = c.value.subs(x, ax.lo), c.value.subs(x, ax.hi)
-                return c.axis, ((ax.hi - x) * lo_val + (x - ax.lo) * hi_val) / (ax.hi - ax.lo)
-        return None, sp.Integer(0)
-
     def add_data(self, field_name: str, spec: Any) -> DataSource:
         """Observations of a field: an expression, or {file=, dataset=, keep=, seed=}."""
         key = f"data.{field_name}"
@@ -280,6 +297,24 @@ class Problem:
         """Ground truth per field: an expression, or {file=, dataset=}."""
         for f, spec in fields.items():
             self.reference[f] = make_source(self, f, spec, f"reference.{f}", "reference")
+
+    def set_scale(self, field_name: str, scale: Any) -> None:
+        """The field's output scale: the model is ``scale`` times its networks' product (default:
+        estimated from the problem, ``compile.scaling``)."""
+        key = f"fields.{field_name}.scale"
+        if field_name not in self.components:
+            raise self.error(key, f"'{field_name}' is not a field")
+        if isinstance(scale, bool) or not isinstance(scale, (int, float)) or not (0 < scale < math.inf):
+            raise self.error(key, f"expected a positive number, got {scale!r}")
+        self.scales[field_name] = float(scale)
+
+    def set_positive(self, field_name: str, positive: Any = True) -> None:
+        """Keep the field above 0: it is softplus of its networks' product (a coefficient field)."""
+        problem = f"'{field_name}' is not a field" if field_name not in self.components else \
+            f"expected true or false, got {positive!r}" if not isinstance(positive, bool) else ""
+        if problem:
+            raise self.error(f"fields.{field_name}.positive", problem)
+        (self.positive.add if positive else self.positive.discard)(field_name)
 
     # ----------------------------------------------------------------- validation
     def fields_in(self, expr: sp.Expr) -> set[str]:

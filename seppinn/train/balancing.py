@@ -38,17 +38,20 @@ class Balancer:
     def due(self, iteration: int) -> bool:
         return self.active and iteration % self.every == 0
 
-    def update(self, stacked: torch.Tensor, params: Sequence[torch.nn.Parameter]) -> None:
-        """New weights from ``stacked`` (T,), the user-weighted term losses at the current parameters
-        on an eager graph (one backward per term, the graph retained between them; a compiled
-        graph's backward may not be retained)."""
+    def update(self, grads: Sequence[Sequence[torch.Tensor | None]]) -> list[torch.Tensor | None]:
+        """New weights from ``grads[i]``, the gradient of the user-weighted term loss w_i L_i per
+        parameter (None: unused); returns the step's gradient sum_i lambda_i g_i per parameter."""
         norms = []
-        for i in range(stacked.shape[0]):
-            grads = torch.autograd.grad(stacked[i], params, retain_graph=True, allow_unused=True)
-            sq = [g.to(torch.float64).pow(2).sum() for g in grads if g is not None]
+        for g in grads:
+            sq = [x.to(torch.float64).pow(2).sum() for x in g if x is not None]
             norms.append(torch.stack(sq).sum().sqrt() if sq else torch.zeros((), dtype=torch.float64,
-                                                                                device=stacked.device))
+                                                                                device=self.user.device))
         self.set_from_norms(torch.stack(norms).to(self.user.device))
+        out: list[torch.Tensor | None] = []
+        for j in range(len(grads[0])):
+            parts = [x * w.to(x.dtype) for g, w in zip(grads, self.weights) if (x := g[j]) is not None]
+            out.append(torch.stack(parts).sum(0) if parts else None)
+        return out
 
     def set_from_norms(self, weighted_norms: torch.Tensor) -> None:
         """The update from |grad(w_i L_i)| per term (terms with w_i = 0 or no gradient keep their weight)."""

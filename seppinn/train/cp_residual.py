@@ -8,8 +8,8 @@ Per rank block and axis the factor is the coefficient-weighted sum of the field'
 from __future__ import annotations
 
 import itertools
-from collections.abc import Collection, Mapping, Sequence
-from typing import cast
+from collections.abc import Callable, Collection, Mapping, Sequence
+from typing import Any, cast
 
 import sympy as sp
 import torch
@@ -20,7 +20,24 @@ from ..compile.separability import LinearPart
 from ..model.separable import cp_contract
 
 Jets = Mapping[tuple[str, int], Mapping[PointSetKey, torch.Tensor]]
-Coef = float | torch.Tensor
+Learned = Mapping[sp.Symbol, torch.Tensor]  # the learned parameters' current values
+NO_LEARNED: Learned = {}
+
+
+class LearnedCoef:
+    """A coefficient that holds a learned parameter (k, or k x^2 on one axis): evaluated on the
+    axis' points from the parameters' current values at every use, (n_d, 1, 1) in ``dtype``."""
+
+    def __init__(self, fn: Callable[[dict[sp.Symbol, torch.Tensor]], Any], symbol: sp.Symbol, x: torch.Tensor,
+                 dtype: torch.dtype) -> None:
+        self.fn, self.symbol, self.x, self.dtype = fn, symbol, x, dtype
+
+    def __call__(self, learned: Learned) -> torch.Tensor:
+        v = torch.as_tensor(self.fn({self.symbol: self.x, **learned}))
+        return torch.broadcast_to(v.to(self.dtype), self.x.shape)[:, None, None]
+
+
+Coef = float | torch.Tensor | LearnedCoef
 
 
 def block_slots(lin: LinearPart) -> list[list[int]]:
@@ -65,11 +82,14 @@ class CPTensor:
             out.append(torch.tensor(index, device=device))
         return out
 
-    def prepare(self, coords: Sequence[torch.Tensor], symbols: Sequence[sp.Symbol], dtype: torch.dtype) -> None:
+    def prepare(self, coords: Sequence[torch.Tensor], symbols: Sequence[sp.Symbol], dtype: torch.dtype,
+                learned: Collection[sp.Symbol] = ()) -> None:
         """The coefficients on the grid's points (``coords[d]``: float64 (n_d,)), per block, axis and
-        summand: (n_d, 1, 1) in ``dtype``, or a number. A source block has one entry per axis: the
-        summands' sum."""
+        summand: (n_d, 1, 1) in ``dtype``, or a number; a coefficient with a learned parameter
+        (``learned``) is a ``LearnedCoef``, evaluated at every use. A source block has one entry per
+        axis: the summands' sum."""
         self.coefs = []
+        learned = set(learned)
         for block in self.lin.blocks:
             per_axis_coefs: list[list[Coef]] = []
             for d, summands in enumerate(block.axes):
@@ -79,7 +99,9 @@ class CPTensor:
                     coefs = [sum(coefs, sp.Integer(0))]
                 values: list[Coef] = []
                 for c in coefs:
-                    if c.free_symbols or block.field is None:
+                    if c.free_symbols & learned:
+                        values.append(LearnedCoef(lower(c), symbols[d], x, dtype))
+                    elif c.free_symbols or block.field is None:
                         v = torch.as_tensor(lower(c)({symbols[d]: x}), dtype=torch.float64, device=x.device)
                         values.append(torch.broadcast_to(v, x.shape).to(dtype)[:, None, None])
                     else:
@@ -90,10 +112,13 @@ class CPTensor:
     def coefficient_tensors(self) -> list[torch.Tensor]:
         return [c for block in self.coefs for axis in block for c in axis if isinstance(c, torch.Tensor)]
 
-    def block_factor(self, jets: Jets, scales: Mapping[str, float], i: int, d: int) -> torch.Tensor:
+    def block_factor(self, jets: Jets, scales: Mapping[str, float], i: int, d: int,
+                     learned: Learned = NO_LEARNED) -> torch.Tensor:
         """Rank block i's factor on axis d, (n_d, R or 1, C): the coefficient-weighted sum of the
-        field's factor jets (its CP scale on the first axis), or for a source block its coefficient column."""
-        block, bc = self.lin.blocks[i], self.coefs[i][d]
+        field's factor jets (its CP scale on the first axis), or for a source block its coefficient
+        column. ``learned``: the learned parameters' current values (symbol -> 0-d tensor)."""
+        block = self.lin.blocks[i]
+        bc = [c(learned) if isinstance(c, LearnedCoef) else c for c in self.coefs[i][d]]
         if block.field is None:
             return cast(torch.Tensor, bc[0]).expand(-1, 1, self.components)
         jet = jets[(block.field, d)][self.grid[d]]
@@ -105,17 +130,19 @@ class CPTensor:
         scale = scales.get(block.field, 1.0)
         return acc * scale if d == 0 and scale != 1.0 else acc
 
-    def factors(self, jets: Jets, scales: Mapping[str, float], distinct_axes: Collection[int] = ()) -> list[torch.Tensor]:
+    def factors(self, jets: Jets, scales: Mapping[str, float], distinct_axes: Collection[int] = (),
+                learned: Learned = NO_LEARNED) -> list[torch.Tensor]:
         """The CP factors G_d (n_d, rho, C): the blocks' factors side by side; on ``distinct_axes``
         each distinct block factor once (the columns ``columns`` indexes)."""
         out = []
         for d, slots in enumerate(self.slots):
-            keep = [self.block_factor(jets, scales, i, d) for i in range(len(slots))
+            keep = [self.block_factor(jets, scales, i, d, learned) for i in range(len(slots))
                     if d not in distinct_axes or slots.index(slots[i]) == i]
             out.append(torch.cat(keep, dim=1) if len(keep) > 1 else keep[0])
         return out
 
-    def contract(self, jets: Jets, scales: Mapping[str, float], sizes: Sequence[int]) -> torch.Tensor:
+    def contract(self, jets: Jets, scales: Mapping[str, float], sizes: Sequence[int],
+                 learned: Learned = NO_LEARNED) -> torch.Tensor:
         """The tensor on the grid, (n_1, ..., n_D, C). Where blocks share their factor on an axis g
         (the axis with the fewest distinct factors, the last on ties), their Khatri-Rao products over
         the other axes are summed first: one matrix product of inner size (distinct factors on g) x R.
@@ -124,16 +151,16 @@ class CPTensor:
         D, g = len(self.grid), self.group_axis
         slots = self.slots[g]
         if len(set(slots)) == len(slots):
-            return cp_contract(self.factors(jets, scales))
+            return cp_contract(self.factors(jets, scales, learned=learned))
         others = [d for d in range(D) if d != g]
         prefix: dict[int, torch.Tensor] = {}
         for i, slot in enumerate(slots):
-            p = self.block_factor(jets, scales, i, others[0])
+            p = self.block_factor(jets, scales, i, others[0], learned)
             for d in others[1:]:
-                p = (p[:, None] * self.block_factor(jets, scales, i, d)[None]).flatten(0, 1)
+                p = (p[:, None] * self.block_factor(jets, scales, i, d, learned)[None]).flatten(0, 1)
             prefix[slot] = prefix[slot] + p if slot in prefix else p
         P = torch.cat([prefix[s] for s in sorted(prefix)], dim=1)  # (prod of the other n_d, m, C)
-        L = torch.cat([self.block_factor(jets, scales, slots.index(s), g) for s in sorted(prefix)], dim=1)  # (n_g, m, C)
+        L = torch.cat([self.block_factor(jets, scales, slots.index(s), g, learned) for s in sorted(prefix)], dim=1)  # (n_g, m, C)
         C = P.shape[-1]
         if g == 0:  # (n_1, n_2 ... n_D): already the grid's layout
             out = L[..., 0] @ P[..., 0].T if C == 1 else torch.einsum("nmc,pmc->npc", L, P)

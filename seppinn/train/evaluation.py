@@ -23,7 +23,7 @@ from ..errors import ProblemError
 from ..model.separable import SeparableModel
 from ..reference_solvers import REFERENCE_SOLVERS
 from .gridfree import squared_error, sum_of_squares
-from .metrics import MetricSpec, field_metrics
+from .metrics import MetricSpec, field_metrics, worst_parameter
 from .points import PointSets
 
 
@@ -114,13 +114,19 @@ class Evaluator:
     @torch.no_grad()
     def predict(self, axes_points: Sequence[Any]) -> dict[str, torch.Tensor]:
         """Fields on the tensor grid of the given per-axis points: name -> (n_1, ..., n_D, C)
-        (with the lift of a hard condition added)."""
+        (with the lift of a hard condition added; softplus of the model for positive fields)."""
         pts = [self.points.tensor(x) for x in axes_points]
         out = {f: m(pts).to(torch.float64) for f, m in self.model.items()}
         if self.c.lifts:
             env = dict(zip(self.c.problem.ctx.axes.values(), self.points.exact_coords(axes_points)))
             for f, g in self.c.lifts.items():
                 out[f] = out[f] + torch.as_tensor(lower(g)(env), dtype=torch.float64, device=self.device)
+        return self._positive(out)
+
+    def _positive(self, out: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Positive fields are softplus of their models' values."""
+        for f in self.c.positive:
+            out[f] = torch.nn.functional.softplus(out[f])
         return out
 
     @torch.no_grad()
@@ -138,7 +144,7 @@ class Evaluator:
             for f, g in self.c.lifts.items():
                 lift = torch.as_tensor(lower(g)(env), dtype=torch.float64, device=self.device)
                 out[f] = out[f] + lift.expand(out[f].shape[0]).unsqueeze(-1)
-        return out
+        return self._positive(out)
 
     def test_solution(self) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
         """(fields, references) on the test grid as host arrays, (n_1, ..., n_D) for scalar
@@ -155,6 +161,11 @@ class Evaluator:
         """Per field with a reference: rel_l2, mse (and psnr, iou, held-out variants) on the test grid."""
         pred = self.predict(self.test_axes) if self.reference else {}
         out = {f: field_metrics(pred[f], ref, self.metric_specs[f]) for f, ref in self.reference.items()}
+        params = [d for d, a in enumerate(self.c.problem.axis_list) if a.parameter]
+        if params:  # the family's worst member (metric_mode keeps such fields on the grid)
+            names, coords = [self.c.axes[d] for d in params], [self.test_axes[d] for d in params]
+            for f, ref in self.reference.items():
+                out[f].update(worst_parameter(pred[f], ref, params, names, coords))
         for f, (target, ref_sq) in self.gridfree_metrics.items():
             model = self.model[f]
             factors = [j[0] for j in model.all_jets([self.points.tensor(x) for x in self.test_axes], 0)]

@@ -22,9 +22,11 @@ import torch
 from ..compile.compiler import CompiledProblem
 from ..compile.plan import Plan, make_plan
 from ..errors import DataError
+from ..model.learned import ScalarSpec
 from ..model.separable import SeparableModel, build_model
 from ..problem.solver_config import SolverConfig
 from .balancing import Balancer
+from .ntk_trace import term_traces
 from .device import DTYPES, pick_device
 from .evaluation import Evaluator
 from .loss import Losses
@@ -39,16 +41,20 @@ MAX_ROLLBACKS = 4  # train.on_nan = "rollback": at most this many rollbacks per 
 
 def make_model(compiled: CompiledProblem, config: SolverConfig, device: torch.device) -> SeparableModel:
     """The settings' separable model for ``compiled``, seeded with ``train.seed``, in ``train.dtype``
-    on ``device``, with its hard-condition axes set."""
+    on ``device``, with its hard-condition axes and field scales set."""
     m = config.model
     torch.manual_seed(config.train.seed)
     net = dict(width=m.width, depth=m.depth, activation=m.activation, body=m.body, omega0=m.omega0,
                fourier_features=m.fourier_features, fourier_scale=m.fourier_scale,
                periodic=[a.periodic for a in compiled.problem.axis_list], periodic_modes=m.periodic_modes)
+    learned = [ScalarSpec(p.name, p.initial, p.range, p.positive) for p in compiled.learned.values()]
     model = build_model(compiled.ranges, compiled.components, kind=m.kind, rank=m.rank, scale=m.scale,
-                        net_kwargs=net).to(device=device, dtype=DTYPES[config.train.dtype])
+                        net_kwargs=net, learned=learned).to(device=device, dtype=DTYPES[config.train.dtype])
     for f, axis in compiled.hard.items():
         model[f].set_hard_axis(axis, *compiled.ranges[axis])
+    for f, fs in compiled.scales.items():
+        if fs.scale != 1.0:
+            model[f].set_output_scale(fs.scale)
     return model
 
 
@@ -112,6 +118,39 @@ class Trainer:
             self._compiled = None
             return self._loss_stack()
 
+    def balance(self, stacked: torch.Tensor, progress: Progress, iteration: int) -> None:
+        """A balance update and the step's gradient. ``ntk``: the terms' NTK traces (``ntk_trace``,
+        sampled with a seed fixed by the iteration), then the usual backward. ``grad_norm``:
+        each term's gradient by its own backward pass
+        (eager: on ``stacked``'s graph, retained; compiled: a fresh forward per term after the
+        first, as a compiled backward cannot be retained), the new weights from their norms, and
+        ``.grad`` = sum_i lambda_i g_i from the same gradients."""
+        if self.balancer.method == "ntk":
+            seed = self.cfg.train.seed * 1_000_003 + iteration
+            with torch.no_grad():
+                self.balancer.set_from_norms(term_traces(self.losses, torch.Generator().manual_seed(seed)))
+            self.balancer.apply(stacked).backward()  # type: ignore[no-untyped-call]
+            return
+        params = list(self.model.parameters())
+        T = len(self.c.terms)
+        grads = []
+        for i in range(T):
+            compiled = self._compiled is not None
+            if i > 0 and compiled:
+                stacked = self._loss_vector(progress)[:T]
+            grads.append(torch.autograd.grad(stacked[i], params, retain_graph=not compiled and i < T - 1,
+                                             allow_unused=True))
+        for p, g in zip(params, self.balancer.update(grads)):
+            p.grad = g
+
+    def param_groups(self) -> list[dict[str, Any]]:
+        """Adam's parameter groups: the fields' networks (and the learned scalars without an ``lr``
+        of their own) at ``train.lr``, then one group per learned scalar with its own ``lr``."""
+        own = {n: p.lr for n, p in self.c.learned.items() if p.lr is not None}
+        raw = self.model.learned.raw
+        shared = self.model.field_parameters() + [raw[n] for n in raw if n not in own]
+        return [{"params": shared}] + [{"params": [raw[n]], "lr": lr} for n, lr in own.items()]
+
     # ---------------------------------------------------------------- records and snapshots
     def _record(self, state: TrainState, it: int, out: torch.Tensor, progress: Progress) -> None:
         """Append the evaluation at ``it``: ``out`` is ``_loss_stack``'s (losses, then diagnostics)."""
@@ -122,6 +161,7 @@ class Trainer:
         diagnostics = dict(zip(self.losses.diagnostic_names, vals[len(names):]))
         if self.balancer.active:
             diagnostics.update({f"weight/{n}": w for n, w in zip(names, self.balancer.weights.tolist())})
+        diagnostics.update({f"parameter/{n}": v for n, v in self.model.learned.numbers().items()})
         ev = Evaluation(it, state.seconds, lv, self.evaluator.metrics(), diagnostics)
         state.history.append(ev)
         if state.best is None or lv["total"] < state.best.losses["total"]:
@@ -129,7 +169,7 @@ class Trainer:
             state.best_state = copy.deepcopy(self.model.state_dict())
         shown = {f"{k}/{f}": v for f, m in ev.metrics.items() for k, v in m.items()
                  if k in ("rel_l2", "psnr", "iou", "psnr_heldout")}
-        shown.update({k.replace("weight/", "w_"): v for k, v in diagnostics.items()})
+        shown.update({k.replace("weight/", "w_").replace("parameter/", ""): v for k, v in diagnostics.items()})
         progress.record(it, {n: lv[n] for n in names}, shown)
 
     def snapshot(self, state: TrainState, opts: Optimizers) -> dict[str, Any]:
@@ -168,7 +208,8 @@ class Trainer:
         state.best, state.best_state = saved.best, copy.deepcopy(saved.best_state)
 
     def _set_lr_scale(self, state: TrainState, opts: Optimizers) -> None:
-        opts.schedule.base_lrs = [self.cfg.train.lr * state.lr_scale for _ in opts.schedule.base_lrs]
+        own = [float(g.get("lr", self.cfg.train.lr)) for g in self.param_groups()]  # each group's learning rate
+        opts.schedule.base_lrs = [lr * state.lr_scale for lr in own]
         factor = schedule(self.cfg.train)(opts.schedule.last_epoch)
         for group, base in zip(opts.adam.param_groups, opts.schedule.base_lrs):
             group["lr"] = base * factor
@@ -224,7 +265,7 @@ class Trainer:
         ``state.interrupted``. Non-finite losses raise ``Diverged`` (or roll back, ``on_nan``)."""
         t = self.cfg.train
         end = t.iterations + t.lbfgs_steps()
-        opts = make_optimizers(list(self.model.parameters()), self.cfg.train)
+        opts = make_optimizers(self.param_groups(), self.cfg.train)
         state = self._start(opts, resume)
         progress = Progress(end, enabled=self.progress_enabled)
         first_bad = torch.full((len(self.c.terms) + 1,), -1, dtype=torch.long, device=self.device)
@@ -279,10 +320,11 @@ class Trainer:
             if it == end:
                 break
             if adam_phase:
-                if self.balancer.due(it):  # on an eager graph: a compiled backward cannot be retained
-                    self.balancer.update(self._loss_stack()[:len(self.c.terms)], list(self.model.parameters()))
                 opts.adam.zero_grad(set_to_none=True)
-                self.balancer.apply(stacked).backward()  # type: ignore[no-untyped-call]
+                if self.balancer.due(it):
+                    self.balance(stacked, progress, it)
+                else:
+                    self.balancer.apply(stacked).backward()  # type: ignore[no-untyped-call]
                 opts.adam.step()
                 opts.schedule.step()
                 if first_compiled:  # compiling happens in this step: say so, with its time

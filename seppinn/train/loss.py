@@ -41,6 +41,7 @@ class PartLoss:
                  components: int, rank: int) -> None:
         self.part, self.plan, self.model, self.points = part, plan, model, points
         self.scales = {f: float(getattr(m, "scale", 1.0)) for f, m in model.items()}
+        self.learned_symbols = {sp.Symbol(spec.name, real=True): spec.name for spec in model.learned.specs}
         self.mask = torch.as_tensor(part.mask, device=points.device) if part.mask is not None else None
         self.consts: dict[sp.Symbol, torch.Tensor] = {}
         self.sizes: list[int] = []
@@ -63,7 +64,14 @@ class PartLoss:
         if self.cp:
             coords = [self.points[key].to(torch.float64) for key in self.part.grid]
             for cp in self.cp:
-                cp.prepare(coords, self.part.residual.axis_symbols, self.points.dtype)
+                cp.prepare(coords, self.part.residual.axis_symbols, self.points.dtype, self.learned_symbols)
+
+    def learned(self) -> dict[sp.Symbol, torch.Tensor]:
+        """The learned parameters' current values by symbol (empty for most problems)."""
+        if not self.learned_symbols:
+            return {}
+        values = self.model.learned.values()
+        return {sym: values[name] for sym, name in self.learned_symbols.items()}
 
     def inputs(self) -> list[torch.Tensor]:
         """Every coordinate-only tensor the part uses (sources, coefficients, values): for the finite check."""
@@ -122,25 +130,25 @@ class PartLoss:
 class GridPart(PartLoss):
     def residual(self, jets: Jets, cache: Cache) -> torch.Tensor:
         values = self.contractions(self.part.residual.derivs, jets, cache)
-        return self.part.residual(values, self.consts)
+        return self.part.residual(values, self.consts, self.learned())
 
 
 class FusedPart(PartLoss):
     def residual(self, jets: Jets, cache: Cache) -> torch.Tensor:
-        sizes = self.sizes
-        r = self.cp[0].contract(jets, self.scales, sizes)
+        sizes, learned = self.sizes, self.learned()
+        r = self.cp[0].contract(jets, self.scales, sizes, learned)
         rest = self.part.residual.rest
         if rest is not None:
             values = self.contractions(rest.derivs, jets, cache)
-            values += [cp.contract(jets, self.scales, sizes) for cp in self.cp[1:]]
-            r = r + rest(values, self.consts)
+            values += [cp.contract(jets, self.scales, sizes, learned) for cp in self.cp[1:]]
+            r = r + rest(values, self.consts, learned)
         return r
 
 
 class GridFreePart(PartLoss):
     def sum(self, jets: Jets, cache: Cache, factors: Factors, scale: float) -> tuple[torch.Tensor, torch.Tensor | int]:
         cp = self.cp[0]
-        U = cp.factors(jets, self.scales, distinct_axes=range(len(self.part.grid)))
+        U = cp.factors(jets, self.scales, distinct_axes=range(len(self.part.grid)), learned=self.learned())
         n_free = math.prod([u.shape[0] for u in U]) * U[0].shape[-1]
         if factors is not None:
             s = preconditioned_sum(U, self.axis_weights, factors, scale, cp.columns)
@@ -150,7 +158,7 @@ class GridFreePart(PartLoss):
 
     def row_sums(self, jets: Jets, cache: Cache, axis: int) -> tuple[torch.Tensor, torch.Tensor]:
         cp = self.cp[0]
-        U = cp.factors(jets, self.scales, distinct_axes=range(len(self.part.grid)))
+        U = cp.factors(jets, self.scales, distinct_axes=range(len(self.part.grid)), learned=self.learned())
         rows = row_sums(U, self.axis_weights, axis, cp.columns)
         n_free = math.prod([u.shape[0] for u in U]) * U[0].shape[-1]
         return rows, torch.full_like(rows, n_free / U[axis].shape[0])

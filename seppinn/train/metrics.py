@@ -5,13 +5,17 @@ reference read from an image) also ``psnr`` = 10 log10(1 / mse) in dB with peak 
 scaled to [0, 1]) of the prediction clipped to [0, 1], as the written PNG is; occupancy fields (a
 reference file holding only 0 and 1) also ``iou`` = |{pred > 0.5} ∩ {ref > 0.5}| / |{pred > 0.5} ∪
 {ref > 0.5}|. With a held-out set (the points a ``keep`` data term does not train on), each metric
-is repeated on those points alone as ``<metric>_heldout``.
+is repeated on those points alone as ``<metric>_heldout``. With parameter axes, ``rel_l2`` is over
+the whole family and ``rel_l2_worst`` the largest rel L2 at one parameter value (one test point per
+parameter axis), found at ``worst_<axis>``.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 
@@ -57,4 +61,20 @@ def _metrics(pred: torch.Tensor, ref: torch.Tensor, spec: MetricSpec) -> dict[st
         out["psnr"] = psnr((clipped * clipped).mean().item())
     if spec.iou:
         out["iou"] = iou(pred, ref)
+    return out
+
+
+def worst_parameter(pred: torch.Tensor, ref: torch.Tensor, axes: Sequence[int], names: Sequence[str],
+                    coords: Sequence[Any]) -> dict[str, float]:
+    """The rel L2 at each parameter value (each combination of the parameter ``axes``' test points,
+    ``coords[i]`` along ``axes[i]``): the largest as ``rel_l2_worst`` and where, ``worst_<name>``."""
+    err = (pred - ref).movedim(list(axes), list(range(len(axes))))
+    r = ref.movedim(list(axes), list(range(len(axes))))
+    sizes = list(err.shape[:len(axes)])
+    num, den = err.reshape(math.prod(sizes), -1).norm(dim=1), r.reshape(math.prod(sizes), -1).norm(dim=1)
+    rel = torch.where(den > 0, num / den, torch.full_like(num, math.nan))
+    j = int(torch.nan_to_num(rel, nan=-1.0).argmax())
+    out = {"rel_l2_worst": float(rel[j])}
+    for name, c, i in zip(names, coords, torch.unravel_index(torch.tensor(j), sizes)):
+        out[f"worst_{name}"] = float(c[int(i)])
     return out

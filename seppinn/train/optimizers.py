@@ -5,16 +5,20 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 
 from ..problem.solver_config import TrainConfig
 
 
-def make_adam(params: Sequence[torch.nn.Parameter], lr: float) -> torch.optim.Adam:
+Params = Sequence[torch.nn.Parameter] | Sequence[dict[str, Any]]  # parameters, or Adam's parameter groups
+
+
+def make_adam(params: Params, lr: float) -> torch.optim.Adam:
     """Adam as one fused kernel over all parameters where the device supports it (CPU, CUDA)
     instead of a loop over them: the fusion a torch.compile'd optimizer step gives, without
-    compiling it."""
+    compiling it. ``params``: parameters, or groups (a group's own "lr" wins)."""
     try:
         return torch.optim.Adam(params, lr=lr, fused=True)
     except RuntimeError:
@@ -37,10 +41,15 @@ def schedule(t: TrainConfig) -> Callable[[int], float]:
     return lambda i: 1.0
 
 
-def make_optimizers(params: Sequence[torch.nn.Parameter], t: TrainConfig) -> Optimizers:
+def make_optimizers(params: Params, t: TrainConfig) -> Optimizers:
+    """Adam with the schedule (groups keep their own learning rates, scaled alike), and L-BFGS over
+    all the parameters (it takes no groups)."""
     adam = make_adam(params, t.lr)
+    flat: list[torch.nn.Parameter] = []
+    for g in params:
+        flat += g["params"] if isinstance(g, dict) else [g]
     # One L-BFGS iteration per step() so the history keeps its cadence; max_eval must allow the
     # line search its evaluations (torch defaults it to max_iter * 5 // 4 = 1).
     return Optimizers(adam, torch.optim.lr_scheduler.LambdaLR(adam, schedule(t)),
-                      torch.optim.LBFGS(params, lr=1.0, max_iter=1, max_eval=26, history_size=50,
+                      torch.optim.LBFGS(flat, lr=1.0, max_iter=1, max_eval=26, history_size=50,
                                         line_search_fn="strong_wolfe"))

@@ -1,0 +1,114 @@
+"""The 1-D reference solvers (``seppinn.reference_1d``): ETDRK4's fourth order in time on a KdV
+soliton (exact) and on Allen-Cahn (against a finer run of itself), the Cole-Hopf Burgers solution
+against the independent spectral solve and its Gauss-Hermite convergence, and the registered
+solvers as a problem's reference."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import seppinn
+from seppinn.reference_1d import (allen_cahn, burgers_cole_hopf, etdrk4, fourier_interpolate, kdv,
+                                  wavenumbers)
+from seppinn.reference_solvers import REFERENCE_SOLVERS
+
+from .conftest import write
+
+N = 512
+X = -1 + 2 * np.arange(N) / N
+
+
+def soliton(t, x, c=1.0, delta=0.022, x0=-0.5):
+    """u = 3c sech^2(sqrt(c)/(2 delta) (x - c t - x0)) solves u_t + u u_x + delta^2 u_xxx = 0 (periodic
+    on [-1, 1] to rounding: its tails are below 1e-19 half a period away)."""
+    return 3 * c / np.cosh(np.sqrt(c) / (2 * delta) * ((x - c * t - x0 + 1) % 2 - 1)) ** 2
+
+
+def test_etdrk4_is_fourth_order_on_a_kdv_soliton():
+    lin, nonlinear = kdv(0.022)
+    errors = [np.abs(etdrk4(soliton(0, X), 2.0, lin(wavenumbers(N, 2.0)), nonlinear, [0, 0.25, 0.5], dt)[-1]
+                     - soliton(0.5, X)).max() for dt in (2e-3, 1e-3, 5e-4)]
+    orders = np.log2(np.array(errors[:-1]) / np.array(errors[1:]))
+    assert (orders > 3.8).all() and errors[-1] < 1e-5, (errors, orders)
+
+
+def test_etdrk4_allen_cahn_converges_at_fourth_order_to_a_finer_run():
+    lin, nonlinear = allen_cahn(1e-4, 5.0)
+    u0 = X**2 * np.cos(np.pi * X)
+    run = lambda dt: etdrk4(u0, 2.0, lin(wavenumbers(N, 2.0)), nonlinear, [0, 1.0], dt)[-1]  # noqa: E731
+    fine = run(2.5e-4)
+    errors = [np.abs(run(dt) - fine).max() for dt in (1e-2, 5e-3, 2.5e-3)]
+    orders = np.log2(np.array(errors[:-1]) / np.array(errors[1:]))
+    assert (orders > 3.8).all(), (errors, orders)
+    assert np.abs(fine).max() < 1.01  # the stable phases are +-1
+
+
+def test_cole_hopf_burgers_equals_the_spectral_solve_and_converges_in_the_nodes():
+    nu, n = 0.05, 256
+    x = -1 + 2 * np.arange(n) / n
+    k = wavenumbers(n, 2.0)
+
+    def nonlinear(v, k):
+        u = np.real(np.fft.ifft(v))
+        return -0.5j * k * np.fft.fft(u * u)
+
+    spectral = etdrk4(-np.sin(np.pi * x), 2.0, -nu * k**2, nonlinear, [0, 0.5, 1.0], 1e-4)[1:]
+    errors = [np.abs(burgers_cole_hopf(lambda s: -np.sin(np.pi * s), nu, -1.0, 2.0, np.array([0.5, 1.0]), x,
+                                       nodes=m) - spectral).max() for m in (20, 40, 80)]
+    assert errors[0] > 1e2 * errors[1] > 1e4 * errors[2] and errors[2] < 1e-8, errors
+
+
+def test_fourier_interpolation_is_exact_for_trigonometric_data():
+    values = np.sin(3 * np.pi * X) + 0.5 * np.cos(np.pi * X)
+    x = np.linspace(-1, 1, 37)
+    np.testing.assert_allclose(fourier_interpolate(values, -1.0, 2.0, x),
+                               np.sin(3 * np.pi * x) + 0.5 * np.cos(np.pi * x), atol=1e-12)
+
+
+BURGERS = """
+[problem]
+name = "burgers"
+[axes]
+t = { range = [0.0, 1.0], time = true }
+x = [-1.0, 1.0]
+[fields]
+u = {}
+[parameters]
+nu = "0.01/pi"
+[[equations]]
+residual = "diff(u, t) + u*diff(u, x) - nu*diff(u, x, 2)"
+[[conditions]]
+name = "initial"
+on = "t = min"
+value = "-sin(pi*x)"
+[reference]
+u = { solver = "burgers1d" }
+"""
+
+
+def test_burgers_reference_as_a_problem_reference(tmp_path, monkeypatch):
+    monkeypatch.setenv("SEPPINN_CACHE", str(tmp_path / "cache"))
+    assert {"burgers1d", "allen_cahn1d", "kdv1d"} <= set(REFERENCE_SOLVERS)
+    prep = seppinn.prepare(write(tmp_path / "b.toml", BURGERS), overrides={"train.test_points": {"t": 5, "x": 41}})
+    from seppinn.train.loop import Trainer
+
+    tr = Trainer(prep.compiled, prep.config, device=None, progress=False)
+    ref = tr.evaluator.reference["u"][..., 0].numpy()
+    assert ref.shape == (5, 41)
+    np.testing.assert_allclose(ref[0], -np.sin(np.pi * np.linspace(-1, 1, 41)), atol=1e-12)
+    np.testing.assert_allclose(ref[:, [0, -1]], 0, atol=1e-10)  # the walls stay at 0 (odd symmetry)
+    assert ref[-1].min() < -0.6 and np.abs(np.diff(ref[-1])).max() > 0.5  # the steep front at x = 0
+    assert list((tmp_path / "cache").glob("burgers1d-*.npy"))  # cached
+
+
+@pytest.mark.parametrize("bad, message", [("nu = \"0.01/pi\"", "needs the parameter nu"),
+                                          ('on = "t = min"', "a condition on t = 0")])
+def test_reference_solver_requirements_are_one_message(tmp_path, bad, message):
+    text = BURGERS.replace(bad, {"nu": 'mu = "0.01/pi"', "on": 'on = "x = min"'}[bad.split()[0]])
+    if bad.startswith("nu"):
+        text = text.replace("- nu*diff", "- mu*diff")
+    with pytest.raises(seppinn.ProblemError, match=message):
+        seppinn.solve(write(tmp_path / "b.toml", text), overrides={"train.iterations": 1, "model.width": 8,
+                                                                    "train.points": 6, "train.test_points": 5},
+                      progress=False)
