@@ -64,7 +64,8 @@ def main() -> None:
                 one_by_one, worst = 0.0, 0.0
                 for k in np.linspace(1.0, 3.0, args.members):
                     member = Path(tmp) / f"member_{k:.4f}.toml"
-                    member.write_text(text.replace(FAMILY_AXIS, "").replace("[fields]", f"[parameters]\nk = {k!r}\n\n[fields]"))
+                    member.write_text(text.replace(FAMILY_AXIS, "").replace(
+                        "\n[fields]", f"\n[parameters]\nk = {float(k)!r}\n\n[fields]", 1))
                     s, w = solve(member, Path(tmp) / member.stem, args.threads)
                     one_by_one += w
                     worst = max(worst, s["metrics"]["u"]["rel_l2"])

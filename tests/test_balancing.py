@@ -53,10 +53,13 @@ def test_grad_norm_weights_equal_brute_force_on_the_user_weighted_terms(tmp_path
     assert r.history["loss/walls"][0] == pytest.approx(first["walls"], rel=1e-12)
 
 
-def test_balanced_run_resumes_exactly_and_shows_weights(tmp_path, capsys):
+@pytest.mark.parametrize("method", ["grad_norm", "ntk"])
+def test_balanced_run_resumes_exactly_and_shows_weights(tmp_path, capsys, method):
     path = write(tmp_path / "p.toml", HELMHOLTZ_SMALL)
-    ov = {**SMALL, "train.balance": "grad_norm", "train.balance_every": 5, "train.iterations": 24,
+    ov = {**SMALL, "train.balance": method, "train.balance_every": 5, "train.iterations": 24,
           "train.eval_every": 4, "train.checkpoint_every": 3, "train.sampling": "random", "train.resample_every": 7}
+    if method == "ntk":
+        ov["train.points"] = 12  # 144 interior points: the NTK traces are sampled (ntk_trace.SAMPLE = 128)
     prep = prepare(path, overrides=ov)
 
     full_tr, full = trained(prep)
@@ -71,7 +74,7 @@ def test_balanced_run_resumes_exactly_and_shows_weights(tmp_path, capsys):
     np.testing.assert_array_equal(cols_full["weight/walls"], cols_rest["weight/walls"])
     assert len(set(cols_full["weight/walls"].tolist())) > 2  # the weights moved
     out = tmp_path / "run"
-    assert main(["solve", str(path), "--out", str(out), "--set", "train.balance=grad_norm",
+    assert main(["solve", str(path), "--out", str(out), "--set", f"train.balance={method}",
                  "--set", "train.iterations=3", "--set", "train.eval_every=1",
                  "--set", "train.balance_every=1", "--set", "model.width=8"]) == 0
     assert "w_walls" in capsys.readouterr().err

@@ -50,6 +50,7 @@ class Residual:
     # (the rest only) combinations of one field's derivatives that fn takes, after the values of
     # derivs, as one value each: contracted as one CP tensor (``separability.combine``)
     sums: list[LinearPart] = field(default_factory=list)
+    lowered: dict[sp.Symbol, Lowered] = field(default_factory=dict, repr=False)  # ``prepare``'s functions
 
     def prepare(self, coords: Sequence[torch.Tensor], dtype: torch.dtype,
                 arrays: Mapping[sp.Symbol, np.ndarray] | None = None) -> dict[sp.Symbol, torch.Tensor]:
@@ -59,8 +60,10 @@ class Residual:
         env: dict[sp.Symbol, torch.Tensor] = dict(zip(self.axis_symbols, coords))
         env.update({s: torch.as_tensor(a, dtype=torch.float64, device=device)
                     for s, a in (self.arrays if arrays is None else arrays).items()})
-        return {s: torch.as_tensor(lower(e)(env), dtype=torch.float64, device=device).to(dtype)
-                for s, e in self.consts.items()}
+        if len(self.lowered) != len(self.consts):  # lowered once (a tree walk), evaluated at every call
+            self.lowered = {s: lower(e) for s, e in self.consts.items()}
+        return {s: torch.as_tensor(fn(env), dtype=torch.float64, device=device).to(dtype)
+                for s, fn in self.lowered.items()}
 
     def __call__(self, values: Sequence[torch.Tensor], consts: Mapping[sp.Symbol, torch.Tensor],
                  learned: Mapping[sp.Symbol, torch.Tensor] | None = None) -> torch.Tensor:

@@ -95,7 +95,7 @@ class TrainConfig:
     balance_momentum: float = 0.9
     causal: dict[str, Any] = field(default_factory=dict)  # { chunks = M, tol = eps }: causal weights in time
     diverge_factor: float = 1e4  # a total loss above this times its running minimum counts as diverged; 0: off
-    threads: Any = "auto"  # CPU threads torch uses: an integer, or "auto" (torch's own choice: the cores it sees)
+    threads: Any = "auto"  # CPU threads torch uses: an integer, or "auto" (half the CPUs, at least 1)
     outputs_from: str = "final"  # the weights solution.h5, Result.evaluate and the plots use: "final" or "best"
 
 

@@ -40,6 +40,7 @@ class PartLoss:
     def __init__(self, part: TermPart, plan: PartPlan, model: SeparableModel, points: PointSets,
                  components: int, rank: int) -> None:
         self.part, self.plan, self.model, self.points = part, plan, model, points
+        self.components = components  # the residual's channels
         self.scales = {f: float(getattr(m, "scale", 1.0)) for f, m in model.items()}
         self.learned_symbols = {sp.Symbol(spec.name, real=True): spec.name for spec in model.learned.specs}
         self.mask = torch.as_tensor(part.mask, device=points.device) if part.mask is not None else None
