@@ -341,7 +341,18 @@ def compile_problem(problem: Problem, config: SolverConfig,
             for f, alpha in part.residual.derivs:
                 orders[f] = [max(a, b) for a, b in zip(orders[f], alpha)]
     lifts = {f: with_parameters(problem, g, f"conditions (the hard condition of {f})") for f, g in lifts.items()}
-    separable_refs = {}
+    separable_refs = _separable_references(problem, lifts)
+    return CompiledProblem(problem, [a.name for a in axes], [(a.lo, a.hi) for a in axes],
+                           dict(problem.components), terms, orders, file_grids, point_sets, hard=hard,
+                           lifts=lifts, separable_references=separable_refs,
+                           scales=estimate_scales(problem, data_arrays, kept), learned=dict(problem.learned),
+                           positive=frozenset(problem.positive))
+
+
+def _separable_references(problem: Problem, lifts: Mapping[str, sp.Expr]) -> dict[str, SeparableReference]:
+    """The expression references, checked (finite, no learned parameter), and those that are sums of
+    separable products, by field (grid-free metrics)."""
+    out = {}
     for f, src in problem.reference.items():
         if src.kind == "expr" and src.expr is not None:
             no_learned(problem, src.expr, src.key, "a reference")
@@ -352,12 +363,8 @@ def compile_problem(problem: Problem, config: SolverConfig,
                 raise exc.located(problem.source, src.key)
             sep = separable_reference(ref, lifts.get(f), list(problem.ctx.axes.values()))
             if sep is not None:
-                separable_refs[f] = sep
-    return CompiledProblem(problem, [a.name for a in axes], [(a.lo, a.hi) for a in axes],
-                           dict(problem.components), terms, orders, file_grids, point_sets, hard=hard,
-                           lifts=lifts, separable_references=separable_refs,
-                           scales=estimate_scales(problem, data_arrays, kept), learned=dict(problem.learned),
-                           positive=frozenset(problem.positive))
+                out[f] = sep
+    return out
 
 
 def part_sizes(compiled: CompiledProblem, part: TermPart, n_train: Sequence[int]) -> list[int]:
