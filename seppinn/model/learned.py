@@ -46,9 +46,6 @@ class LearnedScalars(nn.Module):
         self.raw = nn.ParameterDict({s.name: nn.Parameter(torch.tensor(_raw(s), dtype=torch.float64))
                                      for s in self.specs})
 
-    def __len__(self) -> int:
-        return len(self.specs)
-
     def value(self, spec: ScalarSpec) -> torch.Tensor:
         raw = self.raw[spec.name]
         if spec.range is not None:

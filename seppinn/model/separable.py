@@ -47,8 +47,7 @@ class SeparableField(nn.Module):
         self.shapes, self.n_axes = shapes, len(ranges)
         self.hard_axis: int | None = None  # set_hard_axis: factor multiplied by (x - lo)(hi - x)
         self.hard_range = (0.0, 0.0)
-        self.output_scale = 1.0  # set_output_scale: the first axis' factors carry it
-        self.axis_scale: torch.Tensor | None
+        self.axis_scale: torch.Tensor | None  # set_output_scale: (D,), the output scale on the first axis
         self.register_buffer("axis_scale", None, persistent=False)
         sizes = [math.prod(s) for s in shapes]
         width = max(sizes)
@@ -70,10 +69,13 @@ class SeparableField(nn.Module):
         """Make the field ``scale`` times its networks' product: the first axis' factor jets are
         multiplied by it (every CP/Tucker/TT term holds that factor exactly once). Not a parameter,
         and not stored: it comes from the problem (``compile.scaling``)."""
-        self.output_scale = float(scale)
         axis_scale = torch.ones(self.n_axes, dtype=torch.float64, device=self.bank.lo.device)
         axis_scale[0] = scale
         self.register_buffer("axis_scale", axis_scale, persistent=False)
+
+    @property
+    def output_scale(self) -> float:
+        return float(self.axis_scale[0]) if self.axis_scale is not None else 1.0
 
     def _bubble(self, x: torch.Tensor, order: int) -> torch.Tensor:
         """Jet of b(x) = (x - lo)(hi - x) on the hard axis (1 on the others): (D, order+1, n, 1)."""

@@ -9,8 +9,12 @@
 weights set where balancing starts, not where it ends. (Keeping them as ratios of the balanced
 norms instead made helmholtz3d's wall weight of 100 drown its PDE: rel L2 1.0 in the tournament,
 bench/RESULTS.md.) The gradients are those the step itself uses (SepPGD's preconditioned ones
-where it is active). The update costs one eager forward and one backward pass per term at that
-iteration; everything stays on the device.
+where it is active). At an update the step's gradient sum_i lambda_i g_i is made from the terms'
+own gradients (``Trainer.balance``): T - 1 backward passes more than a plain step, and compiled
+T - 1 fresh forwards (a compiled backward cannot be retained); everything stays on the device.
+
+``ntk`` (jaxpi's NTK weighting): the same update with |grad(w_i L_i)| replaced by w_i tr(K_i) / N_i,
+term i's mean NTK diagonal (``ntk_trace``).
 """
 
 from __future__ import annotations

@@ -119,12 +119,13 @@ class Trainer:
             return self._loss_stack()
 
     def balance(self, stacked: torch.Tensor, progress: Progress, iteration: int) -> None:
-        """A balance update and the step's gradient. ``ntk``: the terms' NTK traces (``ntk_trace``,
-        sampled with a seed fixed by the iteration), then the usual backward. ``grad_norm``:
-        each term's gradient by its own backward pass
-        (eager: on ``stacked``'s graph, retained; compiled: a fresh forward per term after the
-        first, as a compiled backward cannot be retained), the new weights from their norms, and
-        ``.grad`` = sum_i lambda_i g_i from the same gradients."""
+        """A balance update and the step's gradient.
+
+        ``ntk``: the terms' NTK traces (``ntk_trace``, sampled with a seed fixed by the iteration),
+        then the usual backward. ``grad_norm``: each term's gradient by its own backward pass (eager:
+        on ``stacked``'s graph, retained; compiled: a fresh forward per term after the first, as a
+        compiled backward cannot be retained), the new weights from their norms, and ``.grad`` =
+        sum_i lambda_i g_i from the same gradients."""
         if self.balancer.method == "ntk":
             seed = self.cfg.train.seed * 1_000_003 + iteration
             with torch.no_grad():
