@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from .compile.compiler import CompiledProblem, Residual, compile_problem, per_axis
-from .compile.plan import Plan, make_plan
+from .compile.plan import Plan, make_plan, shard_axis
 from .errors import DataError, Interrupted, RunError, SeppinnError, SolverConfigError
 from .io import plots
 from .io.data_sources import load_all
@@ -27,6 +27,7 @@ from .problem.problem_file import load_problem
 from .problem.solver_config import SolverConfig, resolve
 from .problem.spec import LearnedParameter, Problem
 from .train.device import check_memory, pick_device, set_threads
+from .train.distributed import World, communication, per_rank_memory
 from .train.evaluation import squeeze_components
 from .model.separable import SeparableModel
 from .train.loop import Trainer, make_model
@@ -49,8 +50,10 @@ class Prepared:
     plan: Plan
 
 
-def prepare(problem: Problem | str | Path, solver: SolverSpec = None, overrides: Overrides = None) -> Prepared:
-    """Parse, validate, resolve settings, read data files and compile. Raises SeppinnError."""
+def prepare(problem: Problem | str | Path, solver: SolverSpec = None, overrides: Overrides = None, *,
+            nproc: int = 1) -> Prepared:
+    """Parse, validate, resolve settings, read data files and compile. Raises SeppinnError.
+    ``nproc``: the ranks of a distributed run (the memory check is per rank)."""
     with symbolic_budget(f"'{problem}'" if not isinstance(problem, Problem) else f"problem '{problem.name}'"):
         if not isinstance(problem, Problem):
             problem = load_problem(problem)
@@ -63,7 +66,7 @@ def prepare(problem: Problem | str | Path, solver: SolverSpec = None, overrides:
             compiled = compile_problem(problem, config, data_arrays)
         plan = make_plan(compiled, config, ref_arrays=ref_arrays)
         device = pick_device(config.train.device)
-        check_memory(plan, config, device)
+        check_memory(plan, config, device, nproc)
     except SolverConfigError as exc:  # settings that do not fit this problem; any layer may have set them
         raise exc.located("solver settings")
     return Prepared(problem, config, compiled, data_arrays, ref_arrays, device, plan)
@@ -86,8 +89,9 @@ def _rest_inputs(rest: Residual, axes: Sequence[str]) -> str:
     return " from " + (", ".join(names[:-1]) + " and " + names[-1] if len(names) > 1 else names[0])
 
 
-def check_report(prep: Prepared) -> str:
-    """What ``seppinn check`` prints (from the plan): terms, grids, derivatives, memory estimate."""
+def check_report(prep: Prepared, nproc: int = 1) -> str:
+    """What ``seppinn check`` prints (from the plan): terms, grids, derivatives, memory estimate;
+    ``nproc`` > 1: a distributed run's per-rank memory and communication per step too."""
     p, c, cfg, plan = prep.problem, prep.compiled, prep.config, prep.plan
     m = cfg.model
     n_train = per_axis(cfg.train.points, c.axes)
@@ -154,6 +158,13 @@ def check_report(prep: Prepared) -> str:
     lines.append(f"memory per iteration (estimate): {mib(mem['total'])} (grid tensors {mib(mem['grid_tensors'])}, "
                  f"contractions {mib(mem['contractions'])}, factor networks {mib(mem['factor_networks'])}, "
                  f"test grid and outputs {mib(mem['test_grid'])})")
+    if nproc > 1:
+        params = sum(p.numel() for p in make_model(c, cfg, torch.device("cpu")).parameters())
+        comm = communication(plan, c, cfg, params, nproc)
+        lines.append(f"torchrun with {nproc} processes: split along {c.axes[shard_axis(c, cfg)]} (train.shard_axis); "
+                     f"memory per rank (estimate) {mib(per_rank_memory(mem, nproc))}; sent per rank and step "
+                     f"{sum(comm.values()) / 2**10:.1f} KiB (" + ", ".join(
+                         f"{k} {v / 2**10:.1f}" for k, v in comm.items() if v) + ")")
     return "\n".join(lines)
 
 
@@ -180,6 +191,7 @@ class Result:
         self._final = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
         self.outputs_from = "final"
         self.use_state(prep.config.train.outputs_from)
+        self.shard_axis = prep.compiled.axes[shard_axis(prep.compiled, prep.config)]  # distributed runs
 
     def use_state(self, which: str) -> None:
         """Point ``model``, ``evaluate*`` and the solution files ``save`` writes at the ``final``
@@ -227,6 +239,7 @@ class Result:
             "final_loss": self.final_loss,
             "outputs_from": self.outputs_from,
             "field_scales": {f: fs.scale for f, fs in self.prepared.compiled.scales.items()},
+            "world_size": self.trainer.world.size, "shard_axis": self.shard_axis,
             **({"parameters": self.parameters} if self.parameters else {}),
         }
 
@@ -245,6 +258,7 @@ class Result:
             "problem": self.problem.text, "solver": self.config.to_toml(), "seed": self.config.train.seed,
             "outputs_from": self.outputs_from,
             "seppinn_version": seppinn_version(), "torch_version": torch.__version__,
+            "world_size": self.trainer.world.size, "shard_axis": self.shard_axis,
             **{f"parameter_{n}": v["at_min_loss" if self.outputs_from == "best" else "final"]
                for n, v in self.parameters.items()},
         }
@@ -288,13 +302,13 @@ def resume(problem: Problem | str | Path, run_dir: str | Path, overrides: Overri
 
 
 def prepare_resume(problem: Problem | str | Path, run_dir: str | Path,
-                   overrides: Overrides = None) -> tuple[Prepared, dict[str, Any]]:
+                   overrides: Overrides = None, *, nproc: int = 1) -> tuple[Prepared, dict[str, Any]]:
     """The problem prepared with the run's own settings (plus ``overrides``) and the training
     snapshot to continue from. The problem must be the one the run was made from."""
     stored = load_run(run_dir, problem)
     if stored.checkpoint.get("training") is None:
         raise DataError("the checkpoint holds no training state to resume from", file=stored.where)
-    return prepare(stored.problem, stored.settings, overrides), stored.checkpoint["training"]
+    return prepare(stored.problem, stored.settings, overrides, nproc=nproc), stored.checkpoint["training"]
 
 
 @dataclass(frozen=True)
@@ -326,24 +340,31 @@ def open_run(run_dir: str | Path, problem: Problem | str | Path | None = None,
 
 def run(prep: Prepared, out: str | Path | None = None, *, progress: bool = True,
         resume: Mapping[str, Any] | None = None, handle_signals: bool = False, force: bool = False,
-        init_from: str | Path | None = None) -> Result:
+        init_from: str | Path | None = None, world: World = World()) -> Result:
     """Train a prepared problem; write the run's files into ``out`` unless it is None.
 
     Every ``train.checkpoint_every`` iterations ``out/model.pt`` is replaced (atomically) by a
     checkpoint of the whole training state. ``resume``: a snapshot from ``prepare_resume``.
     ``handle_signals``: SIGINT/SIGTERM finish the current iteration, write the checkpoint and the
     outputs so far, and raise ``Interrupted``. A non-finite loss raises ``RunError`` after
-    writing the outputs of the last good checkpoint (``train.on_nan = "rollback"`` retries)."""
-    if out is not None:
-        check_run_dir(out, prep.problem, force)
-    set_threads(prep.config.train.threads)
+    writing the outputs of the last good checkpoint (``train.on_nan = "rollback"`` retries).
+    ``world``: this process' rank in a distributed run (``train.distributed.start``); only rank 0 writes."""
     start = time.perf_counter()
-    trainer = Trainer(prep.compiled, prep.config, prep.ref_arrays, plan=prep.plan, device=prep.device,
-                      progress=progress)
-    if init_from is not None:  # a warm start: another run's final weights, any problem of the same shape
-        stored = load_run(init_from)
-        load_weights(trainer.model, {k: v.to(prep.device) for k, v in stored.checkpoint["model"].items()},
-                     stored.where)
+    out = out if world.writes else None
+
+    def setup() -> Trainer:
+        if out is not None:
+            check_run_dir(out, prep.problem, force)
+        set_threads(prep.config.train.threads)
+        trainer = Trainer(prep.compiled, prep.config, prep.ref_arrays, plan=prep.plan, device=prep.device,
+                          progress=progress, world=world)
+        if init_from is not None:  # a warm start: another run's final weights, any problem of the same shape
+            stored = load_run(init_from)
+            load_weights(trainer.model, {k: v.to(prep.device) for k, v in stored.checkpoint["model"].items()},
+                         stored.where)
+        return trainer
+
+    trainer = world.agree(setup)  # one rank's failure stops every rank
 
     def on_checkpoint(snap: dict[str, Any]) -> None:
         if out is not None:
@@ -379,15 +400,18 @@ def run(prep: Prepared, out: str | Path | None = None, *, progress: bool = True,
 
 @contextlib.contextmanager
 def _stop_on_signals(trainer: Trainer, enabled: bool) -> Iterator[None]:
-    """SIGINT/SIGTERM ask the trainer to stop after the current iteration (a second one stops at once)."""
+    """SIGINT/SIGTERM ask the trainer to stop after the current iteration (a second one stops at
+    once; in a distributed run only after 2 s, as torchrun forwards the Ctrl-C a rank also gets)."""
     if not enabled:
         yield
         return
     previous = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+    first: list[float] = []
 
     def handler(signum: int, frame: object) -> None:
-        if trainer.stop_requested:
+        if trainer.stop_requested and first and not (trainer.world.active and time.monotonic() - first[0] < 2.0):
             raise KeyboardInterrupt
+        first.append(time.monotonic())
         trainer.stop_requested = True
 
     for s in previous:

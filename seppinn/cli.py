@@ -9,9 +9,13 @@ import argparse
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from .errors import Interrupted, RunError, SeppinnError, one_line
 from .formats import FORMATS
+
+if TYPE_CHECKING:
+    from .train.distributed import World
 
 
 class _Parser(argparse.ArgumentParser):
@@ -40,6 +44,8 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument("problem")
     c.add_argument("--solver")
     c.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    c.add_argument("--nproc", type=int, default=1, metavar="N",
+                   help="also report a torchrun run on N processes: memory per rank, communication per step")
     _plugin_option(c)
 
     sp_ = sub.add_parser("spectrum", help="SepPGD: NTK eigenvalues before and after preconditioning")
@@ -78,28 +84,59 @@ def _plugin_option(p: argparse.ArgumentParser) -> None:
 
 
 def _solve(args: argparse.Namespace) -> int:
-    from .api import prepare, prepare_resume, run
+    """``solve``; under torchrun (``WORLD_SIZE`` > 1) as one rank of a distributed run: rank 0
+    prints and writes, and a failure on any rank ends every rank (status 1; 2 when every rank
+    failed on the same bad input)."""
+    from .train import distributed
+
+    world = distributed.start()
+    try:
+        return _solve_as(args, world)
+    except (SeppinnError, RunError, OSError) as exc:
+        if not world.active:
+            raise
+        if world.writes:
+            print(one_line(f"seppinn: {exc}"), file=sys.stderr)
+        bad = isinstance(exc, distributed.RankFailed) and exc.bad_input and len(exc.messages) == world.size
+        return 2 if bad else 1
+    finally:
+        distributed.stop()
+
+
+def _solve_as(args: argparse.Namespace, world: World) -> int:
+    from .api import Prepared, prepare, prepare_resume, run
+    from .train.distributed import digest
 
     if args.threads is not None:
         args.overrides.append(f"train.threads={args.threads}")
-    if args.resume:
-        if args.solver:
-            raise SeppinnError("a resumed run keeps its own settings; change them with --set", key="--solver")
-        prep, snapshot = prepare_resume(args.problem, args.resume, args.overrides)
-        out = Path(args.out) if args.out else Path(args.resume)
-    else:
-        prep, snapshot = prepare(args.problem, args.solver, args.overrides), None
-        out = Path(args.out) if args.out else Path("runs") / prep.problem.name
+
+    def load() -> tuple[Prepared, dict[str, Any] | None]:
+        if args.resume:
+            if args.solver:
+                raise SeppinnError("a resumed run keeps its own settings; change them with --set", key="--solver")
+            return prepare_resume(args.problem, args.resume, args.overrides, nproc=world.size)
+        return prepare(args.problem, args.solver, args.overrides, nproc=world.size), None
+
+    def summary(loaded: tuple[Prepared, dict[str, Any] | None]) -> str:
+        p = loaded[0]
+        return digest(p.problem.text, p.config.to_toml(), arrays=list(p.data_arrays.values()))
+
+    prep, snapshot = world.agree(load, summary)
+    out = Path(args.out) if args.out else Path(args.resume) if args.resume else Path("runs") / prep.problem.name
     if args.resume and args.init_from:
         raise SeppinnError("a resumed run continues from its own state; --init-from starts a new one", key="--init-from")
     try:
         # a resumed run writes back into its own folder (its checkpoint was just read as this problem's)
         result = run(prep, out, progress=not args.quiet, resume=snapshot, handle_signals=True,
-                     force=args.force or (bool(args.resume) and not args.out), init_from=args.init_from)
+                     force=args.force or (bool(args.resume) and not args.out), init_from=args.init_from, world=world)
     except Interrupted as exc:
-        print(f"{exc}\ncontinue with: seppinn solve {args.problem} --resume {out}", file=sys.stderr)
+        if world.writes:
+            print(f"{exc}\ncontinue with: seppinn solve {args.problem} --resume {out}", file=sys.stderr)
         return 130
-    print(f"{prep.problem.name}: {result.iterations} iterations in {result.wall_seconds:.1f} s -> {out}")
+    if not world.writes:
+        return 0
+    print(f"{prep.problem.name}: {result.iterations} iterations in {result.wall_seconds:.1f} s -> {out}"
+          + (f" ({world.size} processes, split along {result.shard_axis})" if world.active else ""))
     best = result.metrics_at_min_loss
     for f, m in result.metrics.items():
         print(f"  {f}: rel_l2 {m['rel_l2']:.4e} (final), {best[f]['rel_l2']:.4e} "
@@ -111,7 +148,9 @@ def _solve(args: argparse.Namespace) -> int:
 def _check(args: argparse.Namespace) -> int:
     from .api import check_report, prepare
 
-    print(check_report(prepare(args.problem, args.solver, args.overrides)))
+    if args.nproc < 1:
+        raise SeppinnError(f"expected a number of processes >= 1, got {args.nproc}", key="--nproc")
+    print(check_report(prepare(args.problem, args.solver, args.overrides), args.nproc))
     return 0
 
 

@@ -73,6 +73,15 @@ class Plan:
         return self.parts[term][part]
 
 
+def shard_axis(compiled: CompiledProblem, config: SolverConfig) -> int:
+    """The axis whose training points the ranks of a distributed run split: ``train.shard_axis``,
+    or ("auto") the one with the most training points (the first of equals)."""
+    if config.train.shard_axis != "auto":
+        return compiled.axes.index(config.train.shard_axis)
+    n = per_axis(config.train.points, compiled.axes)
+    return n.index(max(n))
+
+
 def seppgd_k(k: Any, n: int) -> int:
     """The SepPGD k of an axis with ``n`` points from the setting (an int or "auto")."""
     return max(2, round(AUTO_FRACTION * n)) if k == "auto" else int(k)
@@ -267,6 +276,10 @@ def check_settings(compiled: CompiledProblem, config: SolverConfig) -> None:
         raise SolverConfigError("ntk balancing takes the NTK trace from the factor networks, and a Tucker model "
                                 "also trains its core: use model.kind = \"cp\" or \"tt\", or train.balance = "
                                 "\"grad_norm\"", key="train.balance")
+    shard = config.train.shard_axis
+    if shard != "auto" and shard not in compiled.axes:
+        raise SolverConfigError(f"unknown axis '{shard}'{did_you_mean(shard, compiled.axes)} "
+                                f"(axes: {', '.join(compiled.axes)})", key="train.shard_axis")
     for table in ("points", "test_points"):
         value = getattr(config.train, table)
         if isinstance(value, dict):

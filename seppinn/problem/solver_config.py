@@ -97,6 +97,7 @@ class TrainConfig:
     diverge_factor: float = 1e4  # a total loss above this times its running minimum counts as diverged; 0: off
     threads: Any = "auto"  # CPU threads torch uses: an integer, or "auto" (half the CPUs, at least 1)
     outputs_from: str = "final"  # the weights solution.h5, Result.evaluate and the plots use: "final" or "best"
+    shard_axis: str = "auto"  # torchrun: the axis whose training points the ranks split ("auto": the largest)
 
 
     def lbfgs_steps(self) -> int:
@@ -192,6 +193,12 @@ def _device(v: Any) -> Any:
     return v
 
 
+def _name(v: Any) -> Any:
+    if not isinstance(v, str) or not v or len(v) > 64:
+        raise ValueError(f"expected \"auto\" or an axis name, got {v!r}")
+    return v
+
+
 def _weights(v: Any) -> Any:
     if not isinstance(v, dict):
         raise ValueError("expected a table of term name = weight")
@@ -260,7 +267,7 @@ CHECKS: dict[str, dict[str, Callable[[Any], Any]]] = {
         "dtype": _choice(*DTYPES), "seed": _int(0, 2**63 - 2), "device": _device, "weights": _weights,
         "balance": _choice(*BALANCES), "balance_every": _int(1), "balance_momentum": _momentum,
         "causal": _causal, "diverge_factor": _diverge_factor, "outputs_from": _choice("final", "best"),
-        "threads": lambda v: v if v == "auto" else _int(1, 1024)(v),
+        "threads": lambda v: v if v == "auto" else _int(1, 1024)(v), "shard_axis": _name,
     },
     "precondition": {
         "method": _choice(*PRECONDITIONERS), "k": _k, "scale": _choice("normalized", "paper"),

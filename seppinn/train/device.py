@@ -9,6 +9,7 @@ import torch
 from ..compile.plan import Plan
 from ..errors import SolverConfigError
 from ..problem.solver_config import SolverConfig
+from .distributed import per_rank_memory
 
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
 
@@ -45,9 +46,9 @@ def memory_limit(config: SolverConfig, device: torch.device) -> tuple[float, str
     return 0.8 * avail, f"80 % of the {avail / 2**30:.1f} GiB available"
 
 
-def check_memory(plan: Plan, config: SolverConfig, device: torch.device) -> None:
-    """Refuse a run whose estimated peak memory (the plan's) exceeds the limit."""
-    need = plan.memory["total"]
+def check_memory(plan: Plan, config: SolverConfig, device: torch.device, nproc: int = 1) -> None:
+    """Refuse a run whose estimated peak memory (the plan's; per rank of ``nproc``) exceeds the limit."""
+    need = per_rank_memory(plan.memory, nproc)
     limit, source = memory_limit(config, device)
     if need > limit:
         raise SolverConfigError(

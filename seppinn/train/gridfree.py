@@ -47,47 +47,67 @@ def _expand(gram: torch.Tensor, rows: torch.Tensor | None, cols: torch.Tensor | 
 
 
 Columns = Sequence[torch.Tensor | None] | None
+# (axis, lo, hi): only rows [lo, hi) of that axis' factor count (one rank's slab, ``distributed``); the
+# sums are linear in each axis' Gram product, so the slabs' sums and gradients add up to the whole
+Rows = tuple[int, int, int] | None
+
+
+def _slab(factors: Sequence[torch.Tensor], weights: Sequence[torch.Tensor | None], rows: Rows
+          ) -> tuple[list[torch.Tensor], list[torch.Tensor | None]]:
+    """The float64 factors and the weights with only ``rows`` on their axis."""
+    g64 = [g.to(torch.float64) for g in factors]
+    ws = list(weights)
+    if rows is not None:
+        d, lo, hi = rows
+        g64[d] = g64[d][lo:hi]
+        ws[d] = ws[d][lo:hi] if ws[d] is not None else None  # type: ignore[index]
+    return g64, ws
 
 
 def sum_of_squares(factors: Sequence[torch.Tensor], weights: Sequence[torch.Tensor | None],
-                   columns: Columns = None) -> torch.Tensor:
+                   columns: Columns = None, rows: Rows = None) -> torch.Tensor:
     """sum_i w_i r_i^2 (float64, scalar) of the CP tensor r with ``factors`` (n_d, rho, C).
 
     ``columns``: per axis None, or the (rho,) index of r's factor columns among ``factors[d]``'s
     (n_d, m, C) distinct ones (repeated blocks enter the Gram products once: O(n m^2), not O(n rho^2))."""
     cols = list(columns) if columns is not None else [None] * len(factors)
-    g64 = [g.to(torch.float64) for g in factors]
+    g64, weights = _slab(factors, weights, rows)
     return _hadamard_sum([_expand(_gram(g, g, w), c, c) for g, w, c in zip(g64, weights, cols)])
 
 
 def row_sums(factors: Sequence[torch.Tensor], weights: Sequence[torch.Tensor | None], axis: int,
-             columns: Columns = None) -> torch.Tensor:
+             columns: Columns = None, rows: Rows = None) -> torch.Tensor:
     """sum of w r^2 over each index of ``axis`` (n_axis,) float64: the Gram products of the other
-    axes, then one quadratic form per row of G_axis, O(n_axis rho^2) (causal training's time slices)."""
+    axes, then one quadratic form per row of G_axis, O(n_axis rho^2) (causal training's time slices).
+    With ``rows`` on ``axis``: those rows' sums only."""
     cols = list(columns) if columns is not None else [None] * len(factors)
-    g64 = [g.to(torch.float64) for g in factors]
+    g64, weights = _slab(factors, weights, rows)
     idx = cols[axis]
     G = g64[axis] if idx is None else g64[axis].index_select(1, idx)  # (n, rho, C)
     others = [_expand(_gram(g, g, w), c, c) for e, (g, w, c) in enumerate(zip(g64, weights, cols)) if e != axis]
     M = others[0] if others else torch.ones(G.shape[2], G.shape[1], G.shape[1], dtype=torch.float64, device=G.device)
     for m in others[1:]:
         M = M * m
-    rows = torch.einsum("nac,cab,nbc->n", G, M, G)
+    out = torch.einsum("nac,cab,nbc->n", G, M, G)
     w = weights[axis]
-    return rows if w is None else rows * w.to(torch.float64)
+    return out if w is None else out * w.to(torch.float64)
 
 
 def preconditioned_sum(factors: Sequence[torch.Tensor], weights: Sequence[torch.Tensor | None],
-                       precond: Mapping[int, FactorPreconditioner], c: float, columns: Columns = None) -> torch.Tensor:
+                       precond: Mapping[int, FactorPreconditioner], c: float, columns: Columns = None,
+                       rows: Rows = None) -> torch.Tensor:
     """Value sum_i w_i r_i^2; gradient that of 2 <W r, stopgrad(P)> with P = c sum_{d in precond} r x_d S_d
-    (the grid path's surrogate, ``train.loss``), float64 scalar. ``columns``: as ``sum_of_squares``."""
+    (the grid path's surrogate, ``train.loss``), float64 scalar. ``columns``, ``rows``: as ``sum_of_squares``
+    (S_d of the rows' axis acts on every row of its factor, then the rows are taken)."""
     cols = list(columns) if columns is not None else [None] * len(factors)
-    g64 = [g.to(torch.float64) for g in factors]
-    fixed = [g.detach() for g in g64]
+    every = [g.to(torch.float64).detach() for g in factors]
+    g64, weights = _slab(factors, weights, rows)
     grams, corrs = [], {}
-    for d, (g, h, w, idx) in enumerate(zip(g64, fixed, weights, cols)):
+    for d, (g, h, w, idx) in enumerate(zip(g64, every, weights, cols)):
         S = precond.get(d)
+        lo, hi = (rows[1], rows[2]) if rows is not None and rows[0] == d else (0, h.shape[0])
         if S is None or S.V.shape[1] == 0:
+            h = h[lo:hi]
             grams.append(_expand(_gram(g, h, w), idx, idx))  # value: G^T W G
             continue
         # r x_d S_d = r - r x_d V diag(coef) V^T: the fixed factor d -> V diag(coef) V^T G_d; one Gram
@@ -99,7 +119,7 @@ def preconditioned_sum(factors: Sequence[torch.Tensor], weights: Sequence[torch.
             assert S.V_coef is not None
             V, Vc = S.V.to(torch.float64), S.V_coef.to(torch.float64)
             corr = (V @ (Vc.T @ h.reshape(n, -1))).reshape(n, m, C)
-        both = _gram(g, torch.cat([h, corr], dim=1), w)
+        both = _gram(g, torch.cat([h[lo:hi], corr[lo:hi]], dim=1), w)
         grams.append(_expand(both[..., :m], idx, idx))
         corrs[d] = _expand(both[..., m:], idx, idx)
     inner = _hadamard_sum(grams)  # <W r, r^> (gradient through the first argument only)

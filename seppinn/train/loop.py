@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from ..compile.compiler import CompiledProblem
-from ..compile.plan import Plan, make_plan
+from ..compile.plan import Plan, make_plan, shard_axis
 from ..errors import DataError
 from ..model.learned import ScalarSpec
 from ..model.separable import SeparableModel, build_model
@@ -28,9 +28,10 @@ from ..problem.solver_config import SolverConfig
 from .balancing import Balancer
 from .ntk_trace import term_traces
 from .device import DTYPES, pick_device
+from .distributed import World
 from .evaluation import Evaluator
 from .loss import Losses
-from .optimizers import Optimizers, make_optimizers, schedule
+from .optimizers import Optimizers, make_optimizers
 from .points import PointSets
 from .preconditioning import Preconditioners
 from .progress import Progress
@@ -65,8 +66,8 @@ class Trainer:
 
     def __init__(self, compiled: CompiledProblem, config: SolverConfig,
                  ref_arrays: Mapping[str, np.ndarray] | None = None, *, plan: Plan | None = None,
-                 device: torch.device | None = None, progress: bool = True) -> None:
-        self.c, self.cfg = compiled, config
+                 device: torch.device | None = None, progress: bool = True, world: World = World()) -> None:
+        self.c, self.cfg, self.world = compiled, config, world
         self.plan = plan or make_plan(compiled, config, ref_arrays=ref_arrays)
         self.device = device or pick_device(config.train.device)
         self.dtype = DTYPES[config.train.dtype]
@@ -76,7 +77,8 @@ class Trainer:
         self.preconditioners = Preconditioners(compiled, self.plan, self.model, self.points, pc.modulation,
                                                pc.scale == "normalized")
         rank = config.model.rank if isinstance(config.model.rank, int) else 0  # the CP paths need a CP model
-        self.losses = Losses(compiled, self.plan, self.model, self.points, rank, self.preconditioners)
+        self.losses = Losses(compiled, self.plan, self.model, self.points, rank, self.preconditioners, world,
+                             shard_axis(compiled, config))
         self.evaluator = Evaluator(compiled, self.plan, self.model, self.points, ref_arrays or {})
         t = config.train
         self.balancer = Balancer(t.balance, [term.weight for term in compiled.terms], t.balance_every,
@@ -85,7 +87,7 @@ class Trainer:
         # points (log(x) on [-1, 1], 1/(x + 1) at x = -1) are refused before any training
         self.losses.check_finite(config.train.dtype)
         self.evaluator.check_finite()
-        self.progress_enabled = progress
+        self.progress_enabled = progress and world.writes
         self.stop_requested = False  # set by a signal handler: stop after the current iteration
         self.compile_seconds: float | None = None  # the first compiled step's time, compiling included
         # divergence guard: the lowest total loss so far, on the device (train.diverge_factor)
@@ -131,6 +133,7 @@ class Trainer:
             with torch.no_grad():
                 self.balancer.set_from_norms(term_traces(self.losses, torch.Generator().manual_seed(seed)))
             self.balancer.apply(stacked).backward()  # type: ignore[no-untyped-call]
+            self.world.reduce_gradients(list(self.model.parameters()))
             return
         params = list(self.model.parameters())
         T = len(self.c.terms)
@@ -141,7 +144,7 @@ class Trainer:
                 stacked = self._loss_vector(progress)[:T]
             grads.append(torch.autograd.grad(stacked[i], params, retain_graph=not compiled and i < T - 1,
                                              allow_unused=True))
-        for p, g in zip(params, self.balancer.update(grads)):
+        for p, g in zip(params, self.balancer.update(self.world.reduce_term_gradients(grads, params))):
             p.grad = g
 
     def param_groups(self) -> list[dict[str, Any]]:
@@ -208,13 +211,6 @@ class Trainer:
         state.iteration, state.seconds, state.history = saved.iteration, saved.seconds, saved.history
         state.best, state.best_state = saved.best, copy.deepcopy(saved.best_state)
 
-    def _set_lr_scale(self, state: TrainState, opts: Optimizers) -> None:
-        own = [float(g.get("lr", self.cfg.train.lr)) for g in self.param_groups()]  # each group's learning rate
-        opts.schedule.base_lrs = [lr * state.lr_scale for lr in own]
-        factor = schedule(self.cfg.train)(opts.schedule.last_epoch)
-        for group, base in zip(opts.adam.param_groups, opts.schedule.base_lrs):
-            group["lr"] = base * factor
-
     def _check_finite(self, first_bad: torch.Tensor, state: TrainState, opts: Optimizers,
                       progress: Progress) -> bool:
         """Divergence check (a host sync: only at evaluations and checkpoints) of ``first_bad``: per
@@ -236,7 +232,7 @@ class Trainer:
             state.rollbacks += 1
             state.lr_scale *= 0.5
             self.restore(good, state, opts)
-            self._set_lr_scale(state, opts)
+            opts.scale_lr(state.lr_scale, self.cfg.train)
             first_bad.fill_(-1)
             progress.note(f"{message}: rolled back to iteration {good['iteration']}, learning rate x {state.lr_scale:g} "
                           f"(rollback {state.rollbacks} of {MAX_ROLLBACKS})")
@@ -278,7 +274,8 @@ class Trainer:
             opts.lbfgs.zero_grad(set_to_none=True)
             loss = self.balancer.apply(torch.stack(list(self.losses().values())))
             loss.backward()  # type: ignore[no-untyped-call]
-            return loss
+            self.world.reduce_gradients(list(self.model.parameters()))
+            return self.world.all_reduce(loss.detach())  # type: ignore[no-any-return]
 
         tick = time.perf_counter()
         first = state.iteration
@@ -302,11 +299,14 @@ class Trainer:
                 with torch.no_grad():
                     out = self._loss_stack()
             if adam_phase or evaluate:
-                stacked = out[:len(self.c.terms)]
+                stacked = out[:len(self.c.terms)]  # this rank's part of the losses (all of them alone)
+                if self.world.active:  # every rank's: the values recorded and checked (the diagnostics are)
+                    out = torch.cat([self.world.all_reduce(stacked), out[len(stacked):].detach()])
                 # the first iteration at which each term went non-finite, and the total climbed, kept
                 # on the device (no sync)
-                total = stacked.detach().sum().to(torch.float64)
-                flags = torch.cat([~torch.isfinite(stacked.detach()), (total > climb * self.loss_min)[None]])
+                values = out[:len(stacked)].detach()
+                total = values.sum().to(torch.float64)
+                flags = torch.cat([~torch.isfinite(values), (total > climb * self.loss_min)[None]])
                 first_bad = torch.where(flags & (first_bad < 0), it, first_bad)
                 self.loss_min = torch.fmin(self.loss_min, total)  # NaN: handled above, never the minimum
             if evaluate:
@@ -326,6 +326,7 @@ class Trainer:
                     self.balance(stacked, progress, it)
                 else:
                     self.balancer.apply(stacked).backward()  # type: ignore[no-untyped-call]
+                    self.world.reduce_gradients(list(self.model.parameters()))
                 opts.adam.step()
                 opts.schedule.step()
                 if first_compiled:  # compiling happens in this step: say so, with its time
@@ -337,6 +338,8 @@ class Trainer:
             state.iteration = it + 1
             progress.tick(state.iteration)
             checkpoint = bool(t.checkpoint_every) and state.iteration % t.checkpoint_every == 0
+            if self.world.active:  # a signal on any rank stops every rank after this same iteration
+                self.stop_requested = self.world.any(self.stop_requested)
             if checkpoint or self.stop_requested:
                 state.seconds += time.perf_counter() - tick  # the snapshot carries the time so far
                 if self._check_finite(first_bad, state, opts, progress):

@@ -25,7 +25,8 @@ from ..errors import ProblemError
 from ..model.separable import SeparableModel
 from .cp_residual import CPTensor, Jets
 from .causal import causal_mean, slice_matrix
-from .gridfree import preconditioned_sum, row_sums, sum_of_squares
+from .distributed import World, shard_dim
+from .gridfree import Rows, preconditioned_sum, row_sums, sum_of_squares
 from .points import PointSets
 from .preconditioning import Preconditioners
 from .seppgd import FactorPreconditioner, precondition
@@ -37,16 +38,23 @@ Factors = Mapping[int, FactorPreconditioner] | None  # SepPGD: per free axis, or
 class PartLoss:
     """Shared by the three modes: the part, its plan, the model and the point sets."""
 
+    cuts = True  # sharded: the part's inputs (coordinates, constants, jets) are this rank's slab only
+
     def __init__(self, part: TermPart, plan: PartPlan, model: SeparableModel, points: PointSets,
-                 components: int, rank: int) -> None:
+                 components: int, rank: int, world: World = World(), shard_axis: int = 0) -> None:
         self.part, self.plan, self.model, self.points = part, plan, model, points
+        self.world, self.shard_axis = world, shard_axis
         self.components = components  # the residual's channels
         self.scales = {f: float(getattr(m, "scale", 1.0)) for f, m in model.items()}
         self.learned_symbols = {sp.Symbol(spec.name, real=True): spec.name for spec in model.learned.specs}
-        self.mask = torch.as_tensor(part.mask, device=points.device) if part.mask is not None else None
+        self.full_mask = torch.as_tensor(part.mask, device=points.device) if part.mask is not None else None
+        self.mask = self.full_mask  # this rank's slab of it
         self.consts: dict[sp.Symbol, torch.Tensor] = {}
-        self.sizes: list[int] = []
-        self.axis_weights: list[torch.Tensor | None] = []  # sampling = "gauss": quadrature weights per axis
+        self.sizes: list[int] = []  # this rank's points per axis
+        self.axis_weights: list[torch.Tensor | None] = []  # sampling = "gauss": quadrature weights per axis (slab)
+        # the slab this rank contracts: rows [lo, hi) of grid axis ``dim`` (scattered points: of the
+        # point index) among ``n`` (``distributed``; one process: all of them)
+        self.dim, self.lo, self.hi, self.n = 0, 0, 0, 0
         lin, rest = part.residual.linear, part.residual.rest
         self.cp = [CPTensor(x, part.grid, rank, components, points.device)
                    for x in ([lin] + (rest.sums if rest is not None else []) if plan.mode != "grid" and lin else [])]
@@ -56,16 +64,60 @@ class PartLoss:
         """The residual evaluated on the grid: the whole one (grid path), the rest (fused) or none."""
         return self.part.residual if self.plan.mode == "grid" else self.part.residual.rest
 
+    def _slab_dims(self) -> range:
+        """The grid axes this rank's slab cuts: ``dim``, or every axis at scattered points."""
+        return range(len(self.part.grid)) if self.part.pointwise else range(self.dim, self.dim + 1)
+
+    def _cut(self, x: torch.Tensor, dim: int) -> torch.Tensor:
+        return x.narrow(dim, self.lo, self.hi - self.lo)
+
     def prepare(self) -> None:
-        """Coordinate-only parts on the part's points: the grid residual's constants, the CP coefficients."""
+        """Coordinate-only parts on this rank's points of the part: the grid residual's constants,
+        the CP coefficients, the weights and the mask."""
+        full = [len(self.points[key]) for key in self.part.grid]
+        self.dim = shard_dim(self.part.grid, full, self.part.pointwise, self.shard_axis)
+        self.n = full[self.dim]
+        self.lo, self.hi = self.world.slab(self.n)
+        cut = self._slab_dims() if self.world.active and self.cuts else range(0)
+        self.sizes = [self.hi - self.lo if d in cut else n for d, n in enumerate(full)]
         res = self.grid_residual
-        self.consts = res.prepare(self.points.part_coords(self.part), self.points.dtype) if res is not None else {}
-        self.sizes = [len(self.points[key]) for key in self.part.grid]
+        coords = self.points.part_coords(self.part)
+        coords = [self._cut(c, 0 if self.part.pointwise else d) if d in cut else c for d, c in enumerate(coords)]
+        arrays = None
+        if res is not None and cut:  # given data on this rank's points
+            where = (slice(None),) * self.dim + (slice(self.lo, self.hi),)
+            arrays = {s: a[where] for s, a in res.arrays.items()}
+        self.consts = res.prepare(coords, self.points.dtype, arrays) if res is not None else {}
         self.axis_weights = [self.points.weights.get(key) for key in self.part.grid] if not self.part.pointwise else []
+        self.axis_weights = [self._cut(w, 0) if w is not None and d in cut else w
+                             for d, w in enumerate(self.axis_weights)]
+        if self.full_mask is not None and cut:
+            self.mask = self._cut(self.full_mask, self.dim)
         if self.cp:
-            coords = [self.points[key].to(torch.float64) for key in self.part.grid]
+            xs = [self.points[key].to(torch.float64) for key in self.part.grid]
+            xs = [self._cut(x, 0) if d in cut else x for d, x in enumerate(xs)]
             for cp in self.cp:
-                cp.prepare(coords, self.part.residual.axis_symbols, self.points.dtype, self.learned_symbols)
+                cp.prepare(xs, self.part.residual.axis_symbols, self.points.dtype, self.learned_symbols)
+
+    def view(self, jets: Jets) -> Jets:
+        """``jets`` with this rank's rows only on the axes its slab cuts (one process: ``jets``)."""
+        if not self.world.active or not self.cuts:
+            return jets
+        out = dict(jets)
+        for d in self._slab_dims():
+            key = self.part.grid[d]
+            for (f, e), per_set in jets.items():
+                if e == d and key in per_set:
+                    out[(f, e)] = {**per_set, key: self._cut(per_set[key], 1)}
+        return out
+
+    def count(self, r: torch.Tensor) -> torch.Tensor | int:
+        """The part's points times components over every rank (``r``: this rank's residual)."""
+        if self.full_mask is not None:
+            return self.full_mask.sum() * r.shape[-1]
+        if not self.world.active:
+            return r.numel()
+        return math.prod(r.shape[:self.dim]) * self.n * math.prod(r.shape[self.dim + 1:])
 
     def learned(self) -> dict[sp.Symbol, torch.Tensor]:
         """The learned parameters' current values by symbol (empty for most problems)."""
@@ -99,14 +151,17 @@ class PartLoss:
         r = self.residual(jets, cache)
         if self.mask is not None:
             r = r * self.mask
-            n: torch.Tensor | int = self.mask.sum() * r.shape[-1]
-        else:
-            n = r.numel()
+        n = self.count(r)
         wr = self._weighted(r)
         s = (wr * r).sum()
         if factors is not None:
-            # value: the true sum of squares; gradient: that of 2 <w r, stopgrad(P)>
-            P = precondition(r.detach(), factors, scale, self.part.pointwise)
+            # value: the true sum of squares; gradient: that of 2 <w r, stopgrad(P)>. Sharded, the
+            # product along the slab's axis needs the whole residual there
+            full = None
+            if self.world.active and any(S.V.shape[1] and (self.part.pointwise or d == self.dim)
+                                         for d, S in factors.items()):
+                full = (self.dim, self.world.gather(r, self.dim, self.n), self.lo, self.hi)
+            P = precondition(r.detach(), factors, scale, self.part.pointwise, full)
             if self.mask is not None:
                 P = P * self.mask
             surrogate = 2 * (wr * P).sum()
@@ -125,7 +180,14 @@ class PartLoss:
         """(sum of w r^2 at each index of ``axis``, the points at each), both (n_axis,): causal training."""
         r = self.residual(jets, cache)
         rows = (self._weighted(r) * r).movedim(axis, 0).reshape(r.shape[axis], -1).sum(1)
-        return rows, torch.full_like(rows, r.numel() / r.shape[axis])
+        counts = torch.full_like(rows, r.numel() / max(r.shape[axis], 1))
+        return self._pad(rows, axis), self._pad(counts, axis)
+
+    def _pad(self, rows: torch.Tensor, axis: int) -> torch.Tensor:
+        """Rows of this rank's slab along ``axis`` placed among all ``n`` (zeros elsewhere)."""
+        if not self.world.active or axis != self.dim:
+            return rows
+        return torch.nn.functional.pad(rows, (self.lo, self.n - self.hi))
 
 
 class GridPart(PartLoss):
@@ -147,22 +209,30 @@ class FusedPart(PartLoss):
 
 
 class GridFreePart(PartLoss):
-    def sum(self, jets: Jets, cache: Cache, factors: Factors, scale: float) -> tuple[torch.Tensor, torch.Tensor | int]:
+    """The factors G_d come from every row (they are small); the slab enters as the rows of G_dim
+    summed in the Gram product of that axis (``gridfree``: ``rows``)."""
+
+    cuts = False
+    def _factors(self, jets: Jets) -> tuple[list[torch.Tensor], Rows, int]:
         cp = self.cp[0]
         U = cp.factors(jets, self.scales, distinct_axes=range(len(self.part.grid)), learned=self.learned())
-        n_free = math.prod([u.shape[0] for u in U]) * U[0].shape[-1]
+        rows = (self.dim, self.lo, self.hi) if self.world.active else None
+        return U, rows, math.prod([u.shape[0] for u in U]) * U[0].shape[-1]
+
+    def sum(self, jets: Jets, cache: Cache, factors: Factors, scale: float) -> tuple[torch.Tensor, torch.Tensor | int]:
+        U, rows, n_free = self._factors(jets)
         if factors is not None:
-            s = preconditioned_sum(U, self.axis_weights, factors, scale, cp.columns)
+            s = preconditioned_sum(U, self.axis_weights, factors, scale, self.cp[0].columns, rows)
         else:
-            s = sum_of_squares(U, self.axis_weights, cp.columns)
+            s = sum_of_squares(U, self.axis_weights, self.cp[0].columns, rows)
         return s.to(self.points.dtype), n_free
 
     def row_sums(self, jets: Jets, cache: Cache, axis: int) -> tuple[torch.Tensor, torch.Tensor]:
-        cp = self.cp[0]
-        U = cp.factors(jets, self.scales, distinct_axes=range(len(self.part.grid)), learned=self.learned())
-        rows = row_sums(U, self.axis_weights, axis, cp.columns)
-        n_free = math.prod([u.shape[0] for u in U]) * U[0].shape[-1]
-        return rows, torch.full_like(rows, n_free / U[axis].shape[0])
+        U, rows, n_free = self._factors(jets)
+        r = row_sums(U, self.axis_weights, axis, self.cp[0].columns, rows)
+        # per row: every rank's points along ``axis`` (the slab's axis), else all on rank 0
+        counts = torch.full_like(r, n_free / U[axis].shape[0] if axis == self.dim or self.world.rank == 0 else 0)
+        return self._pad(r, axis), self._pad(counts, axis)
 
 
 PART_LOSSES: dict[str, type[PartLoss]] = {"grid": GridPart, "fused": FusedPart, "grid_free": GridFreePart}
@@ -172,10 +242,11 @@ class Losses:
     """The weighted mean-square loss of every term: one evaluator per term part (``parts[t][p]``)."""
 
     def __init__(self, compiled: CompiledProblem, plan: Plan, model: SeparableModel, points: PointSets,
-                 rank: int, preconditioners: Preconditioners | None = None) -> None:
+                 rank: int, preconditioners: Preconditioners | None = None, world: World = World(),
+                 shard_axis: int = 0) -> None:
         self.compiled, self.plan, self.model, self.points = compiled, plan, model, points
-        self.preconditioners = preconditioners
-        self.parts = [[PART_LOSSES[pp.mode](part, pp, model, points, self._components(part), rank)
+        self.preconditioners, self.world = preconditioners, world
+        self.parts = [[PART_LOSSES[pp.mode](part, pp, model, points, self._components(part), rank, world, shard_axis)
                        for part, pp in zip(t.parts, plans)] for t, plans in zip(compiled.terms, plan.parts)]
         self.jet_passes = {f: list(passes) for f, passes in plan.jet_passes.items()}
         self.causal = plan.causal
@@ -235,9 +306,12 @@ class Losses:
         for ti, (t, parts) in enumerate(zip(self.compiled.terms, self.parts)):
             if self.causal is not None and ti in self.causal.terms:
                 assert self.slices is not None
-                rows = [p.row_sums(jets, cache, self.causal.axis) for p in parts]
-                loss, w_min = causal_mean(torch.stack([r for r, _ in rows]).sum(0),
-                                          torch.stack([c for _, c in rows]).sum(0), self.slices, self.causal.tol)
+                rows = [p.row_sums(p.view(jets), cache, self.causal.axis) for p in parts]
+                mine, per_row = torch.stack([r for r, _ in rows]).sum(0), torch.stack([c for _, c in rows]).sum(0)
+                every = None
+                if self.world.active:  # the weights need every rank's rows; the gradient only this rank's
+                    every, per_row = self.world.all_reduce(mine), self.world.all_reduce(per_row)
+                loss, w_min = causal_mean(mine, per_row, self.slices, self.causal.tol, every)
                 out[t.name] = t.weight * loss.to(self.points.dtype)
                 diagnostics[f"causal_min/{t.name}"] = w_min.to(self.points.dtype)
                 continue
@@ -246,7 +320,7 @@ class Losses:
             means: list[torch.Tensor] = []
             for pi, p in enumerate(parts):
                 f = factors.get((ti, pi)) if factors is not None else None
-                s, n = p.sum(jets, cache, f, scale[(ti, pi)] if f is not None else 1.0)
+                s, n = p.sum(p.view(jets), cache, f, scale[(ti, pi)] if f is not None else 1.0)
                 sums.append(s)
                 counts.append(n)
                 means.append(s / n * p.part.faces)  # a part of two faces: the sum of their means

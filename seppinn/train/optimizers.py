@@ -30,6 +30,14 @@ class Optimizers:
     adam: torch.optim.Adam
     schedule: torch.optim.lr_scheduler.LambdaLR
     lbfgs: torch.optim.LBFGS
+    lrs: list[float]  # each Adam group's own learning rate, unscaled
+
+    def scale_lr(self, scale: float, t: TrainConfig) -> None:
+        """Every group's learning rate times ``scale`` (a rollback halves it), at the schedule's current point."""
+        self.schedule.base_lrs = [lr * scale for lr in self.lrs]
+        factor = schedule(t)(self.schedule.last_epoch)
+        for group, base in zip(self.adam.param_groups, self.schedule.base_lrs):
+            group["lr"] = base * factor
 
 
 def schedule(t: TrainConfig) -> Callable[[int], float]:
@@ -50,6 +58,7 @@ def make_optimizers(params: Params, t: TrainConfig) -> Optimizers:
         flat += g["params"] if isinstance(g, dict) else [g]
     # One L-BFGS iteration per step() so the history keeps its cadence; max_eval must allow the
     # line search its evaluations (torch defaults it to max_iter * 5 // 4 = 1).
+    lrs = [float(g["lr"]) for g in adam.param_groups]
     return Optimizers(adam, torch.optim.lr_scheduler.LambdaLR(adam, schedule(t)),
                       torch.optim.LBFGS(flat, lr=1.0, max_iter=1, max_eval=26, history_size=50,
-                                        line_search_fn="strong_wolfe"))
+                                        line_search_fn="strong_wolfe"), lrs)

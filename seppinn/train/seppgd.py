@@ -39,21 +39,25 @@ class FactorPreconditioner:
         if self.V_coef is None:
             self.V_coef, self.M = applied(self.V, self.coef)
 
-    def correction(self, r: torch.Tensor, axis: int) -> torch.Tensor | None:
+    def correction(self, r: torch.Tensor, axis: int, rows: tuple[int, int] | None = None) -> torch.Tensor | None:
         """r x_axis (I - S) = V diag(coef) V^T applied to every fibre of r along ``axis``
-        (r: (n_1, ..., n_D, C)); None when S = I."""
+        (r: (n_1, ..., n_D, C)); None when S = I. ``rows``: only the rows [lo, hi) of the result
+        along ``axis`` (one rank's slab)."""
         if self.V.shape[1] == 0:
             return None
+        lo, hi = rows if rows is not None else (0, self.V.shape[0])
+        M, V = self.M, self.V[lo:hi]
         # r viewed as (before, n, after): contracting the middle index needs no copy of r
         shape = r.shape
         before, n = math.prod(shape[:axis]), shape[axis]
+        out_shape = shape[:axis] + (hi - lo,) + shape[axis + 1:]
         if math.prod(shape[axis + 1:]) == 1:
             flat = r.reshape(before, n)
-            out = flat @ self.M if self.M is not None else (flat @ self.V_coef) @ self.V.T  # type: ignore[operator]
-            return out.reshape(shape)
+            out = flat @ M[:, lo:hi] if M is not None else (flat @ self.V_coef) @ V.T  # type: ignore[operator]
+            return out.reshape(out_shape)
         r3 = r.reshape(before, n, -1)
-        out = self.M @ r3 if self.M is not None else self.V @ (self.V_coef.T @ r3)  # type: ignore[union-attr]
-        return out.reshape(shape)
+        out = M[lo:hi] @ r3 if M is not None else V @ (self.V_coef.T @ r3)  # type: ignore[union-attr]
+        return out.reshape(out_shape)
 
     def dense(self) -> torch.Tensor:
         n = self.V.shape[0]
@@ -114,14 +118,20 @@ def factor_preconditioner(K: torch.Tensor, k: int, modulation: str) -> FactorPre
 
 
 def precondition(r: torch.Tensor, factors: Mapping[int, FactorPreconditioner], c: float,
-                 pointwise: bool = False) -> torch.Tensor:
+                 pointwise: bool = False, full: tuple[int, torch.Tensor, int, int] | None = None) -> torch.Tensor:
     """P = c * sum over the free axes d of r x_d S_d = c * (|A| r - sum_d r x_d (I - S_d)).
 
     ``pointwise``: r (N, C) at N scattered points and S_d (N, N) from the factor NTK at the
-    points' d-th coordinates, so every S_d acts on the point index (the paper's Appendix A.2)."""
+    points' d-th coordinates, so every S_d acts on the point index (the paper's Appendix A.2).
+    ``full``: (axis, R, lo, hi) where r is the rows [lo, hi) of R along ``axis`` (one rank's slab):
+    the products along that axis take R and keep those rows."""
     corr = None
     for d, S in factors.items():
-        cd = S.correction(r, 0 if pointwise else d)
+        axis = 0 if pointwise else d
+        if full is not None and full[0] == axis:
+            cd = S.correction(full[1], axis, (full[2], full[3]))
+        else:
+            cd = S.correction(r, axis)
         if cd is not None:
             corr = cd if corr is None else corr + cd
     base = r if c * len(factors) == 1.0 else r * (c * len(factors))
