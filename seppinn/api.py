@@ -104,6 +104,11 @@ def check_report(prep: Prepared, nproc: int = 1) -> str:
         + (f"; settings from the problem's solver '{p.solver}' (--solver and --set still win)" if p.solver else ""),
     ]
     lines.append("field scales: " + "; ".join(f"{f} {fs.describe()}" for f, fs in c.scales.items()))
+    for cd in (cd for cd in p.conditions if cd.hard):
+        assert cd.axis is not None and cd.field is not None
+        x, (lo, hi) = c.axes[cd.axis], c.ranges[cd.axis]
+        b = {"both": f"({x} - {lo:g})({hi:g} - {x})", "min": f"({x} - {lo:g})", "max": f"({hi:g} - {x})"}[cd.side]
+        lines.append(f"hard condition {cd.name} ({cd.key}): {cd.field} = {c.lifts[cd.field]} + {b} N exactly, no loss term")
     if c.learned:
         def learned_text(lp: LearnedParameter) -> str:
             where = (f"in ({lp.range[0]:g}, {lp.range[1]:g})" if lp.range else "positive" if lp.positive else "free")

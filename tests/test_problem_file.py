@@ -141,8 +141,8 @@ def test_periodic_axis_and_hard_condition_rules(tmp_path):
     p.add_equation("lap(u) - sin(2*pi*x)")
     walls = p.add_condition(on="boundary", value="0")
     assert [f.label(p.axis_list) for f in walls.faces] == ["y = min", "y = max"]  # periodic x has no walls
-    with pytest.raises(ProblemError, match=r"conditions\[1\]\.on: enforce = 'hard' needs both faces of one axis"):
-        p.add_condition(on="y = min", value="0", enforce="hard")
+    with pytest.raises(ProblemError, match=r"conditions\[1\]\.on: enforce = 'hard' needs the faces of one axis"):
+        p.add_condition(on=["y = min", "x = min"], value="0", enforce="hard")
     with pytest.raises(ProblemError, match=r"conditions\[1\]\.expr: enforce = 'hard' is for Dirichlet"):
         p.add_condition(on=["y = min", "y = max"], expr="diff(u, y)", enforce="hard")
     p.add_condition(on=["y = min", "y = max"], value="x", enforce="hard", name="h")

@@ -147,3 +147,57 @@ def test_the_loop_reports_each_evaluation_through_on_eval(tmp_path):
     state = Trainer(prep.compiled, prep.config, device=torch.device("cpu"), progress=False).train(on_eval=seen.append)
     assert [ev.iteration for ev in seen] == [0, 5, 10, 12]
     assert seen == state.history  # the same records, in order, as they were made
+
+
+HEAT_HARD_INITIAL = """
+[problem]
+name = "heat_hard"
+[axes]
+t = { range = [0.5, 1.5], time = true }
+x = [0.0, 1.0]
+[fields]
+u = {}
+[definitions]
+exact = "sin(pi*x)*exp(-(t - 0.5)) + x"
+[[equations]]
+name = "pde"
+residual = "diff(u, t) - diff(u, x, 2)/pi**2"
+[[conditions]]
+name = "walls"
+on = "boundary"
+value = "exact"
+[[conditions]]
+name = "initial"
+on = "t = SIDE"
+value = "exact"
+enforce = "hard"
+[reference]
+u = "exact"
+"""
+
+
+@pytest.mark.parametrize("side, face", [("min", 0.5), ("max", 1.5)])
+def test_hard_initial_condition_on_one_face(tmp_path, side, face):
+    """u = g + (t - t0) N: the value holds at t0 to rounding before any training, not elsewhere,
+    the loss's u_t (jets) equals a finite difference of the field, and a heat problem trains."""
+    path = write(tmp_path / "h.toml", HEAT_HARD_INITIAL.replace("SIDE", side))
+    prep = seppinn.prepare(path, overrides=dict(SMALL, **{"train.dtype": "float64", "train.weights": {}}))
+    assert [t.name for t in prep.compiled.terms] == ["pde", "walls"] and prep.compiled.hard_sides == {"u": side}
+    tr = Trainer(prep.compiled, prep.config, device=torch.device("cpu"), progress=False)
+    x = np.linspace(0, 1, 11)
+    exact = lambda t: np.sin(np.pi * x) * np.exp(-(t - 0.5)) + x  # noqa: E731
+    u0 = tr.evaluator.predict([np.array([face]), x])["u"][0, :, 0].numpy()
+    np.testing.assert_allclose(u0, exact(face), rtol=0, atol=1e-14)
+    other = 2.0 - face
+    assert np.abs(tr.evaluator.predict([np.array([other]), x])["u"][0, :, 0].numpy() - exact(other)).max() > 1e-3
+    # u_t on the training grid from the jets (the pde residual's first derivative) against a central difference
+    part = tr.losses.parts[0][0]
+    jets = tr.losses.jets()
+    t_pts = tr.points[("train", 0)].numpy()
+    x_pts = tr.points[("train", 1)].numpy()
+    u_t = part.contractions([("u", (1, 0))], jets, {})[0][..., 0].detach().numpy()
+    h = 1e-6
+    fd = (tr.evaluator.predict([t_pts + h, x_pts])["u"] - tr.evaluator.predict([t_pts - h, x_pts])["u"])[..., 0].numpy() / (2 * h)
+    np.testing.assert_allclose(u_t, fd, rtol=0, atol=1e-7 * np.abs(fd).max())  # the lift has no u_t
+    r = seppinn.solve(path, overrides={**SMALL, "train.weights": {}}, progress=False)
+    assert r.metrics_at_min_loss["u"]["rel_l2"] < 0.02

@@ -114,6 +114,7 @@ class CompiledProblem:
     file_grids: dict[str, list[int]]  # data-file grid sizes: name -> n per axis
     point_sets: dict[str, np.ndarray] = field(default_factory=dict)  # scattered data: name -> (N, D) coordinates
     hard: dict[str, int] = field(default_factory=dict)  # field -> axis with a hard Dirichlet condition
+    hard_sides: dict[str, str] = field(default_factory=dict)  # field -> its faces there: "both", "min" or "max"
     lifts: dict[str, sp.Expr] = field(default_factory=dict)  # field -> lift g (parameters substituted)
     # expression references that are sums of separable products: field -> products (grid-free metrics)
     separable_references: dict[str, SeparableReference] = field(default_factory=dict)
@@ -244,17 +245,20 @@ def _face_groups(faces: Sequence[Face], axes: Sequence[Any]) -> list[tuple[int, 
     return out
 
 
-def hard_lift(problem: Problem, field_name: str) -> tuple[int | None, sp.Expr]:
-    """(axis, g) for a field with a hard condition on that axis: the model is b(x_d) * N + g with
-    b = (x_d - lo)(hi - x_d) and g the linear blend of the face values along x_d; (None, 0) else."""
+def hard_lift(problem: Problem, field_name: str) -> tuple[int | None, sp.Expr, str]:
+    """(axis, g, side) for a field with a hard condition on that axis: the model is b(x_d) * N + g.
+    Both faces: b = (x_d - lo)(hi - x_d) and g the linear blend of the face values along x_d; one
+    face (side "min" / "max"): b = x_d - lo or hi - x_d and g the value there. (None, 0, "") else."""
     for c in problem.conditions:
         if c.hard and c.field == field_name:
             assert c.axis is not None and c.value is not None
             ax = problem.axis_list[c.axis]
             x = problem.ctx.axes[ax.name]
             lo_val, hi_val = c.value.subs(x, ax.lo), c.value.subs(x, ax.hi)
-            return c.axis, ((ax.hi - x) * lo_val + (x - ax.lo) * hi_val) / (ax.hi - ax.lo)
-    return None, sp.Integer(0)
+            if c.side != "both":
+                return c.axis, lo_val if c.side == "min" else hi_val, c.side
+            return c.axis, ((ax.hi - x) * lo_val + (x - ax.lo) * hi_val) / (ax.hi - ax.lo), "both"
+    return None, sp.Integer(0), ""
 
 
 def compile_problem(problem: Problem, config: SolverConfig,
@@ -265,12 +269,12 @@ def compile_problem(problem: Problem, config: SolverConfig,
     n = len(axes)
     interior = [("train", d) for d in range(n)]
     # hard conditions: the model of field f is b(x_d) N + g; every residual sees u -> u + g
-    hard, lifts = {}, {}
+    hard, hard_sides, lifts = {}, {}, {}
     for f in problem.components:
-        axis, g = hard_lift(problem, f)
+        axis, g, side = hard_lift(problem, f)
         if axis is not None:
             no_learned(problem, g, "conditions", f"the hard condition of {f}")
-            hard[f], lifts[f] = axis, g
+            hard[f], hard_sides[f], lifts[f] = axis, side, g
     shift = {problem.ctx.fields[f]: problem.ctx.fields[f] + g for f, g in lifts.items()}
     for f in sorted(problem.positive):  # a positive field a is softplus(a_model) in every residual
         if f in lifts:
@@ -343,7 +347,7 @@ def compile_problem(problem: Problem, config: SolverConfig,
     lifts = {f: with_parameters(problem, g, f"conditions (the hard condition of {f})") for f, g in lifts.items()}
     separable_refs = _separable_references(problem, lifts)
     return CompiledProblem(problem, [a.name for a in axes], [(a.lo, a.hi) for a in axes],
-                           dict(problem.components), terms, orders, file_grids, point_sets, hard=hard,
+                           dict(problem.components), terms, orders, file_grids, point_sets, hard=hard, hard_sides=hard_sides,
                            lifts=lifts, separable_references=separable_refs,
                            scales=estimate_scales(problem, data_arrays, kept), learned=dict(problem.learned),
                            positive=frozenset(problem.positive))

@@ -47,6 +47,7 @@ class SeparableField(nn.Module):
         self.shapes, self.n_axes = shapes, len(ranges)
         self.hard_axis: int | None = None  # set_hard_axis: factor multiplied by (x - lo)(hi - x)
         self.hard_range = (0.0, 0.0)
+        self.hard_side = "both"
         self.axis_scale: torch.Tensor | None  # set_output_scale: (D,), the output scale on the first axis
         self.register_buffer("axis_scale", None, persistent=False)
         sizes = [math.prod(s) for s in shapes]
@@ -60,10 +61,11 @@ class SeparableField(nn.Module):
         else:
             self.out_mask = None
 
-    def set_hard_axis(self, axis: int, lo: float, hi: float) -> None:
-        """Make the model vanish on both faces of ``axis``: factor ``axis`` times (x - lo)(hi - x).
-        Every CP/Tucker/TT term contains that factor exactly once, so the whole field vanishes."""
-        self.hard_axis, self.hard_range = axis, (lo, hi)
+    def set_hard_axis(self, axis: int, lo: float, hi: float, side: str = "both") -> None:
+        """Make the model vanish on both faces of ``axis``: factor ``axis`` times (x - lo)(hi - x);
+        ``side`` "min" / "max": on that face only, times x - lo or hi - x. Every CP/Tucker/TT term
+        contains that factor exactly once, so the whole field vanishes there."""
+        self.hard_axis, self.hard_range, self.hard_side = axis, (lo, hi), side
 
     def set_output_scale(self, scale: float) -> None:
         """Make the field ``scale`` times its networks' product: the first axis' factor jets are
@@ -78,9 +80,15 @@ class SeparableField(nn.Module):
         return float(self.axis_scale[0]) if self.axis_scale is not None else 1.0
 
     def _bubble(self, x: torch.Tensor, order: int) -> torch.Tensor:
-        """Jet of b(x) = (x - lo)(hi - x) on the hard axis (1 on the others): (D, order+1, n, 1)."""
+        """Jet of b(x) = (x - lo)(hi - x), x - lo or hi - x (``hard_side``) on the hard axis (1 on
+        the others): (D, order+1, n, 1)."""
         lo, hi = self.hard_range
-        rows = [(x - lo) * (hi - x), (lo + hi) - 2 * x, torch.full_like(x, -2.0)] + [torch.zeros_like(x)] * 2
+        if self.hard_side == "min":
+            rows = [x - lo, torch.ones_like(x)] + [torch.zeros_like(x)] * 3
+        elif self.hard_side == "max":
+            rows = [hi - x, -torch.ones_like(x)] + [torch.zeros_like(x)] * 3
+        else:
+            rows = [(x - lo) * (hi - x), (lo + hi) - 2 * x, torch.full_like(x, -2.0)] + [torch.zeros_like(x)] * 2
         jet = torch.stack(rows[: order + 1], dim=1).unsqueeze(-1)
         ones = torch.zeros_like(jet)
         ones[:, 0] = 1.0

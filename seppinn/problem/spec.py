@@ -46,6 +46,7 @@ class Condition:
     field: str | None = None  # hard: the field, its axis and the Dirichlet value
     axis: int | None = None
     value: sp.Expr | None = None
+    side: str = "both"  # hard: the faces of ``axis`` it holds on: "both", or one ("min" / "max")
     value_given: bool = True  # False: no value was written, so the condition means expr = 0
 
 
@@ -272,10 +273,12 @@ class Problem:
         return cond
 
     def _make_hard(self, cond: Condition, lhs: sp.Expr, rhs: sp.Expr, key: str) -> None:
-        """enforce = "hard": u = value on both faces of one axis, exactly, through the model."""
+        """enforce = "hard": u = value on both faces of one axis, or on one face (an initial
+        condition: u = g + (t - t0) N), exactly, through the model."""
         axes = {f.axis for f in cond.faces}
-        if len(axes) != 1 or len(cond.faces) != 2:
-            raise self.error(f"{key}.on", "enforce = 'hard' needs both faces of one axis, e.g. on = [\"x = min\", \"x = max\"]")
+        if len(axes) != 1:
+            raise self.error(f"{key}.on", "enforce = 'hard' needs the faces of one axis: both, e.g. on = "
+                             "[\"x = min\", \"x = max\"], or one, e.g. on = \"t = min\"")
         if not (isinstance(lhs, sp.core.function.AppliedUndef) and str(lhs.func) in self.components):
             raise self.error(f"{key}.expr", "enforce = 'hard' is for Dirichlet conditions: expr must be a field")
         if self.fields_in(rhs):
@@ -284,6 +287,7 @@ class Problem:
         if any(c.hard and c.field == field_name for c in self.conditions):
             raise self.error(f"{key}.enforce", f"field '{field_name}' already has a hard condition (one axis per field)")
         cond.hard, cond.field, cond.axis, cond.value = True, field_name, axes.pop(), rhs
+        cond.side = cond.faces[0].side if len(cond.faces) == 1 else "both"
 
     def add_data(self, field_name: str, spec: Any) -> DataSource:
         """Observations of a field: an expression, or {file=, dataset=, keep=, seed=}."""
