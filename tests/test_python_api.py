@@ -209,7 +209,55 @@ def parametric_helmholtz() -> seppinn.Problem:
     return p
 
 
+def burgers() -> seppinn.Problem:
+    p = seppinn.Problem("burgers1d", axes={"t": seppinn.TimeAxis(0.0, 1.0), "x": (-1.0, 1.0)}, fields=["u"],
+                        parameters={"nu": "0.01/pi"},
+                        solver_table={"train": {"points": {"t": 64, "x": 512}, "test_points": {"t": 101, "x": 256}}})
+    p.add_equation("diff(u, t) + u*diff(u, x) - nu*diff(u, x, 2)", name="pde")
+    p.add_condition(on=["x = min", "x = max"], value=0, name="walls")
+    p.add_condition(on="t = min", value="-sin(pi*x)", name="initial", enforce="hard")
+    p.set_reference(u={"solver": "burgers1d"})
+    return p
+
+
+def periodic_1d(name: str, parameters: dict[str, float], residual: str, initial: str) -> seppinn.Problem:
+    p = seppinn.Problem(name, axes={"t": seppinn.TimeAxis(0.0, 1.0), "x": seppinn.Axis("x", -1.0, 1.0, periodic=True)},
+                        fields=["u"], parameters=parameters,
+                        solver_table={"train": {"test_points": {"t": 101, "x": 256}}})
+    p.add_equation(residual, name="pde")
+    p.add_condition(on="t = min", value=initial, name="initial", enforce="hard")
+    p.set_reference(u={"solver": name})
+    return p
+
+
+def beltrami() -> seppinn.Problem:
+    decay = "exp(-nu*d**2*t)"
+    cyc = {"u": ("x", "y", "z"), "v": ("y", "z", "x"), "w": ("z", "x", "y")}
+    defs = {f"{f}e": f"-a*(exp(a*{p})*sin(a*{q} + d*{r}) + exp(a*{r})*cos(a*{p} + d*{q}))*{decay}"
+            for f, (p, q, r) in cyc.items()}
+    pb = seppinn.Problem("beltrami4d", axes={"t": seppinn.TimeAxis(0.0, 1.0), **{a: (-1.0, 1.0) for a in "xyz"}},
+                         fields=["u", "v", "w", "p"], parameters={"a": 1.0, "d": 1.0, "nu": 1.0},
+                         definitions={"decay": decay, **{k: v.replace(decay, "decay") for k, v in defs.items()}})
+    for f, axis in zip("uvw", "xyz"):
+        pb.add_equation(f"diff({f}, t) + u*diff({f}, x) + v*diff({f}, y) + w*diff({f}, z) + diff(p, {axis}) - nu*lap({f})",
+                        name=f"momentum_{axis}")
+    pb.add_equation("diff(u, x) + diff(v, y) + diff(w, z)", name="continuity")
+    faces = [f"{a} = {s}" for a in "xyz" for s in ("min", "max")]
+    for f in "uvw":
+        pb.add_condition(on=faces, expr=f, value=f"{f}e", name=f"walls_{f}")
+    for f in "uvw":
+        pb.add_condition(on="t = min", expr=f, value=f"{f}e", name=f"initial_{f}", enforce="hard")
+    pb.set_reference(u="ue", v="ve", w="we")
+    return pb
+
+
 TWINS: dict[str, Callable[[], seppinn.Problem]] = {
+    "burgers1d": burgers,
+    "allen_cahn1d": lambda: periodic_1d("allen_cahn1d", {"eps": 1e-4, "a": 5.0},
+                                        "diff(u, t) - eps*diff(u, x, 2) + a*u**3 - a*u", "x**2*cos(pi*x)"),
+    "kdv1d": lambda: periodic_1d("kdv1d", {"delta": 0.022}, "diff(u, t) + u*diff(u, x) + delta**2*diff(u, x, 3)",
+                                 "cos(pi*x)"),
+    "beltrami4d": beltrami,
     "inverse_heat1d": inverse_heat,
     "inverse_poisson2d": inverse_poisson,
     "parametric_helmholtz2d": parametric_helmholtz,
