@@ -4,6 +4,8 @@
   2002, with the contour-integral coefficients of Kassam & Trefethen 2005) for u_t = L u + N(u) with
   L diagonal in Fourier space: Allen-Cahn (L = eps d_xx, N = a (u - u^3)) and KdV (L = -delta^2 d_xxx,
   N = -(u^2/2)_x). Fourth order in time, spectral in x.
+- ``vorticity``: the same on a periodic square for 2-D incompressible flow, w_t + u.grad w = nu lap w
+  with the velocity from the stream function (``velocity``).
 - ``burgers_cole_hopf``: viscous Burgers u_t + u u_x = nu u_xx with a periodic zero-mean u0, exactly
   by the Cole-Hopf transform u = -2 nu phi_x / phi, phi the heat-equation solution from
   phi0 = exp(-Phi/(2 nu)) (Phi' = u0), whose Gaussian convolution is evaluated by Gauss-Hermite
@@ -26,24 +28,25 @@ def wavenumbers(n: int, length: float) -> np.ndarray:
 
 def etdrk4(u0: np.ndarray, length: float, lin: np.ndarray, nonlinear: Nonlinear, times: Sequence[float],
            dt: float, contour_points: int = 32) -> np.ndarray:
-    """u_t = L u + N(u) on n equispaced periodic points (``u0``: (n,) at times[0]); ``lin``: the symbol
-    of L per wavenumber (numpy.fft order); ``nonlinear(u_hat, k)``: N(u)'s Fourier coefficients.
-    Steps of at most ``dt`` landing on every time. Returns (len(times), n) real values."""
-    n = len(u0)
-    k = wavenumbers(n, length)
-    v = np.fft.fft(u0)
-    out = [np.real(np.fft.ifft(v))]
+    """u_t = L u + N(u) on equispaced periodic points (``u0``: (n,), or (n, n) on a square, at
+    times[0]); ``lin``: the symbol of L per wavenumber (numpy.fft order, u0's shape);
+    ``nonlinear(u_hat, k)``: N(u)'s Fourier coefficients, k the wavenumbers ((n,), or (2, n, n):
+    k_x, k_y). Steps of at most ``dt`` landing on every time. Returns (len(times), *u0.shape) real values."""
+    k = wavenumbers(len(u0), length) if u0.ndim == 1 else \
+        np.stack(np.meshgrid(*(wavenumbers(m, length) for m in u0.shape), indexing="ij"))
+    v = np.fft.fftn(u0)
+    out = [np.real(np.fft.ifftn(v))]
     cache: dict[float, tuple[np.ndarray, ...]] = {}
 
     def coefficients(h: float) -> tuple[np.ndarray, ...]:
         if h not in cache:  # Kassam & Trefethen: phi functions by a contour mean around each h L
             E, E2 = np.exp(h * lin), np.exp(h * lin / 2)
             r = np.exp(1j * np.pi * (np.arange(1, contour_points + 1) - 0.5) / contour_points)
-            LR = h * lin[:, None] + r[None, :]
-            Q = h * np.mean((np.exp(LR / 2) - 1) / LR, axis=1)
-            f1 = h * np.mean((-4 - LR + np.exp(LR) * (4 - 3 * LR + LR**2)) / LR**3, axis=1)
-            f2 = h * np.mean((2 + LR + np.exp(LR) * (-2 + LR)) / LR**3, axis=1)
-            f3 = h * np.mean((-4 - 3 * LR - LR**2 + np.exp(LR) * (4 - LR)) / LR**3, axis=1)
+            LR = h * lin[..., None] + r
+            Q = h * np.mean((np.exp(LR / 2) - 1) / LR, axis=-1)
+            f1 = h * np.mean((-4 - LR + np.exp(LR) * (4 - 3 * LR + LR**2)) / LR**3, axis=-1)
+            f2 = h * np.mean((2 + LR + np.exp(LR) * (-2 + LR)) / LR**3, axis=-1)
+            f3 = h * np.mean((-4 - 3 * LR - LR**2 + np.exp(LR) * (4 - LR)) / LR**3, axis=-1)
             cache[h] = (E, E2, Q, f1, f2, f3)
         return cache[h]
 
@@ -59,7 +62,7 @@ def etdrk4(u0: np.ndarray, length: float, lin: np.ndarray, nonlinear: Nonlinear,
             c = E2 * a + Q * (2 * Nb - Nv)
             Nc = nonlinear(c, k)
             v = E * v + Nv * f1 + 2 * (Na + Nb) * f2 + Nc * f3
-        out.append(np.real(np.fft.ifft(v)))
+        out.append(np.real(np.fft.ifftn(v)))
     return np.stack(out)
 
 
@@ -78,6 +81,29 @@ def kdv(delta: float) -> tuple[Callable[[np.ndarray], np.ndarray], Nonlinear]:
         u = np.real(np.fft.ifft(v * keep))
         return np.asarray(-0.5j * k * np.fft.fft(u * u) * keep)
     return (lambda k: 1j * delta**2 * k**3), nonlinear
+
+
+def vorticity(nu: float, mean: tuple[float, float] = (0.0, 0.0)
+              ) -> tuple[Callable[[np.ndarray], np.ndarray], Nonlinear]:
+    """(L's symbol from k = (k_x, k_y), N) of 2-D incompressible flow in vorticity form on a periodic
+    square: w_t + u w_x + v w_y = nu (w_xx + w_yy), (u, v) = ``mean`` + (psi_y, -psi_x) with
+    -lap(psi) = w, so that w = v_x - u_y (N dealiased by 2/3)."""
+    def nonlinear(w: np.ndarray, k: np.ndarray) -> np.ndarray:
+        kx, ky = k
+        keep = (np.abs(kx) < (2 / 3) * np.abs(kx).max()) & (np.abs(ky) < (2 / 3) * np.abs(ky).max())
+        wd = w * keep
+        u, v = velocity(wd, k)
+        wx, wy = np.real(np.fft.ifftn(1j * kx * wd)), np.real(np.fft.ifftn(1j * ky * wd))
+        return np.asarray(-np.fft.fftn((u + mean[0]) * wx + (v + mean[1]) * wy) * keep)
+    return (lambda k: -nu * (k[0] ** 2 + k[1] ** 2)), nonlinear
+
+
+def velocity(w_hat: np.ndarray, k: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The zero-mean velocity (u, v) = (psi_y, -psi_x), -lap(psi) = w, from w's 2-D Fourier coefficients."""
+    kx, ky = k
+    k2 = kx**2 + ky**2
+    psi = np.where(k2 > 0, w_hat / np.where(k2 > 0, k2, 1.0), 0.0)
+    return np.real(np.fft.ifftn(1j * ky * psi)), np.real(np.fft.ifftn(-1j * kx * psi))
 
 
 def fourier_interpolate(values: np.ndarray, lo: float, length: float, x: np.ndarray) -> np.ndarray:

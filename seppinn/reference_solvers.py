@@ -16,7 +16,8 @@ from typing import Any
 
 import numpy as np
 
-from .reference_1d import allen_cahn, burgers_cole_hopf, etdrk4, fourier_interpolate, kdv, wavenumbers
+from .reference_1d import (allen_cahn, burgers_cole_hopf, etdrk4, fourier_interpolate, kdv, velocity, vorticity,
+                           wavenumbers)
 
 Solver = Callable[..., np.ndarray]  # (problem, test_axes, evaluate, ...) -> the reference on the test grid
 # evaluate(expr, {axis symbol: broadcastable float64 array}) -> float64 array: the caller's lowering
@@ -201,3 +202,47 @@ def _burgers1d(problem, test_axes: Sequence[np.ndarray], evaluate: Evaluate) -> 
     probe = x_ax.lo + (x_ax.hi - x_ax.lo) * np.arange(1024) / 1024
     return cached("burgers1d", (_digest(u0(probe)), nu, HERMITE_NODES, t.tolist(), x.tolist()),
                   lambda: burgers_cole_hopf(u0, nu, x_ax.lo, x_ax.hi - x_ax.lo, t, x, HERMITE_NODES))
+
+
+VORTICITY_POINTS = 128  # Fourier points per axis of the 2-D vorticity reference
+
+
+def _vorticity2d(problem, test_axes: Sequence[np.ndarray], evaluate: Evaluate, part: int) -> np.ndarray:  # type: ignore[no-untyped-def]
+    """w (part 0), u (1) or v (2) of 2-D incompressible flow on a periodic square from the definition
+    ``w0`` (the initial vorticity) and the parameter ``nu``."""
+    axes = problem.axis_list
+    if len(axes) != 3 or not axes[0].time or not all(a.periodic for a in axes[1:]):
+        raise ValueError("needs axes (t, x, y): t the time axis, x and y periodic")
+    x_ax, y_ax = axes[1], axes[2]
+    length = x_ax.hi - x_ax.lo
+    if not (np.isclose(length, y_ax.hi - y_ax.lo) and np.isclose(x_ax.lo, y_ax.lo)):
+        raise ValueError("needs a square x-y domain")
+    if "nu" not in problem.parameter_values or "w0" not in problem.ctx.definitions:
+        raise ValueError("needs the parameter nu and a definition w0 (the initial vorticity)")
+    params = {problem.ctx.parameters[p]: v for p, v in problem.parameter_values.items()}
+    w0_expr = problem.ctx.definitions["w0"].xreplace(params)
+    m = VORTICITY_POINTS
+    xs = x_ax.lo + length * np.arange(m) / m
+    syms = problem.ctx.axes
+    w0 = np.broadcast_to(evaluate(w0_expr, {syms[x_ax.name]: xs[:, None], syms[y_ax.name]: xs[None, :],
+                                            syms[axes[0].name]: np.zeros((1, 1))}), (m, m)).astype(np.float64)
+    nu = problem.parameter_values["nu"]
+    times = np.asarray(test_axes[0], dtype=np.float64)
+
+    def solve() -> np.ndarray:
+        lin, nonlinear = vorticity(nu)
+        k = np.stack(np.meshgrid(wavenumbers(m, length), wavenumbers(m, length), indexing="ij"))
+        w = etdrk4(w0, length, lin(k), nonlinear, list(times), 5e-3)
+        u, v = zip(*(velocity(np.fft.fftn(wi), k) for wi in w))
+        return np.stack([w, np.stack(u), np.stack(v)])
+
+    sol = cached("vorticity2d", (_digest(w0), nu, m, times.tolist()), solve)[part]
+    along_y = fourier_interpolate(sol, y_ax.lo, length, np.asarray(test_axes[2]))  # (T, m, n_y)
+    return fourier_interpolate(along_y.swapaxes(1, 2), x_ax.lo, length, np.asarray(test_axes[1])).swapaxes(1, 2)
+
+
+for _part, _name, _what in ((0, "vorticity2d", "w"), (1, "vorticity2d_u", "u"), (2, "vorticity2d_v", "v")):
+    register(_name, f"{_what} of 2-D incompressible flow on a periodic square (t, x, y): w_t + u.grad w = nu lap w, "
+                    "w = v_x - u_y; parameter 'nu', definition 'w0' (the initial vorticity); Fourier "
+                    f"pseudo-spectral ({VORTICITY_POINTS}^2, 2/3 dealiased) with ETDRK4 (dt 5e-3)")(
+        lambda problem, test_axes, evaluate, _p=_part: _vorticity2d(problem, test_axes, evaluate, _p))

@@ -251,7 +251,37 @@ def beltrami() -> seppinn.Problem:
     return pb
 
 
+def cavity() -> seppinn.Problem:
+    p = seppinn.Problem("cavity2d", axes={"x": (0.0, 1.0), "y": (0.0, 1.0)}, fields=["u", "v", "p"],
+                        parameters={"Re": 100})
+    for f, axis in (("u", "x"), ("v", "y")):
+        p.add_equation(f"u*diff({f}, x) + v*diff({f}, y) + diff(p, {axis}) - lap({f})/Re", name=f"momentum_{axis}")
+    p.add_equation("diff(u, x) + diff(v, y)", name="continuity")
+    p.add_condition(on="y = max", expr="u", value=1, name="lid")
+    p.add_condition(on=["x = min", "x = max", "y = min"], expr="u", value=0, name="walls_u")
+    p.add_condition(on="boundary", expr="v", value=0, name="walls_v")
+    return p
+
+
+def navier_stokes2d() -> seppinn.Problem:
+    box = seppinn.Axis("x", 0.0, 2 * np.pi, periodic=True)
+    p = seppinn.Problem("navier_stokes2d", axes={"t": seppinn.TimeAxis(0.0, 1.0), "x": box,
+                                                 "y": seppinn.Axis("y", 0.0, 2 * np.pi, periodic=True)},
+                        fields=["u", "v", "w"], parameters={"nu": 0.01},
+                        definitions={"u0": "sin(x)*cos(y) - sin(2*x + y)/2", "v0": "-cos(x)*sin(y) + sin(2*x + y)",
+                                     "w0": "2*sin(x)*sin(y) + 5*cos(2*x + y)/2"})
+    p.add_equation("diff(w, t) + u*diff(w, x) + v*diff(w, y) - nu*(diff(w, x, 2) + diff(w, y, 2))", name="vorticity")
+    p.add_equation("w - (diff(v, x) - diff(u, y))", name="curl")
+    p.add_equation("diff(u, x) + diff(v, y)", name="continuity")
+    for f in "uvw":
+        p.add_condition(on="t = min", expr=f, value=f"{f}0", name=f"initial_{f}", enforce="hard")
+    p.set_reference(u={"solver": "vorticity2d_u"}, v={"solver": "vorticity2d_v"}, w={"solver": "vorticity2d"})
+    return p
+
+
 TWINS: dict[str, Callable[[], seppinn.Problem]] = {
+    "navier_stokes2d": navier_stokes2d,
+    "cavity2d": cavity,
     "burgers1d": burgers,
     "allen_cahn1d": lambda: periodic_1d("allen_cahn1d", {"eps": 1e-4, "a": 5.0},
                                         "diff(u, t) - eps*diff(u, x, 2) + a*u**3 - a*u", "x**2*cos(pi*x)"),
