@@ -65,28 +65,33 @@ def _trainer(case: dict[str, Any], world: World, snapshot: dict[str, Any] | None
             "sizes": sizes, "snapshot": state.last_good}
 
 
-def _rank_main(rank: int, size: int, port: int, case: dict[str, Any], out: str,
+def _rank_main(rank: int, size: int, port: int, cases: list[dict[str, Any]], out: str,
                snapshot_file: str | None) -> None:
     world = _join(rank, size, port)
     try:
         snapshot = torch.load(snapshot_file, weights_only=False) if snapshot_file else None  # our own test file
-        report = _trainer(case, world, snapshot)
-        report["rank"] = rank
-        torch.save(report, f"{out}.{rank}")
+        torch.save([_trainer(case, world, snapshot) for case in cases], f"{out}.{rank}")
     finally:
         distributed.stop()
 
 
-def _spawn(case: dict[str, Any], tmp_path: Path, size: int = 2, snapshot: dict[str, Any] | None = None
-           ) -> list[dict[str, Any]]:
+def _spawn_all(cases: list[dict[str, Any]], tmp_path: Path, size: int = 2,
+               snapshot: dict[str, Any] | None = None) -> list[list[dict[str, Any]]]:
+    """Per case, every rank's report: all cases in one launch of ``size`` ranks."""
     out = str(tmp_path / f"report{size}")
     snap_file = None
     if snapshot is not None:
         snap_file = str(tmp_path / "snapshot.pt")
         torch.save(snapshot, snap_file)
-    mp.start_processes(_rank_main, args=(size, _free_port(), case, out, snap_file), nprocs=size,
+    mp.start_processes(_rank_main, args=(size, _free_port(), cases, out, snap_file), nprocs=size,
                        start_method="spawn", join=True)
-    return [torch.load(f"{out}.{r}", weights_only=False) for r in range(size)]
+    per_rank = [torch.load(f"{out}.{r}", weights_only=False) for r in range(size)]
+    return [list(reports) for reports in zip(*per_rank)]
+
+
+def _spawn(case: dict[str, Any], tmp_path: Path, size: int = 2, snapshot: dict[str, Any] | None = None
+           ) -> list[dict[str, Any]]:
+    return _spawn_all([case], tmp_path, size, snapshot)[0]
 
 
 def _close(a: dict[str, Any], b: dict[str, Any]) -> None:
@@ -122,13 +127,15 @@ CASES = {
 }
 
 
-@pytest.mark.parametrize("name", list(CASES))
-def test_two_ranks_equal_one(name: str, tmp_path: Path) -> None:
-    case = CASES[name]
-    one = _trainer(case, World())
-    reports = _spawn(case, tmp_path)
-    _close(reports[0], one)
-    _close(reports[1], one)
+def test_two_ranks_equal_one(tmp_path: Path) -> None:
+    """Every case of ``CASES`` in one launch of 2 ranks (each launch costs seconds of start-up)."""
+    for name, reports in zip(CASES, _spawn_all(list(CASES.values()), tmp_path)):
+        one = _trainer(CASES[name], World())
+        for r in reports:
+            try:
+                _close(r, one)
+            except AssertionError as exc:
+                raise AssertionError(f"case {name}: {exc}") from None
 
 
 def test_each_rank_contracts_only_its_slab(tmp_path: Path) -> None:
