@@ -57,9 +57,12 @@ def _trainer(case: dict[str, Any], world: World, snapshot: dict[str, Any] | None
             tr.stop_requested = True
 
     state = tr.train(resume=snapshot, on_eval=on_eval)
+    if case.get("predict"):
+        return {"prediction": tr.evaluator.predict_split(tr.evaluator.test_axes)["u"]}
     sizes = {f"{ti}.{pi}": p.sizes for ti, parts in enumerate(tr.losses.parts) for pi, p in enumerate(parts)}
     return {"iteration": state.iteration, "interrupted": state.interrupted,
             "totals": [ev.losses["total"] for ev in state.history],
+            "metrics": [m["rel_l2"] for ev in state.history for m in ev.metrics.values()],
             "params": torch.cat([p.detach().reshape(-1) for p in tr.model.parameters()]),
             "points": {str(k): v for k, v in tr.points.points.items() if k[0] == "train"},
             "sizes": sizes, "snapshot": state.last_good}
@@ -97,6 +100,7 @@ def _spawn(case: dict[str, Any], tmp_path: Path, size: int = 2, snapshot: dict[s
 def _close(a: dict[str, Any], b: dict[str, Any]) -> None:
     assert a["iteration"] == b["iteration"]
     np.testing.assert_allclose(a["totals"], b["totals"], rtol=1e-10, atol=0)
+    np.testing.assert_allclose(a["metrics"], b["metrics"], rtol=1e-10, atol=0)  # the split test grid
     scale = float(b["params"].abs().max())
     assert float((a["params"] - b["params"]).abs().max()) <= 1e-10 * scale
 
@@ -149,6 +153,17 @@ def test_each_rank_contracts_only_its_slab(tmp_path: Path) -> None:
     # a face of x (the walls' first part) is split along y instead
     walls = [r["sizes"]["1.0"] for r in reports]
     assert walls == [[1, 3, 5], [1, 3, 5]] or walls == [[2, 3, 5], [2, 3, 5]]
+
+
+def test_the_metrics_split_the_test_grid(tmp_path: Path) -> None:
+    """Each rank predicts its rows of the test grid (an uneven split of 7), gathered whole: the
+    prediction equals one process' exactly."""
+    case = {"problem": "helmholtz3d_data.toml", "overrides": {"train.points": 6, "train.test_points": 7,
+                                                              "train.iterations": 0}}
+    out = _spawn_all([{**case, "predict": True}], tmp_path)[0]
+    one = _trainer({**case, "predict": True}, World())
+    for r in out:
+        assert torch.equal(r["prediction"], one["prediction"]) and r["prediction"].shape == (7, 7, 7, 1)
 
 
 def test_random_resampling_gives_identical_points(tmp_path: Path) -> None:

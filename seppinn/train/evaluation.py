@@ -24,6 +24,7 @@ from ..model.separable import SeparableModel
 from ..reference_solvers import REFERENCE_SOLVERS
 from .gridfree import squared_error, sum_of_squares
 from .metrics import MetricSpec, field_metrics, worst_parameter
+from .distributed import World
 from .points import PointSets
 
 
@@ -34,8 +35,9 @@ def squeeze_components(a: np.ndarray, components: int) -> np.ndarray:
 
 class Evaluator:
     def __init__(self, compiled: CompiledProblem, plan: Plan, model: SeparableModel, points: PointSets,
-                 ref_arrays: Mapping[str, np.ndarray]) -> None:
+                 ref_arrays: Mapping[str, np.ndarray], world: World = World()) -> None:
         self.c, self.model, self.points, self.device = compiled, model, points, points.device
+        self.world = world  # distributed: each rank predicts a slab of the test grid for the metrics
         self.test_axes = [np.linspace(lo, hi, n) for (lo, hi), n in zip(compiled.ranges, plan.test_sizes)]
         points.set_test(self.test_axes)
         # separable expression references with a CP model: metrics from Gram products, and the
@@ -123,6 +125,16 @@ class Evaluator:
                 out[f] = out[f] + torch.as_tensor(lower(g)(env), dtype=torch.float64, device=self.device)
         return self._positive(out)
 
+    def predict_split(self, axes_points: Sequence[Any]) -> dict[str, torch.Tensor]:
+        """``predict``, each rank contracting its slab of the first axis' points, then gathered (the
+        whole prediction on every rank). One process: ``predict``."""
+        if not self.world.active:
+            return self.predict(axes_points)
+        n = len(axes_points[0])
+        lo, hi = self.world.slab(n)
+        mine = self.predict([np.asarray(axes_points[0])[lo:hi], *axes_points[1:]])
+        return {f: self.world.gather(v, 0, n) for f, v in mine.items()}
+
     def _positive(self, out: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """Positive fields are softplus of their models' values."""
         for f in self.c.positive:
@@ -159,7 +171,7 @@ class Evaluator:
     @torch.no_grad()
     def metrics(self) -> dict[str, dict[str, float]]:
         """Per field with a reference: rel_l2, mse (and psnr, iou, held-out variants) on the test grid."""
-        pred = self.predict(self.test_axes) if self.reference else {}
+        pred = self.predict_split(self.test_axes) if self.reference else {}
         out = {f: field_metrics(pred[f], ref, self.metric_specs[f]) for f, ref in self.reference.items()}
         params = [d for d, a in enumerate(self.c.problem.axis_list) if a.parameter]
         if params:  # the family's worst member (metric_mode keeps such fields on the grid)

@@ -79,7 +79,7 @@ class Trainer:
         rank = config.model.rank if isinstance(config.model.rank, int) else 0  # the CP paths need a CP model
         self.losses = Losses(compiled, self.plan, self.model, self.points, rank, self.preconditioners, world,
                              shard_axis(compiled, config))
-        self.evaluator = Evaluator(compiled, self.plan, self.model, self.points, ref_arrays or {})
+        self.evaluator = Evaluator(compiled, self.plan, self.model, self.points, ref_arrays or {}, world)
         t = config.train
         self.balancer = Balancer(t.balance, [term.weight for term in compiled.terms], t.balance_every,
                                  t.balance_momentum, self.device)
