@@ -52,11 +52,10 @@ Columns = Sequence[torch.Tensor | None] | None
 Rows = tuple[int, int, int] | None
 
 
-def _slab(factors: Sequence[torch.Tensor], weights: Sequence[torch.Tensor | None], rows: Rows
+def _slab(g64: Sequence[torch.Tensor], weights: Sequence[torch.Tensor | None], rows: Rows
           ) -> tuple[list[torch.Tensor], list[torch.Tensor | None]]:
-    """The float64 factors and the weights with only ``rows`` on their axis."""
-    g64 = [g.to(torch.float64) for g in factors]
-    ws = list(weights)
+    """The (float64) factors and the weights with only ``rows`` on their axis."""
+    g64, ws = list(g64), list(weights)
     if rows is not None:
         d, lo, hi = rows
         g64[d] = g64[d][lo:hi]
@@ -71,7 +70,7 @@ def sum_of_squares(factors: Sequence[torch.Tensor], weights: Sequence[torch.Tens
     ``columns``: per axis None, or the (rho,) index of r's factor columns among ``factors[d]``'s
     (n_d, m, C) distinct ones (repeated blocks enter the Gram products once: O(n m^2), not O(n rho^2))."""
     cols = list(columns) if columns is not None else [None] * len(factors)
-    g64, weights = _slab(factors, weights, rows)
+    g64, weights = _slab([g.to(torch.float64) for g in factors], weights, rows)
     return _hadamard_sum([_expand(_gram(g, g, w), c, c) for g, w, c in zip(g64, weights, cols)])
 
 
@@ -81,7 +80,7 @@ def row_sums(factors: Sequence[torch.Tensor], weights: Sequence[torch.Tensor | N
     axes, then one quadratic form per row of G_axis, O(n_axis rho^2) (causal training's time slices).
     With ``rows`` on ``axis``: those rows' sums only."""
     cols = list(columns) if columns is not None else [None] * len(factors)
-    g64, weights = _slab(factors, weights, rows)
+    g64, weights = _slab([g.to(torch.float64) for g in factors], weights, rows)
     idx = cols[axis]
     G = g64[axis] if idx is None else g64[axis].index_select(1, idx)  # (n, rho, C)
     others = [_expand(_gram(g, g, w), c, c) for e, (g, w, c) in enumerate(zip(g64, weights, cols)) if e != axis]
@@ -100,8 +99,9 @@ def preconditioned_sum(factors: Sequence[torch.Tensor], weights: Sequence[torch.
     (the grid path's surrogate, ``train.loss``), float64 scalar. ``columns``, ``rows``: as ``sum_of_squares``
     (S_d of the rows' axis acts on every row of its factor, then the rows are taken)."""
     cols = list(columns) if columns is not None else [None] * len(factors)
-    every = [g.to(torch.float64).detach() for g in factors]
-    g64, weights = _slab(factors, weights, rows)
+    full = [g.to(torch.float64) for g in factors]
+    every = [g.detach() for g in full]  # S_d of the rows' axis acts on all its rows
+    g64, weights = _slab(full, weights, rows)
     grams, corrs = [], {}
     for d, (g, h, w, idx) in enumerate(zip(g64, every, weights, cols)):
         S = precond.get(d)

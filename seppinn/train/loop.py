@@ -72,6 +72,7 @@ class Trainer:
         self.device = device or pick_device(config.train.device)
         self.dtype = DTYPES[config.train.dtype]
         self.model = make_model(compiled, config, self.device)
+        self.params = list(self.model.parameters())  # fixed tensors: load_state_dict copies into them
         self.points = PointSets(compiled, config, self.device, self.dtype)
         pc = config.precondition
         self.preconditioners = Preconditioners(compiled, self.plan, self.model, self.points, pc.modulation,
@@ -133,9 +134,9 @@ class Trainer:
             with torch.no_grad():
                 self.balancer.set_from_norms(term_traces(self.losses, torch.Generator().manual_seed(seed)))
             self.balancer.apply(stacked).backward()  # type: ignore[no-untyped-call]
-            self.world.reduce_gradients(list(self.model.parameters()))
+            self.world.reduce_gradients(self.params)
             return
-        params = list(self.model.parameters())
+        params = self.params
         T = len(self.c.terms)
         grads = []
         for i in range(T):
@@ -274,7 +275,7 @@ class Trainer:
             opts.lbfgs.zero_grad(set_to_none=True)
             loss = self.balancer.apply(torch.stack(list(self.losses().values())))
             loss.backward()  # type: ignore[no-untyped-call]
-            self.world.reduce_gradients(list(self.model.parameters()))
+            self.world.reduce_gradients(self.params)
             return self.world.all_reduce(loss.detach())  # type: ignore[no-any-return]
 
         tick = time.perf_counter()
@@ -326,7 +327,7 @@ class Trainer:
                     self.balance(stacked, progress, it)
                 else:
                     self.balancer.apply(stacked).backward()  # type: ignore[no-untyped-call]
-                    self.world.reduce_gradients(list(self.model.parameters()))
+                    self.world.reduce_gradients(self.params)
                 opts.adam.step()
                 opts.schedule.step()
                 if first_compiled:  # compiling happens in this step: say so, with its time
