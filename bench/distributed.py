@@ -10,6 +10,11 @@ trains ``--iterations`` Adam steps after 3 warm-up steps; the step time is the t
 (evaluations excluded) per step, the collective time is measured around every all-reduce and
 all-gather (the device synchronised before and after, so on a GPU it includes the wait for the step).
 On CPU each rank runs one thread: on a 2-core machine 2 ranks use both cores, 1 rank one of them.
+
+With SepPGD (``--solver seppgd``) it also times the two ways of giving every rank the factors S_d:
+each rank rebuilding them from its identical replicated factors (what seppinn does), against rank 0
+rebuilding and broadcasting them (the rebuild plus the broadcast of every V_d, coefficient and
+eigenvalue tensor, timed here as one ``dist.broadcast`` per tensor).
 """
 
 from __future__ import annotations
@@ -47,6 +52,14 @@ def _timed(fn: Any, spent: list[float]) -> Any:
     return wrapper
 
 
+def _seconds(fn: Any) -> float:
+    _sync()
+    t0 = time.perf_counter()
+    fn()
+    _sync()
+    return time.perf_counter() - t0
+
+
 def rank_main(rank: int, size: int, port: int, args: argparse.Namespace, out: str) -> None:
     os.environ.update(RANK=str(rank), WORLD_SIZE=str(size), LOCAL_RANK=str(rank), MASTER_ADDR="127.0.0.1",
                       MASTER_PORT=str(port))
@@ -70,9 +83,16 @@ def rank_main(rank: int, size: int, port: int, args: argparse.Namespace, out: st
         state = tr.train()
         reports.append((state.seconds, spent[0], prep.config.train.iterations))
     (s0, c0, n0), (s1, c1, n1) = reports
+    rebuild_ms = broadcast_ms = None
+    if tr.preconditioners.factors:
+        rebuild_ms = 1e3 * min(_seconds(tr.preconditioners.rebuild) for _ in range(5))
+        tensors = [x for fs in tr.preconditioners.state().values() for ts in fs.values() for x in ts]
+        if size > 1:
+            broadcast_ms = 1e3 * min(_seconds(lambda: [dist.broadcast(x, 0) for x in tensors]) for _ in range(5))
     if rank == 0:
         Path(out).write_text(json.dumps({"ms": 1e3 * (s1 - s0) / (n1 - n0), "comm_ms": 1e3 * (c1 - c0) / (n1 - n0),
-                                         "device": str(prep.device)}))
+                                         "device": str(prep.device), "rebuild_ms": rebuild_ms,
+                                         "broadcast_ms": broadcast_ms}))
     distributed.stop()
 
 
@@ -100,6 +120,9 @@ def main() -> None:
         base = base or r["ms"]
         print(f"{n:>9} {r['ms']:>9.2f} {r['comm_ms']:>15.2f} {r['comm_ms'] / r['ms']:>6.1%} {base / r['ms']:>8.2f}"
               f"   ({r['device']})")
+        if r["broadcast_ms"] is not None:
+            print(f"{'':>9} SepPGD factors: rebuilt on every rank {r['rebuild_ms']:.2f} ms; rank 0 rebuilding and "
+                  f"broadcasting {r['rebuild_ms'] + r['broadcast_ms']:.2f} ms (broadcast {r['broadcast_ms']:.2f} ms)")
     sys.stdout.flush()
 
 

@@ -62,8 +62,8 @@ def _trainer(case: dict[str, Any], world: World, snapshot: dict[str, Any] | None
             tr.stop_requested = True
 
     state = tr.train(resume=snapshot, on_eval=on_eval)
-    if case.get("predict"):
-        return {"prediction": tr.evaluator.predict_split(tr.evaluator.test_axes)["u"]}
+    if case.get("evaluate"):
+        return {"metrics": tr.evaluator.metrics(), "rows": {f: r.shape[0] for f, r in tr.evaluator.reference.items()}}
     sizes = {f"{ti}.{pi}": p.sizes for ti, parts in enumerate(tr.losses.parts) for pi, p in enumerate(parts)}
     return {"iteration": state.iteration, "interrupted": state.interrupted,
             "totals": [ev.losses["total"] for ev in state.history],
@@ -161,14 +161,29 @@ def test_each_rank_contracts_only_its_slab(tmp_path: Path) -> None:
 
 
 def test_the_metrics_split_the_test_grid(tmp_path: Path) -> None:
-    """Each rank predicts its rows of the test grid (an uneven split of 7), gathered whole: the
-    prediction equals one process' exactly."""
-    case = {"problem": "helmholtz3d_data.toml", "overrides": {"train.points": 6, "train.test_points": 7,
-                                                              "train.iterations": 0}}
-    out = _spawn_all([{**case, "predict": True}], tmp_path)[0]
-    one = _trainer({**case, "predict": True}, World())
-    for r in out:
-        assert torch.equal(r["prediction"], one["prediction"]) and r["prediction"].shape == (7, 7, 7, 1)
+    """Each rank evaluates its rows of the first test axis, and one all-reduce adds the sums: the
+    metrics equal one process' (held-out pixels and psnr; the worst member of a parameter axis, cut
+    along it when it comes first). Rank 0 keeps whole references for the outputs, rank 1 its rows."""
+    k_first = tmp_path / "k_first.toml"
+    text = (ROOT / "problems/parametric_helmholtz2d.toml").read_text()
+    k_line = "k = { range = [1.0, 3.0], parameter = true }\n"
+    k_first.write_text(text.replace(k_line, "").replace("[axes]\n", "[axes]\n" + k_line))
+    cases = [{"problem": "inpainting.toml", "overrides": {"train.iterations": 3, "train.eval_every": 3}},
+             {"problem": "parametric_helmholtz2d.toml", "overrides": {"train.test_points": 7}},
+             {"problem": str(k_first), "overrides": {"train.test_points": 7}}]
+    cases = [{**c, "evaluate": True} for c in cases]
+    expected = [{"rgb": {"psnr", "rel_l2_heldout", "psnr_heldout"}}, {"u": {"rel_l2_worst", "worst_k"}},
+                {"u": {"rel_l2_worst", "worst_k"}}]
+    rows = [[256, 128], [7, 4], [7, 4]]  # rank 0 whole, rank 1 rows 3:7 (or 128:256)
+    for case, reports, keys, n in zip(cases, _spawn_all(cases, tmp_path), expected, rows):
+        one = _trainer(case, World())
+        assert [list(r["rows"].values()) for r in reports] == [[n[0]], [n[1]]]
+        for f, m in one["metrics"].items():
+            assert keys[f] <= m.keys()
+            for r in reports:
+                assert r["metrics"][f].keys() == m.keys()
+                for key, v in m.items():
+                    assert r["metrics"][f][key] == pytest.approx(v, rel=1e-12, abs=0), (case["problem"], key)
 
 
 def test_random_resampling_gives_identical_points(tmp_path: Path) -> None:

@@ -16,7 +16,7 @@ import seppinn
 from seppinn import sample_data
 from seppinn.cli import main
 from seppinn.io.data_sources import load_array, load_points
-from seppinn.train.metrics import MetricSpec, field_metrics, iou, psnr
+from seppinn.train.metrics import MetricSpec, field_metrics, psnr
 
 from .conftest import ROOT, write
 from .test_seppgd import flat_grad, jacobian, small_overrides, trainer_for
@@ -82,8 +82,9 @@ def test_psnr_and_iou_hand_values():
     assert psnr(0.0) == math.inf
     pred = torch.tensor([0.9, 0.6, 0.2, 0.7, 0.1])
     ref = torch.tensor([1.0, 0.0, 1.0, 1.0, 0.0])
-    assert iou(pred, ref) == pytest.approx(2 / 4)  # {0, 1, 3} vs {0, 2, 3}: 2 shared of 4
-    assert iou(torch.zeros(3), torch.zeros(3)) == 1.0
+    occupancy = MetricSpec(iou=True)
+    assert field_metrics(pred, ref, occupancy)["iou"] == pytest.approx(2 / 4)  # {0, 1, 3} vs {0, 2, 3}: 2 of 4
+    assert field_metrics(torch.zeros(3), torch.zeros(3), occupancy)["iou"] == 1.0
     pred = torch.tensor([[0.5], [1.2], [0.0], [0.25]], dtype=torch.float64)
     ref = torch.tensor([[0.5], [1.0], [0.5], [0.0]], dtype=torch.float64)
     held = torch.tensor([[False], [True], [True], [False]])

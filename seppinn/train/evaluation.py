@@ -23,7 +23,7 @@ from ..errors import ProblemError
 from ..model.separable import SeparableModel
 from ..reference_solvers import REFERENCE_SOLVERS
 from .gridfree import squared_error, sum_of_squares
-from .metrics import MetricSpec, field_metrics, worst_parameter
+from .metrics import MetricSpec, member_sums, metric_sums, metrics_from_sums, worst_member
 from .distributed import World
 from .points import PointSets
 
@@ -37,17 +37,29 @@ class Evaluator:
     def __init__(self, compiled: CompiledProblem, plan: Plan, model: SeparableModel, points: PointSets,
                  ref_arrays: Mapping[str, np.ndarray], world: World = World()) -> None:
         self.c, self.model, self.points, self.device = compiled, model, points, points.device
-        self.world = world  # distributed: each rank predicts a slab of the test grid for the metrics
         self.test_axes = [np.linspace(lo, hi, n) for (lo, hi), n in zip(compiled.ranges, plan.test_sizes)]
         points.set_test(self.test_axes)
+        # distributed: each rank evaluates the metrics on its rows [lo, hi) of the first test axis
+        # and the sums are all-reduced; rank 0 (which writes the outputs) keeps whole references,
+        # the other ranks their rows only
+        self.world = world
+        n0 = len(self.test_axes[0])
+        self.rows = world.slab(n0) if world.active else (0, n0)
+        lo, hi = self.rows
+        own = [self.test_axes[0][lo:hi], *self.test_axes[1:]]
         # separable expression references with a CP model: metrics from Gram products, and the
         # reference on the grid only when the outputs ask for it (``test_solution``)
         self.gridfree_metrics: dict[str, tuple[list[torch.Tensor], torch.Tensor]] = {
             f: self._target_factors(f) for f, mode in plan.metric_modes.items() if mode == "grid_free"}
-        self.reference: dict[str, torch.Tensor] = {f: torch.as_tensor(a, device=self.device) for f, a in ref_arrays.items()}
-        self.reference.update(self.reference_on(self.test_axes, skip=self.gridfree_metrics))
-        self.metric_specs = {f: self._metric_spec(f, ref) for f, ref in self.reference.items()}
-        self.metric_specs.update({f: MetricSpec() for f in self.gridfree_metrics})
+        files = {f: torch.as_tensor(a, device=self.device) for f, a in ref_arrays.items()}
+        self.metric_specs = {f: self._metric_spec(f, files.get(f)) for f in compiled.problem.reference}
+        whole = world.writes
+        self.reference: dict[str, torch.Tensor] = {f: a if whole else a[lo:hi] for f, a in files.items()}
+        self.reference.update(self.reference_on(self.test_axes if whole else own, skip=self.gridfree_metrics))
+        self._rows_ref = {f: r[lo:hi] if whole else r for f, r in self.reference.items()}  # views
+        self._rows_spec = {f: MetricSpec(s.psnr, s.iou, None if s.heldout is None else
+                                         s.heldout[lo:hi] if s.heldout.shape[0] == n0 else s.heldout)
+                           for f, s in self.metric_specs.items()}
 
     def check_finite(self) -> None:
         """Refuse, before any training, references that are NaN or infinite at test-grid points."""
@@ -100,16 +112,19 @@ class Evaluator:
                 out[f] = torch.broadcast_to(torch.as_tensor(v, dtype=torch.float64, device=self.device), shape)
         return out
 
-    def _metric_spec(self, f: str, ref: torch.Tensor) -> MetricSpec:
+    def _metric_spec(self, f: str, file: torch.Tensor | None) -> MetricSpec:
         """psnr for image fields, iou for occupancy (a 0/1 reference file), held-out points of keep-data."""
+        if f in self.gridfree_metrics:
+            return MetricSpec()
         problem = self.c.problem
         sources = [s for s in (problem.data.get(f), problem.reference.get(f)) if s is not None]
         spec = MetricSpec(psnr=any(s.kind == "image" for s in sources),
-                          iou=problem.reference[f].kind == "file" and bool(((ref == 0) | (ref == 1)).all()))
+                          iou=file is not None and problem.reference[f].kind == "file" and bool(((file == 0) | (file == 1)).all()))
+        shape = [len(x) for x in self.test_axes]
         for t in self.c.terms:
             part = t.parts[0]
             if t.kind == "data" and part.mask is not None and part.residual.derivs[0][0] == f \
-                    and list(part.mask.shape[:-1]) == list(ref.shape[:-1]):
+                    and list(part.mask.shape[:-1]) == shape:
                 spec.heldout = ~torch.as_tensor(part.mask, device=self.device)
         return spec
 
@@ -124,16 +139,6 @@ class Evaluator:
             for f, g in self.c.lifts.items():
                 out[f] = out[f] + torch.as_tensor(lower(g)(env), dtype=torch.float64, device=self.device)
         return self._positive(out)
-
-    def predict_split(self, axes_points: Sequence[Any]) -> dict[str, torch.Tensor]:
-        """``predict``, each rank contracting its slab of the first axis' points, then gathered (the
-        whole prediction on every rank). One process: ``predict``."""
-        if not self.world.active:
-            return self.predict(axes_points)
-        n = len(axes_points[0])
-        lo, hi = self.world.slab(n)
-        mine = self.predict([np.asarray(axes_points[0])[lo:hi], *axes_points[1:]])
-        return {f: self.world.gather(v, 0, n) for f, v in mine.items()}
 
     def _positive(self, out: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """Positive fields are softplus of their models' values."""
@@ -170,14 +175,27 @@ class Evaluator:
 
     @torch.no_grad()
     def metrics(self) -> dict[str, dict[str, float]]:
-        """Per field with a reference: rel_l2, mse (and psnr, iou, held-out variants) on the test grid."""
-        pred = self.predict_split(self.test_axes) if self.reference else {}
-        out = {f: field_metrics(pred[f], ref, self.metric_specs[f]) for f, ref in self.reference.items()}
+        """Per field with a reference: rel_l2, mse (and psnr, iou, held-out variants) on the test grid.
+        Distributed: each rank predicts its rows, and one all-reduce adds the sums (``metric_sums``)."""
+        lo, hi = self.rows
+        pred = self.predict([self.test_axes[0][lo:hi], *self.test_axes[1:]]) if self.reference else {}
+        sums = {f: metric_sums(pred[f], ref, self._rows_spec[f]) for f, ref in self._rows_ref.items()}
         params = [d for d, a in enumerate(self.c.problem.axis_list) if a.parameter]
         if params:  # the family's worst member (metric_mode keeps such fields on the grid)
+            sizes = [len(self.test_axes[d]) for d in params]
+            for f, ref in self._rows_ref.items():
+                own = member_sums(pred[f], ref, params)
+                if params[0] == 0:  # this rank's rows of the first axis among all its test points
+                    own = torch.nn.functional.pad(own, [0, 0] * (len(params) - 1) + [lo, sizes[0] - hi])
+                sums[f"{f} members"] = own.reshape(-1)
+        if sums:
+            flat = self.world.all_reduce(torch.cat(list(sums.values())))
+            sums = dict(zip(sums, flat.split([len(v) for v in sums.values()])))
+        out = {f: metrics_from_sums(sums[f], self.metric_specs[f]) for f in self._rows_ref}
+        if params:
             names, coords = [self.c.axes[d] for d in params], [self.test_axes[d] for d in params]
-            for f, ref in self.reference.items():
-                out[f].update(worst_parameter(pred[f], ref, params, names, coords))
+            for f in self._rows_ref:
+                out[f].update(worst_member(sums[f"{f} members"].reshape(2, *sizes), names, coords))
         for f, (target, ref_sq) in self.gridfree_metrics.items():
             model = self.model[f]
             factors = [j[0] for j in model.all_jets([self.points.tensor(x) for x in self.test_axes], 0)]
