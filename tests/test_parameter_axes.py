@@ -13,7 +13,7 @@ import seppinn
 from seppinn import ProblemError
 from seppinn.cli import main
 from seppinn.problem.problem_file import load_problem_text
-from seppinn.train.metrics import worst_parameter
+from seppinn.train.metrics import member_sums, worst_member
 
 from .conftest import PLAIN, ROOT, write
 
@@ -61,7 +61,7 @@ def test_worst_parameter_finds_the_worst_member():
     pred = ref.clone()
     pred[:, 2] += 0.1  # member k[2] is off by 10 %, the others exact
     pred[:, 0] += 0.01
-    out = worst_parameter(pred, ref, [1], ["k"], [np.array([1.0, 2.0, 3.0])])
+    out = worst_member(member_sums(pred, ref, [1]), ["k"], [np.array([1.0, 2.0, 3.0])])
     assert out == {"rel_l2_worst": pytest.approx(0.1), "worst_k": 3.0}
 
 

@@ -7,6 +7,7 @@ import subprocess
 import sys
 import textwrap
 from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 import pytest
@@ -220,10 +221,11 @@ def burgers() -> seppinn.Problem:
     return p
 
 
-def periodic_1d(name: str, parameters: dict[str, float], residual: str, initial: str) -> seppinn.Problem:
+def periodic_1d(name: str, parameters: dict[str, float], residual: str, initial: str,
+                train: dict[str, Any] | None = None) -> seppinn.Problem:
     p = seppinn.Problem(name, axes={"t": seppinn.TimeAxis(0.0, 1.0), "x": seppinn.Axis("x", -1.0, 1.0, periodic=True)},
                         fields=["u"], parameters=parameters,
-                        solver_table={"train": {"test_points": {"t": 101, "x": 256}}})
+                        solver_table={"train": {"test_points": {"t": 101, "x": 256}, **(train or {})}})
     p.add_equation(residual, name="pde")
     p.add_condition(on="t = min", value=initial, name="initial", enforce="hard")
     p.set_reference(u={"solver": name})
@@ -252,8 +254,9 @@ def beltrami() -> seppinn.Problem:
 
 
 def cavity() -> seppinn.Problem:
+    walls = {"lid": 10.0, "walls_u": 10.0, "walls_v": 10.0}
     p = seppinn.Problem("cavity2d", axes={"x": (0.0, 1.0), "y": (0.0, 1.0)}, fields=["u", "v", "p"],
-                        parameters={"Re": 100})
+                        parameters={"Re": 100}, solver_table={"train": {"balance": "none", "weights": walls}})
     for f, axis in (("u", "x"), ("v", "y")):
         p.add_equation(f"u*diff({f}, x) + v*diff({f}, y) + diff(p, {axis}) - lap({f})/Re", name=f"momentum_{axis}")
     p.add_equation("diff(u, x) + diff(v, y)", name="continuity")
@@ -268,6 +271,7 @@ def navier_stokes2d() -> seppinn.Problem:
     p = seppinn.Problem("navier_stokes2d", axes={"t": seppinn.TimeAxis(0.0, 1.0), "x": box,
                                                  "y": seppinn.Axis("y", 0.0, 2 * np.pi, periodic=True)},
                         fields=["u", "v", "w"], parameters={"nu": 0.01},
+                        solver_table={"train": {"points": {"t": 32, "x": 128, "y": 128}}},
                         definitions={"u0": "sin(x)*cos(y) - sin(2*x + y)/2", "v0": "-cos(x)*sin(y) + sin(2*x + y)",
                                      "w0": "2*sin(x)*sin(y) + 5*cos(2*x + y)/2"})
     p.add_equation("diff(w, t) + u*diff(w, x) + v*diff(w, y) - nu*(diff(w, x, 2) + diff(w, y, 2))", name="vorticity")
@@ -284,7 +288,9 @@ TWINS: dict[str, Callable[[], seppinn.Problem]] = {
     "cavity2d": cavity,
     "burgers1d": burgers,
     "allen_cahn1d": lambda: periodic_1d("allen_cahn1d", {"eps": 1e-4, "a": 5.0},
-                                        "diff(u, t) - eps*diff(u, x, 2) + a*u**3 - a*u", "x**2*cos(pi*x)"),
+                                        "diff(u, t) - eps*diff(u, x, 2) + a*u**3 - a*u", "x**2*cos(pi*x)",
+                                        {"points": {"t": 100, "x": 256}, "iterations": 20000,
+                                         "causal": {"chunks": 32, "tol": 1.0}}),
     "kdv1d": lambda: periodic_1d("kdv1d", {"delta": 0.022}, "diff(u, t) + u*diff(u, x) + delta**2*diff(u, x, 3)",
                                  "cos(pi*x)"),
     "beltrami4d": beltrami,

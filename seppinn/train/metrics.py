@@ -104,8 +104,3 @@ def worst_member(sums: torch.Tensor, names: Sequence[str], coords: Sequence[Any]
         out[f"worst_{name}"] = float(c[int(i)])
     return out
 
-
-def worst_parameter(pred: torch.Tensor, ref: torch.Tensor, axes: Sequence[int], names: Sequence[str],
-                    coords: Sequence[Any]) -> dict[str, float]:
-    """``worst_member`` of the whole test grid's ``member_sums``."""
-    return worst_member(member_sums(pred, ref, axes), names, coords)
