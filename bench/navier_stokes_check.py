@@ -19,6 +19,7 @@ import numpy as np
 import seppinn
 from seppinn.api import prepare
 from seppinn.compile.lowering import evaluate_numpy
+from seppinn.reference_1d import wavenumbers
 from seppinn.reference_solvers import REFERENCE_SOLVERS
 
 PROBLEM = Path(__file__).resolve().parent.parent / "problems" / "navier_stokes2d.toml"
@@ -30,7 +31,7 @@ def reference_residuals(n: int = 64) -> None:
     x = np.linspace(0.0, 2 * np.pi, n, endpoint=False)
     u, v, w = (REFERENCE_SOLVERS[name][0](problem, [t, x, x], evaluate_numpy)
                for name in ("vorticity2d_u", "vorticity2d_v", "vorticity2d"))
-    k = np.fft.fftfreq(n, 1.0 / n)
+    k = wavenumbers(n, 2 * np.pi)
 
     def d(f: np.ndarray, axis: int) -> np.ndarray:
         kk = k.reshape([-1 if a == axis else 1 for a in range(3)])

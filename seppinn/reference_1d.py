@@ -26,14 +26,21 @@ def wavenumbers(n: int, length: float) -> np.ndarray:
     return 2 * np.pi * np.fft.fftfreq(n, d=length / n)
 
 
+def wavenumber_grid(shape: Sequence[int], length: float) -> np.ndarray:
+    """The wavenumbers of a periodic grid of ``shape`` with sides ``length``: (n,) in 1-D, else
+    (D, *shape), one array per axis (numpy.fft order)."""
+    if len(shape) == 1:
+        return wavenumbers(shape[0], length)
+    return np.stack(np.meshgrid(*(wavenumbers(m, length) for m in shape), indexing="ij"))
+
+
 def etdrk4(u0: np.ndarray, length: float, lin: np.ndarray, nonlinear: Nonlinear, times: Sequence[float],
            dt: float, contour_points: int = 32) -> np.ndarray:
     """u_t = L u + N(u) on equispaced periodic points (``u0``: (n,), or (n, n) on a square, at
     times[0]); ``lin``: the symbol of L per wavenumber (numpy.fft order, u0's shape);
     ``nonlinear(u_hat, k)``: N(u)'s Fourier coefficients, k the wavenumbers ((n,), or (2, n, n):
     k_x, k_y). Steps of at most ``dt`` landing on every time. Returns (len(times), *u0.shape) real values."""
-    k = wavenumbers(len(u0), length) if u0.ndim == 1 else \
-        np.stack(np.meshgrid(*(wavenumbers(m, length) for m in u0.shape), indexing="ij"))
+    k = wavenumber_grid(u0.shape, length)
     v = np.fft.fftn(u0)
     out = [np.real(np.fft.ifftn(v))]
     cache: dict[float, tuple[np.ndarray, ...]] = {}

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from .reference_1d import (allen_cahn, burgers_cole_hopf, etdrk4, fourier_interpolate, kdv, velocity, vorticity,
-                           wavenumbers)
+                           wavenumber_grid, wavenumbers)
 
 Solver = Callable[..., np.ndarray]  # (problem, test_axes, evaluate, ...) -> the reference on the test grid
 # evaluate(expr, {axis symbol: broadcastable float64 array}) -> float64 array: the caller's lowering
@@ -231,7 +231,7 @@ def _vorticity2d(problem, test_axes: Sequence[np.ndarray], evaluate: Evaluate, p
 
     def solve() -> np.ndarray:
         lin, nonlinear = vorticity(nu)
-        k = np.stack(np.meshgrid(wavenumbers(m, length), wavenumbers(m, length), indexing="ij"))
+        k = wavenumber_grid((m, m), length)
         w = etdrk4(w0, length, lin(k), nonlinear, list(times), 5e-3)
         u, v = zip(*(velocity(np.fft.fftn(wi), k) for wi in w))
         return np.stack([w, np.stack(u), np.stack(v)])

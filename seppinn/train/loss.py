@@ -213,6 +213,7 @@ class GridFreePart(PartLoss):
     summed in the Gram product of that axis (``gridfree``: ``rows``)."""
 
     cuts = False
+
     def _factors(self, jets: Jets) -> tuple[list[torch.Tensor], Rows, int]:
         cp = self.cp[0]
         U = cp.factors(jets, self.scales, distinct_axes=range(len(self.part.grid)), learned=self.learned())
@@ -310,7 +311,7 @@ class Losses:
                 mine, per_row = torch.stack([r for r, _ in rows]).sum(0), torch.stack([c for _, c in rows]).sum(0)
                 every = None
                 if self.world.active:  # the weights need every rank's rows; the gradient only this rank's
-                    every, per_row = self.world.all_reduce(mine), self.world.all_reduce(per_row)
+                    every, per_row = self.world.all_reduce(torch.stack([mine.detach(), per_row]))
                 loss, w_min = causal_mean(mine, per_row, self.slices, self.causal.tol, every)
                 out[t.name] = t.weight * loss.to(self.points.dtype)
                 diagnostics[f"causal_min/{t.name}"] = w_min.to(self.points.dtype)
