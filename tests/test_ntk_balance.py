@@ -83,7 +83,8 @@ def dense_traces(tr):
 
 @pytest.mark.parametrize("extra", [{}, {"train.sampling": "gauss"}, {"train.face_reduction": "sum"},
                                    {"model.kind": "tt", "model.rank": 3}, {"model.body": "mlp", "model.activation": "sin"},
-                                   {"train.sampling": "random", "model.fourier_features": 4}])
+                                   {"train.sampling": "random", "model.fourier_features": 4},
+                                   {"model.weight_factorization": {"mean": 0.5, "std": 0.3}}])
 def test_ntk_traces_equal_the_dense_ntk(tmp_path, monkeypatch, extra):
     monkeypatch.setattr(ntk_trace, "SAMPLE", 10**6)  # every point: exact
     tr = trainer(tmp_path, **extra)

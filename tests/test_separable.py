@@ -95,3 +95,22 @@ def test_every_kind_derivatives_are_contractions_of_jets(kind, f64):
         uxx = torch.autograd.grad(ux.sum(), x, create_graph=True)[0]
         uxxy = torch.autograd.grad(uxx.sum(), y)[0]
         assert grid[i, j, k].item() == pytest.approx(uxxy.item(), rel=1e-10, abs=1e-12)
+
+
+def test_weight_factorisation_reparametrises_the_same_function(f64):
+    """Random weight factorisation (model.weight_factorization): W = diag(exp(s)) V with V = W / exp(s)
+    leaves the initial function and its jets unchanged; s ~ N(mean, std^2) trains with the rest."""
+    ranges = [(0.0, 1.0), (-2.0, 3.0)]
+    kw = dict(width=16, depth=4, activation="tanh", body="modified_mlp")
+    torch.manual_seed(3)
+    plain = CPModel(ranges, rank=4, components=1, scale="none", net_kwargs=kw)
+    torch.manual_seed(3)
+    rwf = CPModel(ranges, rank=4, components=1, scale="none", net_kwargs=dict(kw, weight_factorization={"mean": 1.0, "std": 0.1}))
+    x = torch.linspace(-2.0, 3.0, 9)
+    torch.testing.assert_close(rwf.factor_jets(1, x, 3), plain.factor_jets(1, x, 3), rtol=1e-12, atol=1e-12)
+    scales = [m.log_scale for m in rwf.bank.layers()]
+    assert all(s is not None for s in scales) and all(m.log_scale is None for m in plain.bank.layers())
+    s = torch.cat([v.detach().flatten() for v in scales if v is not None])
+    assert abs(float(s.mean()) - 1.0) < 0.02 and abs(float(s.std()) - 0.1) < 0.02
+    rwf([torch.rand(5), x]).square().sum().backward()
+    assert all(v is not None and v.grad is not None and float(v.grad.abs().max()) > 0 for v in scales)

@@ -63,11 +63,11 @@ def kron_sum(mats: list[torch.Tensor | None], sizes: list[int]) -> torch.Tensor:
     return total
 
 
-@pytest.mark.parametrize("body", ["mlp", "modified_mlp"])
-def test_pseudo_ntk_is_the_gram_matrix_of_per_point_gradients(body, f64):
+@pytest.mark.parametrize("body, rwf", [("mlp", None), ("modified_mlp", None), ("modified_mlp", {"mean": 0.5, "std": 0.3})])
+def test_pseudo_ntk_is_the_gram_matrix_of_per_point_gradients(body, rwf, f64):
     torch.manual_seed(0)
     model = CPModel([(0.0, 1.0), (-2.0, 3.0)], 3, 2, "sqrt_rank",
-                    dict(width=8, depth=3, activation="sin", omega0=3.0, body=body))
+                    dict(width=8, depth=3, activation="sin", omega0=3.0, body=body, weight_factorization=rwf))
     xs = [torch.rand(5), -2 + 5 * torch.rand(7)]
     Ks = model.pseudo_ntks(xs)
     params = list(model.parameters())

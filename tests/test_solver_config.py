@@ -51,6 +51,9 @@ def test_shipped_presets_resolve(name):
     ("solver.train.lr=1", "unknown table 'solver'"),
     ("train.lr.x=1", r"train.lr: expected a positive finite number, got \{'x': 1\}"),
     ("lr=1", "expected TABLE.KEY=VALUE"),
+    ("model.weight_factorization={ mean = 1, sd = 0.1 }", r"unknown key 'sd' \(did you mean 'std'\?\) \(valid: mean, std\)"),
+    ("model.weight_factorization={ std = 0 }", "expected a positive finite number, got 0"),
+    ("model.weight_factorization=1", "expected true, false or a table"),
 ])
 def test_bad_overrides(override, message):
     with pytest.raises(SolverConfigError, match=message):
@@ -83,3 +86,12 @@ def test_problem_names_its_solver_below_its_tables_and_the_command_line(tmp_path
         f"{bad}: problem.solver: no such preset or file 'quik' (did you mean 'quick'?) (presets: "
         f"{', '.join(sorted(f.stem for f in shipped_dir('solvers').glob('*.toml')))}; a file is looked up beside "
         "the problem file)")
+
+
+def test_weight_factorization_and_causal_tables_are_replaced_whole_by_a_later_layer(tmp_path):
+    solver = write(tmp_path / "s.toml", "[model]\nweight_factorization = true\n[train]\ncausal = { chunks = 4, tol = 1.0 }\n")
+    cfg = resolve(None, "p.toml", solver)
+    assert cfg.model.weight_factorization == {"mean": 1.0, "std": 0.1} and cfg.train.causal == {"chunks": 4, "tol": 1.0}
+    off = resolve(None, "p.toml", solver, ["model.weight_factorization=false", "train.causal={}"])
+    assert off.model.weight_factorization == {} and off.train.causal == {}
+    assert resolve(overrides=["model.weight_factorization={ std = 0.2 }"]).model.weight_factorization == {"mean": 1.0, "std": 0.2}

@@ -98,6 +98,20 @@ def test_lbfgs_phase_and_schedules_lower_the_loss(tmp_path):
         assert loss[-4] < 0.01 * loss[0]
 
 
+def test_lbfgs_phase_lowers_a_loss_that_is_already_small(tmp_path):
+    """torch's L-BFGS tolerances are absolute; the phase minimises the loss relative to its start, so
+    a problem whose loss is 1e-9 times smaller trains alike (unscaled it never moved)."""
+    path = write(tmp_path / "p.toml", HELMHOLTZ_SMALL)
+    runs = []
+    for factor in (1.0, 1e-9):
+        ov = dict(SMALL, **{"train.iterations": 0, "train.lbfgs_iterations": 20, "train.sampling": "grid",
+                            "train.dtype": "float64", "train.eval_every": 10, "train.compile": False,
+                            "train.weights": {"pde": factor, "walls": 100.0 * factor}})
+        runs.append(seppinn.solve(path, overrides=ov, progress=False).history["loss/total"] / factor)
+    assert runs[0][-1] < 0.1 * runs[0][0]
+    np.testing.assert_allclose(runs[1], runs[0], rtol=1e-6)
+
+
 @pytest.mark.parametrize("kind, rank", [("tucker", [6, 5]), ("tt", 6)])
 def test_tucker_and_tt_train(tmp_path, kind, rank):
     path = write(tmp_path / "p.toml", HELMHOLTZ_SMALL)

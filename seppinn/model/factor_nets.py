@@ -32,19 +32,62 @@ class Tape:
 
 
 class StackedLinear(nn.Module):
-    """D independent linear layers: weight (D, out, in), bias (D, out)."""
+    """D independent linear layers: weight (D, out, in), bias (D, out).
+
+    After ``factorize`` the weight is random-weight-factorised (Wang et al. 2023, jaxpi):
+    W = diag(exp(s)) V with V = ``weight`` and s = ``log_scale`` (D, out) both trained."""
+
+    log_scale: nn.Parameter | None
 
     def __init__(self, n: int, in_features: int, out_features: int) -> None:
         super().__init__()
         self.in_features, self.out_features = in_features, out_features
         self.weight = nn.Parameter(torch.empty(n, out_features, in_features))
         self.bias = nn.Parameter(torch.empty(n, out_features))
+        self.log_scale = None
+
+    def factorize(self, mean: float, std: float) -> None:
+        """W -> diag(exp(s)) V with s ~ N(mean, std^2) and V = W / exp(s): the same function, a new
+        parametrisation."""
+        with torch.no_grad():
+            s = torch.randn(self.bias.shape, dtype=self.weight.dtype) * std + mean
+            self.weight.div_(torch.exp(s)[..., None])
+        self.log_scale = nn.Parameter(s)
+
+    def w(self) -> torch.Tensor:
+        """The effective weight W (D, out, in)."""
+        if self.log_scale is None:
+            return self.weight
+        return self.weight * torch.exp(self.log_scale)[..., None]
+
+    def gram(self, a: torch.Tensor, delta: torch.Tensor) -> torch.Tensor:
+        """This layer's share of a factor NTK (D, n, n) from its inputs a (D, n, in) and backprop
+        signals delta (D, n, out): sum over its parameters of dz_i/dp dz_j/dp. Plain: (delta
+        delta^T) * (a a^T + 1). Factorised: V's share carries exp(2 s), s's is (delta * W a)(...)^T."""
+        if self.log_scale is None:
+            return (delta @ delta.transpose(1, 2)) * (a @ a.transpose(1, 2) + 1)
+        dv = delta * torch.exp(self.log_scale)[:, None, :]
+        ds = delta * (a @ self.w().transpose(1, 2))
+        return ((dv @ dv.transpose(1, 2)) * (a @ a.transpose(1, 2)) + ds @ ds.transpose(1, 2)
+                + delta @ delta.transpose(1, 2))
+
+    def jet_trace(self, h: torch.Tensor, delta: torch.Tensor) -> torch.Tensor:
+        """Per point, the squared gradient norm over this layer's parameters of sum_m <delta_m, z_m>
+        (z_m the layer's output jet entry m): (D, n) from inputs h (D, m+1, n, in) and signals
+        delta (D, m+1, n, out). The bias reaches the value entry only."""
+        dv = delta if self.log_scale is None else delta * torch.exp(self.log_scale)[:, None, None, :]
+        g_delta = torch.einsum("dmno,dkno->dnmk", dv, dv)
+        g_h = torch.einsum("dmni,dkni->dnmk", h, h)
+        out = (g_delta * g_h).sum((2, 3)) + (delta[:, 0] ** 2).sum(-1)
+        if self.log_scale is not None:
+            out = out + ((delta * (h @ self.w().transpose(1, 2).unsqueeze(1))).sum(1) ** 2).sum(-1)
+        return out
 
     def jet(self, h: torch.Tensor, tape: Tape | None = None) -> torch.Tensor:
         """h: (D, m+1, n, in) -> (D, m+1, n, out); the bias shifts the value entry only.
 
         ``tape`` (order-0 passes only): records the input, adds the layer's probe (see ``Tape``)."""
-        out = h @ self.weight.transpose(1, 2).unsqueeze(1)
+        out = h @ self.w().transpose(1, 2).unsqueeze(1)
         out = torch.cat([out[:, :1] + self.bias[:, None, None], out[:, 1:]], dim=1)
         if tape is not None:
             probe = tape.probes[len(tape.inputs)]
@@ -80,6 +123,7 @@ class FactorBank(nn.Module):
         fourier_scale: float = 1.0,
         periodic: Sequence[bool] | None = None,
         periodic_modes: int = 8,
+        weight_factorization: dict[str, float] | None = None,
     ) -> None:
         super().__init__()
         D = len(ranges)
@@ -125,6 +169,9 @@ class FactorBank(nn.Module):
             raise ValueError(f"unknown body {body!r}")
         self.out = StackedLinear(D, width, out_features)
         self._initialise()
+        if weight_factorization:  # random weight factorisation of every layer, s ~ N(mean, std^2)
+            for layer in self.layers():
+                layer.factorize(weight_factorization["mean"], weight_factorization["std"])
 
     def layers(self) -> list[StackedLinear]:
         """The linear layers in the order a forward pass calls them."""
@@ -161,8 +208,8 @@ class FactorBank(nn.Module):
                 deltas = list(torch.autograd.grad(s, probes))
             inputs = [a.detach() for a in inputs]
         K = torch.zeros(D, n, n, dtype=x.dtype, device=x.device)
-        for a, delta in zip(inputs, deltas):
-            K = K + (delta @ delta.transpose(1, 2)) * (a @ a.transpose(1, 2) + 1)
+        for layer, a, delta in zip(self.layers(), inputs, deltas):
+            K = K + layer.gram(a, delta)
         return K
 
     def _initialise(self) -> None:
@@ -214,7 +261,7 @@ class FactorBank(nn.Module):
         jet [w xi + b, w, 0, ...] entry by entry. (As a product with a stacked one-feature input jet,
         inductor stored the jet entries interleaved and evaluated this layer's tanh unvectorised:
         a quarter of the networks' time at 256 points per axis.)"""
-        w = layer.weight[:, None, :, 0]  # (D, 1, out)
+        w = layer.w()[:, None, :, 0]  # (D, 1, out)
         a0 = xi[..., None] * w + layer.bias[:, None, :]
         entries = [a0] + [w.expand_as(a0)] * min(order, 1) + [torch.zeros_like(a0)] * (order - 1)
         if tape is not None:

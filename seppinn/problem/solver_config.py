@@ -64,6 +64,8 @@ class ModelConfig:
     fourier_features: int = 0
     fourier_scale: float = 1.0  # std of the random Fourier frequencies (cycles per unit of xi)
     periodic_modes: int = 8  # harmonics k = 1..K of the input embedding of periodic axes
+    # random weight factorisation W = diag(exp(s)) V, s ~ N(mean, std^2) (jaxpi); {} or false: off, true: mean 1, std 0.1
+    weight_factorization: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass
@@ -212,6 +214,23 @@ def _momentum(v: Any) -> Any:
     return v
 
 
+RWF_DEFAULT = {"mean": 1.0, "std": 0.1}  # jaxpi's random weight factorisation
+
+
+def _weight_factorization(v: Any) -> Any:
+    if isinstance(v, bool):
+        return dict(RWF_DEFAULT) if v else {}
+    if not isinstance(v, dict):
+        raise ValueError("expected true, false or a table { mean = 1.0, std = 0.1 }")
+    unknown = [k for k in v if k not in RWF_DEFAULT]
+    if unknown:
+        raise ValueError(f"unknown key '{unknown[0]}'{did_you_mean(unknown[0], list(RWF_DEFAULT))} (valid: mean, std)")
+    if not v:
+        return {}
+    return {"mean": _float(positive=False)(v.get("mean", RWF_DEFAULT["mean"])),
+            "std": _float()(v.get("std", RWF_DEFAULT["std"]))}
+
+
 def _causal(v: Any) -> Any:
     if not isinstance(v, dict):
         raise ValueError("expected a table { chunks = M, tol = eps } (an empty table: off)")
@@ -254,7 +273,7 @@ CHECKS: dict[str, dict[str, Callable[[Any], Any]]] = {
         "kind": _choice(*MODEL_KINDS), "rank": _rank, "scale": _choice(*SCALES),
         "width": _int(1), "depth": _int(2), "body": _choice(*BODIES),
         "activation": _choice(*ACTIVATIONS), "omega0": _float(), "fourier_features": _int(0),
-        "fourier_scale": _float(), "periodic_modes": _int(1),
+        "fourier_scale": _float(), "periodic_modes": _int(1), "weight_factorization": _weight_factorization,
     },
     "train": {
         "optimizer": _choice(*OPTIMIZERS), "lr": _float(), "schedule": _choice(*SCHEDULES),
@@ -276,6 +295,9 @@ CHECKS: dict[str, dict[str, Callable[[Any], Any]]] = {
 }
 
 
+WHOLE_TABLES = ("causal", "weight_factorization")  # a later layer replaces these tables (an empty one: off)
+
+
 def _merge_layer(target: dict[str, dict[str, Any]], layer: Mapping[str, Any], file: str, prefix: str = "") -> None:
     """Check one layer's tables and keys, and merge its values over ``target``."""
     for table, values in layer.items():
@@ -292,7 +314,7 @@ def _merge_layer(target: dict[str, dict[str, Any]], layer: Mapping[str, Any], fi
                 value = checks[key](value)
             except ValueError as exc:
                 raise SolverConfigError(str(exc), file=file, key=f"{tkey}.{key}") from None
-            if isinstance(value, dict) and isinstance(target[table].get(key), dict):
+            if isinstance(value, dict) and isinstance(target[table].get(key), dict) and key not in WHOLE_TABLES:
                 target[table][key] = {**target[table][key], **value}
             else:
                 target[table][key] = value

@@ -47,7 +47,8 @@ def make_model(compiled: CompiledProblem, config: SolverConfig, device: torch.de
     torch.manual_seed(config.train.seed)
     net = dict(width=m.width, depth=m.depth, activation=m.activation, body=m.body, omega0=m.omega0,
                fourier_features=m.fourier_features, fourier_scale=m.fourier_scale,
-               periodic=[a.periodic for a in compiled.problem.axis_list], periodic_modes=m.periodic_modes)
+               periodic=[a.periodic for a in compiled.problem.axis_list], periodic_modes=m.periodic_modes,
+               weight_factorization=m.weight_factorization)
     learned = [ScalarSpec(p.name, p.initial, p.range, p.positive) for p in compiled.learned.values()]
     model = build_model(compiled.ranges, compiled.components, kind=m.kind, rank=m.rank, scale=m.scale,
                         net_kwargs=net, learned=learned).to(device=device, dtype=DTYPES[config.train.dtype])
@@ -187,6 +188,7 @@ class Trainer:
             "model": {k: v.detach().clone() for k, v in self.model.state_dict().items()},
             "adam": copy.deepcopy(opts.adam.state_dict()), "schedule": copy.deepcopy(opts.schedule.state_dict()),
             "lbfgs": copy.deepcopy(opts.lbfgs.state_dict()), "sampler": points["sampler"],
+            "lbfgs_scale": None if opts.lbfgs_scale is None else opts.lbfgs_scale.clone(),
             "points": points["points"], "factors": self.preconditioners.state(),
             "use_preconditioner": self.preconditioners.active, "balance": self.balancer.weights.clone(),
             "loss_min": self.loss_min.clone(),
@@ -201,6 +203,7 @@ class Trainer:
         opts.adam.load_state_dict(snap["adam"])
         opts.schedule.load_state_dict(snap["schedule"])
         opts.lbfgs.load_state_dict(snap["lbfgs"])
+        opts.lbfgs_scale = snap.get("lbfgs_scale")  # checkpoints before the scale: none yet
         self.points.load_state(snap["points"], snap["sampler"])
         self.losses.prepare()
         self.preconditioners.load_state(snap["factors"], snap["use_preconditioner"])
@@ -274,9 +277,13 @@ class Trainer:
         def closure() -> torch.Tensor:
             opts.lbfgs.zero_grad(set_to_none=True)
             loss = self.balancer.apply(torch.stack(list(self.losses().values())))
-            loss.backward()  # type: ignore[no-untyped-call]
+            if opts.lbfgs_scale is None:  # once per run (every rank alike): see Optimizers.lbfgs_scale
+                total = self.world.all_reduce(loss.detach()).to(torch.float64)
+                opts.lbfgs_scale = 1 / total.clamp_min(torch.finfo(torch.float64).tiny)
+            scale = opts.lbfgs_scale.to(loss.dtype)
+            (loss * scale).backward()  # type: ignore[no-untyped-call]
             self.world.reduce_gradients(self.params)
-            return self.world.all_reduce(loss.detach())  # type: ignore[no-any-return]
+            return self.world.all_reduce(loss.detach()) * scale  # type: ignore[no-any-return]
 
         tick = time.perf_counter()
         first = state.iteration

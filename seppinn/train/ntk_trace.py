@@ -13,8 +13,8 @@ linear layer and jet entry at once. A layer z^(m) = W h^(m) (+ b for m = 0) then
 
     |dr(x_n)/dW|^2 + |dr(x_n)/db|^2 = sum_{m,m'} (delta^(m) . delta^(m')) (h^(m) . h^(m')) + |delta^(0)|^2
 
-per point and axis: the factor pseudo-NTK's layer-wise Gram form (``FactorBank.pseudo_ntk``),
-taken along jets. No gradient of length P and no n^D grid is formed, and nothing depends on
+per point and axis (``StackedLinear.jet_trace``, which also covers factorised weights): the factor
+pseudo-NTK's layer-wise Gram form (``FactorBank.pseudo_ntk``), taken along jets. No gradient of length P and no n^D grid is formed, and nothing depends on
 whether the residual is linear. The cost is one forward pass of each field's factor networks over
 every term part's points together (one row per point and axis, where a training step has one per
 axis point) and one backward pass per residual component. Up to ``SAMPLE`` points per term part
@@ -117,16 +117,15 @@ def point_traces(samples: Sequence[PartSample]) -> list[torch.Tensor]:
             start += n
         probes = [p for t in tapes.values() for p in t.probes]
         inputs = [h.detach() for t in tapes.values() for h in t.inputs]
+        layers = [layer for f in tapes for layer in model[f].bank.layers()]
         per_point = torch.zeros(total, dtype=torch.float64, device=device)
         components = max(r.shape[1] for r in residuals)
         for c in range(components):
             out = torch.stack([r[:, c].sum() for r in residuals if r.shape[1] > c]).sum()
             deltas = torch.autograd.grad(out, probes, retain_graph=c < components - 1, allow_unused=True)
-            for h, delta in zip(inputs, deltas):
+            for layer, h, delta in zip(layers, inputs, deltas):
                 if delta is not None:
-                    g_delta = torch.einsum("dmno,dkno->dnmk", delta, delta)
-                    g_h = torch.einsum("dmni,dkni->dnmk", h, h)
-                    per_point = per_point + ((g_delta * g_h).sum((2, 3)) + g_delta[..., 0, 0]).sum(0).to(torch.float64)
+                    per_point = per_point + layer.jet_trace(h, delta).sum(0).to(torch.float64)
     return list(torch.split(per_point, sizes))
 
 

@@ -31,6 +31,11 @@ class Optimizers:
     schedule: torch.optim.lr_scheduler.LambdaLR
     lbfgs: torch.optim.LBFGS
     lrs: list[float]  # each Adam group's own learning rate, unscaled
+    # L-BFGS minimises the loss times this: 1 / the loss at the phase's first evaluation. torch's
+    # L-BFGS tolerances are absolute (|g|_max <= 1e-7 stops; g.d > -1e-9 and a line-search bracket
+    # below 1e-9 skip the step): unscaled, a loss that Adam had already made small never moved
+    # (Burgers after 20,000 Adam steps, loss 1.2e-3, bench/RESULTS.md). Relative to the phase's start they hold.
+    lbfgs_scale: torch.Tensor | None = None
 
     def scale_lr(self, scale: float, t: TrainConfig) -> None:
         """Every group's learning rate times ``scale`` (a rollback halves it), at the schedule's current point."""
