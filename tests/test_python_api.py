@@ -213,7 +213,8 @@ def parametric_helmholtz() -> seppinn.Problem:
 def burgers() -> seppinn.Problem:
     p = seppinn.Problem("burgers1d", axes={"t": seppinn.TimeAxis(0.0, 1.0), "x": (-1.0, 1.0)}, fields=["u"],
                         parameters={"nu": "0.01/pi"},
-                        solver_table={"train": {"points": {"t": 64, "x": 512}, "test_points": {"t": 101, "x": 256}}})
+                        solver_table={"train": {"points": {"t": 64, "x": 512}, "test_points": {"t": 101, "x": 256},
+                                                "iterations": 10000, "lbfgs_iterations": 20000}})
     p.add_equation("diff(u, t) + u*diff(u, x) - nu*diff(u, x, 2)", name="pde")
     p.add_condition(on=["x = min", "x = max"], value=0, name="walls")
     p.add_condition(on="t = min", value="-sin(pi*x)", name="initial", enforce="hard")
@@ -222,10 +223,11 @@ def burgers() -> seppinn.Problem:
 
 
 def periodic_1d(name: str, parameters: dict[str, float], residual: str, initial: str,
-                train: dict[str, Any] | None = None) -> seppinn.Problem:
+                train: dict[str, Any] | None = None, model: dict[str, Any] | None = None) -> seppinn.Problem:
     p = seppinn.Problem(name, axes={"t": seppinn.TimeAxis(0.0, 1.0), "x": seppinn.Axis("x", -1.0, 1.0, periodic=True)},
                         fields=["u"], parameters=parameters,
-                        solver_table={"train": {"test_points": {"t": 101, "x": 256}, **(train or {})}})
+                        solver_table={"train": {"test_points": {"t": 101, "x": 256}, **(train or {})},
+                                      **({"model": model} if model else {})})
     p.add_equation(residual, name="pde")
     p.add_condition(on="t = min", value=initial, name="initial", enforce="hard")
     p.set_reference(u={"solver": name})
@@ -290,9 +292,10 @@ TWINS: dict[str, Callable[[], seppinn.Problem]] = {
     "allen_cahn1d": lambda: periodic_1d("allen_cahn1d", {"eps": 1e-4, "a": 5.0},
                                         "diff(u, t) - eps*diff(u, x, 2) + a*u**3 - a*u", "x**2*cos(pi*x)",
                                         {"points": {"t": 100, "x": 256}, "iterations": 20000,
-                                         "causal": {"chunks": 32, "tol": 1.0}}),
+                                         "causal": {"chunks": 32, "tol": 1.0}}, {"weight_factorization": True}),
     "kdv1d": lambda: periodic_1d("kdv1d", {"delta": 0.022}, "diff(u, t) + u*diff(u, x) + delta**2*diff(u, x, 3)",
-                                 "cos(pi*x)"),
+                                 "cos(pi*x)", {"points": {"t": 100, "x": 256}, "iterations": 20000,
+                                               "causal": {"chunks": 32, "tol": 10.0}}, {"weight_factorization": True}),
     "beltrami4d": beltrami,
     "inverse_heat1d": inverse_heat,
     "inverse_poisson2d": inverse_poisson,

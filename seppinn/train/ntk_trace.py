@@ -14,10 +14,11 @@ linear layer and jet entry at once. A layer z^(m) = W h^(m) (+ b for m = 0) then
     |dr(x_n)/dW|^2 + |dr(x_n)/db|^2 = sum_{m,m'} (delta^(m) . delta^(m')) (h^(m) . h^(m')) + |delta^(0)|^2
 
 per point and axis (``StackedLinear.jet_trace``, which also covers factorised weights): the factor
-pseudo-NTK's layer-wise Gram form (``FactorBank.pseudo_ntk``), taken along jets. No gradient of length P and no n^D grid is formed, and nothing depends on
-whether the residual is linear. The cost is one forward pass of each field's factor networks over
-every term part's points together (one row per point and axis, where a training step has one per
-axis point) and one backward pass per residual component. Up to ``SAMPLE`` points per term part
+pseudo-NTK's layer-wise Gram form (``FactorBank.pseudo_ntk``), taken along jets. No gradient of
+length P and no n^D grid is formed, and nothing depends on whether the residual is linear. The
+cost is one forward pass of each field's factor networks over every term part's points together
+(one row per point and axis, where a training step has one per axis point) and one backward pass
+per residual component. Up to ``SAMPLE`` points per term part
 that is all of them (exact); beyond, a seeded uniform sample (an unbiased estimate of the mean).
 
 The value per term is its user weight times the NTK's mean diagonal, normalised as the loss is
