@@ -42,7 +42,7 @@ def run(tmp_path_factory):
     path = write(d / "box.toml", PROBLEM)
     result = seppinn.solve(path, out=d / "run", progress=False,
                            overrides={"train.iterations": 5, "train.eval_every": 5, "model.rank": 4,
-                                      "model.width": 8, "model.activation": "tanh"})
+                                      "model.width": 8, "model.activation": "tanh", "model.weight_factorization": True})
     return d / "run", result
 
 
@@ -92,6 +92,7 @@ def test_open_run_gives_the_runs_model_and_settings(run):
     out, result = run
     opened = seppinn.api.open_run(out)
     assert opened.prepared.config.model.rank == 4 and opened.stored.where == str(out / "model.pt")
+    assert sum("log_scale" in name for name in opened.model.state_dict()) == 7  # RWF: 3 encoders, 3 hidden, output
     for (name, a), b in zip(opened.model.state_dict().items(), result.model.state_dict().values()):
         assert np.array_equal(a.numpy(), b.cpu().numpy()), name
     grid = {"x": np.linspace(0, 1, 3), "y": np.linspace(-2, 1, 4), "z": np.linspace(1, 1.5, 2)}
