@@ -3,7 +3,11 @@ the lowest training loss; the worst field) against the built-in references, wall
 published anchor. The cavity has no reference field: its error is the largest deviation from Ghia
 et al.'s centre-line velocities (problems/data/ghia_re100.csv) in units of the lid speed.
 
-    python bench/hard.py [--problems burgers1d allen_cahn1d ...] [--seeds 0 1 2] [--set KEY=VALUE ...]
+    python bench/hard.py [--problems burgers1d allen_cahn1d ...] [--seeds 0 1 2] [--set KEY=VALUE ...] [--detail]
+
+``--detail`` also prints, after each run, the term losses at a dozen evaluations and, for (t, x)
+problems, u's rel L2 in each tenth of the time axis (by its first time) with the x of the largest
+errors: the figures behind RESULTS' error-by-time remarks.
 
 Each row is ``seppinn solve problems/<name>.toml`` with no flags but the seed (and ``--set``),
 one process; the table goes to stdout in Markdown (bench/RESULTS.md, README).
@@ -49,11 +53,30 @@ def worst(metrics: dict[str, dict[str, float]]) -> float:
     return max(m["rel_l2"] for k, m in metrics.items() if isinstance(m, dict) and "rel_l2" in m)
 
 
+def detail(r: seppinn.Result) -> None:
+    """The loss history (a dozen evaluations) and, for one field on (t, x), the error by time."""
+    h = r.history
+    n = len(h["iteration"])
+    for i in sorted({*range(0, n, max(1, n // 12)), n - 1}):
+        print(f"    it {int(h['iteration'][i])}: " + " ".join(f"{k[5:]} {h[k][i]:.2e}" for k in h if k.startswith("loss/")))
+    ev = r.trainer.evaluator
+    if len(ev.test_axes) != 2 or "u" not in ev.reference:
+        return
+    err = (ev.predict(ev.test_axes)["u"] - ev.reference["u"])[..., 0].cpu().numpy()
+    ref = ev.reference["u"][..., 0].cpu().numpy()
+    t, x = ev.test_axes
+    tenths = np.array_split(np.arange(len(t) - 1), 10)  # [t_a, t_b): the last test time is left out
+    print("    rel L2 by time: " + " ".join(f"t {t[i[0]]:.2f}: {np.linalg.norm(err[i]) / np.linalg.norm(ref[i]):.1e}"
+                                       for i in tenths))
+    print(f"    x of the largest errors: {np.round(x[np.argsort(-np.abs(err).sum(0))[:5]], 4).tolist()}")
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--problems", nargs="+", default=list(ROWS))
     p.add_argument("--seeds", type=int, nargs="+", default=[0])
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    p.add_argument("--detail", action="store_true", help="loss history and error by time after each run")
     args = p.parse_args()
     print(f"machine: {os.cpu_count()} CPUs, " + (torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU")
           + f"; torch {torch.__version__}; seeds {args.seeds}" + (f"; --set {' '.join(args.set)}" if args.set else ""))
@@ -65,6 +88,8 @@ def main() -> None:
             start = time.perf_counter()
             r = seppinn.solve(ROOT / "problems" / f"{name}.toml", None, [f"train.seed={seed}", *args.set], progress=False)
             walls.append(time.perf_counter() - start)
+            if args.detail:
+                detail(r)
             if name == "cavity2d":  # no reference field: the table of centre-line values
                 finals.append(ghia_error(r))
                 r.use_state("best")

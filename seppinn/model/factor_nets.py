@@ -50,7 +50,7 @@ class StackedLinear(nn.Module):
         """W -> diag(exp(s)) V with s ~ N(mean, std^2) and V = W / exp(s): the same function, a new
         parametrisation."""
         with torch.no_grad():
-            s = torch.randn(self.bias.shape, dtype=self.weight.dtype) * std + mean
+            s = torch.randn(self.bias.shape, dtype=self.weight.dtype).to(self.weight.device) * std + mean
             self.weight.div_(torch.exp(s)[..., None])
         self.log_scale = nn.Parameter(s)
 
