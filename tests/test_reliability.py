@@ -30,18 +30,40 @@ EXACT = {**PLAIN, "train.dtype": "float64", "train.sampling": "random", "train.r
 WITH_DATA = HELMHOLTZ_SMALL.replace("[reference]", '[data]\nu = "exact"\n[reference]')
 
 
-@pytest.mark.parametrize("stop_at", [12, 33])  # in the Adam phase, and in the L-BFGS phase
-def test_resumed_run_equals_the_uninterrupted_one_exactly(tmp_path, stop_at):
+# Adam in float32, then L-BFGS in float64 (train.lbfgs_dtype), from the phase's start or (auto) from
+# a step that found no lower loss (``stall_at_31``)
+MIXED = {**EXACT, "train.dtype": "float32", "train.lbfgs_dtype": "float64"}
+AUTO = {**MIXED, "train.lbfgs_dtype": "auto"}
+
+
+@pytest.fixture
+def stall_at_31(monkeypatch):
+    """L-BFGS' second step (iteration 31; its count is restored on resume) reports no lower loss."""
+    from seppinn.train.optimizers import Optimizers
+    step = Optimizers.lbfgs_step
+
+    def lbfgs_step(self, closure):
+        stalled = step(self, closure)
+        return stalled or self.lbfgs.state[self.lbfgs.param_groups[0]["params"][0]]["n_iter"] == 2
+    monkeypatch.setattr(Optimizers, "lbfgs_step", lbfgs_step)
+
+
+@pytest.mark.parametrize("stop_at, settings", [
+    (12, EXACT), (33, EXACT),  # in the Adam phase, and in the L-BFGS phase
+    (12, MIXED), (30, MIXED), (33, MIXED),  # and where the dtype changes
+    (30, AUTO), (33, AUTO),  # before and after the switch (iteration 31)
+])
+def test_resumed_run_equals_the_uninterrupted_one_exactly(tmp_path, stop_at, settings, stall_at_31):
     path = write(tmp_path / "p.toml", WITH_DATA)
-    full_tr, full = trained(prepare(path, overrides=EXACT))
-    part_tr, part = trained(prepare(path, overrides=EXACT), stop_at=stop_at)
+    full_tr, full = trained(prepare(path, overrides=settings))
+    part_tr, part = trained(prepare(path, overrides=settings), stop_at=stop_at)
     assert part.interrupted and part.iteration == stop_at
     torch.save(storable(part.last_good), tmp_path / "snap.pt")  # through a file, as --resume reads it
     snap = torch.load(tmp_path / "snap.pt", weights_only=True)
-    rest_tr, rest = trained(prepare(path, overrides=EXACT), resume=snap)
+    rest_tr, rest = trained(prepare(path, overrides=settings), resume=snap)
     assert rest.iteration == full.iteration == 36
     for (name, a), b in zip(full_tr.model.state_dict().items(), rest_tr.model.state_dict().values()):
-        assert torch.equal(a, b), name
+        assert a.dtype == torch.float64 and torch.equal(a, b), name
     cols_full = seppinn.train.records.history_columns(full.history)
     cols_rest = seppinn.train.records.history_columns(rest.history)
     assert cols_full.keys() == cols_rest.keys()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import tomllib
 
 import h5py
@@ -110,6 +111,44 @@ def test_lbfgs_phase_lowers_a_loss_that_is_already_small(tmp_path):
         runs.append(seppinn.solve(path, overrides=ov, progress=False).history["loss/total"] / factor)
     assert runs[0][-1] < 0.1 * runs[0][0]
     np.testing.assert_allclose(runs[1], runs[0], rtol=1e-6)
+
+
+def test_lbfgs_rescaling_keeps_the_iterates(tmp_path, monkeypatch):
+    """Rescaling L-BFGS' objective to 1 (every step here) scales its history with it: the iterates,
+    and so the losses, are those of the unscaled run. Leaving any part of the history unscaled
+    changes the search directions."""
+    import seppinn.train.optimizers as optimizers
+    path = write(tmp_path / "p.toml", HELMHOLTZ_SMALL)
+    ov = dict(SMALL, **{"train.iterations": 0, "train.lbfgs_iterations": 20, "train.sampling": "grid",
+                        "train.dtype": "float64", "train.eval_every": 1, "train.compile": False})
+    runs = []
+    for below in (0.0, math.inf):
+        monkeypatch.setattr(optimizers, "RESCALE_BELOW", below)
+        runs.append(seppinn.solve(path, overrides=ov, progress=False).history["loss/total"])
+    assert runs[0][-1] < 0.1 * runs[0][0]
+    np.testing.assert_allclose(runs[1], runs[0], rtol=1e-7)
+
+
+def test_lbfgs_step_reports_a_step_that_found_no_lower_loss():
+    """``lbfgs_step`` is True after a step that left the loss where it was: here a loss that is flat
+    in float32 near its minimum (x**2 + 1 at x = 1e-4), and not on the way down from x = 2 in float64."""
+    from seppinn.problem.solver_config import TrainConfig
+    from seppinn.train.optimizers import make_optimizers
+
+    def stalls(x0: float, dtype: torch.dtype) -> list[bool]:
+        x = torch.nn.Parameter(torch.tensor([x0], dtype=dtype))
+        opts = make_optimizers([x], TrainConfig())
+
+        def closure():
+            opts.lbfgs.zero_grad()
+            loss = (x ** 2).sum() + 1
+            if opts.lbfgs_scale is None:
+                opts.lbfgs_scale = torch.tensor(1.0, dtype=torch.float64)
+            loss.backward()
+            return loss.detach()
+        return [opts.lbfgs_step(closure) for _ in range(3)]
+    assert stalls(2.0, torch.float64) == [False, False, False]
+    assert stalls(1e-4, torch.float32) == [False, True, True]  # 1 + 1e-8 rounds to 1
 
 
 @pytest.mark.parametrize("kind, rank", [("tucker", [6, 5]), ("tt", 6)])

@@ -89,6 +89,9 @@ class TrainConfig:
     grid_free: Any = "auto"  # CP residuals' losses from Gram products: true, false, or "auto" (by a flop estimate)
     memory_limit: Any = "auto"  # GiB, or "auto": 80 % of the device's (GPU) or the machine's available memory
     dtype: str = "float32"
+    # the L-BFGS phase's dtype: "float32", "float64", or "auto": ``dtype``, then float64 from the
+    # first step whose line search finds no lower loss (float32 rounding stops it long before float64's)
+    lbfgs_dtype: str = "auto"
     seed: int = 0
     device: str = "auto"
     weights: dict[str, float] = field(default_factory=dict)
@@ -107,6 +110,10 @@ class TrainConfig:
         if self.lbfgs_iterations == "auto":
             return round(LBFGS_AUTO_FRACTION * self.iterations)
         return int(self.lbfgs_iterations)
+
+    def lbfgs_precision(self) -> str:
+        """The L-BFGS phase's dtype at its start (``lbfgs_dtype``; "auto": ``dtype``)."""
+        return self.dtype if self.lbfgs_dtype == "auto" else self.lbfgs_dtype
 
 
 @dataclass
@@ -283,7 +290,8 @@ CHECKS: dict[str, dict[str, Callable[[Any], Any]]] = {
         "face_reduction": _choice(*FACE_REDUCTIONS), "checkpoint_every": _int(0),
         "on_nan": _choice("stop", "rollback"), "memory_limit": _auto_or_float,
         "compile": _auto_or_bool, "grid_free": _auto_or_bool,
-        "dtype": _choice(*DTYPES), "seed": _int(0, 2**63 - 2), "device": _device, "weights": _weights,
+        "dtype": _choice(*DTYPES), "lbfgs_dtype": _choice("auto", *DTYPES), "seed": _int(0, 2**63 - 2),
+        "device": _device, "weights": _weights,
         "balance": _choice(*BALANCES), "balance_every": _int(1), "balance_momentum": _momentum,
         "causal": _causal, "diverge_factor": _diverge_factor, "outputs_from": _choice("final", "best"),
         "threads": lambda v: v if v == "auto" else _int(1, 1024)(v), "shard_axis": _name,

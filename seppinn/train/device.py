@@ -12,6 +12,7 @@ from ..problem.solver_config import SolverConfig
 from .distributed import per_rank_memory
 
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
+DTYPE_NAMES = {v: k for k, v in DTYPES.items()}
 
 
 def pick_device(name: str) -> torch.device:

@@ -27,7 +27,7 @@ from ..model.separable import SeparableModel, build_model
 from ..problem.solver_config import SolverConfig
 from .balancing import Balancer
 from .ntk_trace import term_traces
-from .device import DTYPES, pick_device
+from .device import DTYPE_NAMES, DTYPES, pick_device
 from .distributed import World
 from .evaluation import Evaluator
 from .loss import Losses
@@ -98,6 +98,17 @@ class Trainer:
         # points, constants and SepPGD factors are inputs, so resampling and rebuilds reuse it
         self._compiled: Callable[[], torch.Tensor] | None = (
             torch.compile(self._loss_stack) if self.plan.compiles else None)
+
+    def to_dtype(self, dtype: torch.dtype) -> None:
+        """The model, the points and the coordinate-only constants in ``dtype`` from here on (the
+        L-BFGS phase's ``train.lbfgs_dtype``; the parameters stay the same tensors, so the optimizers
+        keep them)."""
+        if dtype == self.dtype:
+            return
+        self.model.to(dtype=dtype)
+        self.dtype = dtype
+        self.points.to_dtype(dtype)
+        self.losses.prepare()
 
     def _loss_stack(self) -> torch.Tensor:
         """The weighted term losses in term order, then the diagnostics (``losses.diagnostic_names``)."""
@@ -189,6 +200,7 @@ class Trainer:
             "adam": copy.deepcopy(opts.adam.state_dict()), "schedule": copy.deepcopy(opts.schedule.state_dict()),
             "lbfgs": copy.deepcopy(opts.lbfgs.state_dict()), "sampler": points["sampler"],
             "lbfgs_scale": None if opts.lbfgs_scale is None else opts.lbfgs_scale.clone(),
+            "lbfgs_last": opts.lbfgs_last, "dtype": DTYPE_NAMES[self.dtype],
             "points": points["points"], "factors": self.preconditioners.state(),
             "use_preconditioner": self.preconditioners.active, "balance": self.balancer.weights.clone(),
             "loss_min": self.loss_min.clone(),
@@ -198,12 +210,15 @@ class Trainer:
         }
 
     def restore(self, snap: Mapping[str, Any], state: TrainState, opts: Optimizers) -> None:
-        """Put the trainer and ``state`` back to a snapshot (``rollbacks`` and ``lr_scale`` stay)."""
+        """Put the trainer and ``state`` back to a snapshot (``rollbacks`` and ``lr_scale`` stay), in
+        the snapshot's dtype (checkpoints before ``train.lbfgs_dtype``: ``train.dtype``)."""
+        self.to_dtype(DTYPES[snap.get("dtype", self.cfg.train.dtype)])
         self.model.load_state_dict(snap["model"])
         opts.adam.load_state_dict(snap["adam"])
         opts.schedule.load_state_dict(snap["schedule"])
         opts.lbfgs.load_state_dict(snap["lbfgs"])
         opts.lbfgs_scale = snap.get("lbfgs_scale")  # checkpoints before the scale: none yet
+        opts.lbfgs_last = snap.get("lbfgs_last")
         self.points.load_state(snap["points"], snap["sampler"])
         self.losses.prepare()
         self.preconditioners.load_state(snap["factors"], snap["use_preconditioner"])
@@ -273,10 +288,11 @@ class Trainer:
         climb = self.cfg.train.diverge_factor or math.inf
         update_every = self.cfg.precondition.update_every
         pre = self.preconditioners
+        lbfgs_dtype = DTYPES[t.lbfgs_precision()]  # at the phase's start; "auto" may switch to float64
 
-        def closure() -> torch.Tensor:
+        def closure() -> torch.Tensor:  # through the compiled graph when there is one (as Adam's step)
             opts.lbfgs.zero_grad(set_to_none=True)
-            loss = self.balancer.apply(torch.stack(list(self.losses().values())))
+            loss = self.balancer.apply(self._loss_vector(progress)[:len(self.c.terms)])
             if opts.lbfgs_scale is None:  # once per run (every rank alike): see Optimizers.lbfgs_scale
                 total = self.world.all_reduce(loss.detach()).to(torch.float64)
                 opts.lbfgs_scale = 1 / total.clamp_min(torch.finfo(torch.float64).tiny)
@@ -299,6 +315,8 @@ class Trainer:
                     pre.rebuild(progress)
             else:  # L-BFGS line-searches the loss it measures: plain gradients in this phase
                 pre.active = False
+                if it == t.iterations:
+                    self.to_dtype(lbfgs_dtype)
             if adam_phase:
                 first_compiled = self._compiled is not None and it == first
                 step_start = time.perf_counter()
@@ -342,7 +360,11 @@ class Trainer:
                     progress.note(f"torch.compile (train.compile = {t.compile}): the first step took "
                                   f"{self.compile_seconds:.1f} s, compiling included")
             else:
-                opts.lbfgs.step(closure)  # type: ignore[no-untyped-call]
+                if opts.lbfgs_step(closure) and t.lbfgs_dtype == "auto" and self.dtype != torch.float64:
+                    progress.note(f"L-BFGS found no lower loss in {DTYPE_NAMES[self.dtype]} at iteration {it}: "
+                                  "continuing in float64")
+                    self.to_dtype(torch.float64)
+                    opts.lbfgs_to(torch.float64)
             state.iteration = it + 1
             progress.tick(state.iteration)
             checkpoint = bool(t.checkpoint_every) and state.iteration % t.checkpoint_every == 0

@@ -94,4 +94,10 @@ class PointSets:
     def load_state(self, points: Mapping[PointSetKey, torch.Tensor], sampler: torch.Tensor) -> None:
         self.sampler.set_state(sampler)
         for key, x in points.items():
-            self.points[key] = x.to(self.device)
+            self.points[key] = x.to(self.device, self.dtype)
+
+    def to_dtype(self, dtype: torch.dtype) -> None:
+        """Every point set and quadrature weight in ``dtype`` from here on (the same values)."""
+        self.dtype = dtype
+        self.points = {k: v.to(dtype) for k, v in self.points.items()}
+        self.weights = {k: v.to(dtype) for k, v in self.weights.items()}
