@@ -214,7 +214,7 @@ def burgers() -> seppinn.Problem:
     p = seppinn.Problem("burgers1d", axes={"t": seppinn.TimeAxis(0.0, 1.0), "x": (-1.0, 1.0)}, fields=["u"],
                         parameters={"nu": "0.01/pi"},
                         solver_table={"train": {"points": {"t": 64, "x": 512}, "test_points": {"t": 101, "x": 256},
-                                                "iterations": 10000, "lbfgs_iterations": 20000}})
+                                                "iterations": 10000, "lbfgs_iterations": 25000}})
     p.add_equation("diff(u, t) + u*diff(u, x) - nu*diff(u, x, 2)", name="pde")
     p.add_condition(on=["x = min", "x = max"], value=0, name="walls")
     p.add_condition(on="t = min", value="-sin(pi*x)", name="initial", enforce="hard")
@@ -291,7 +291,7 @@ TWINS: dict[str, Callable[[], seppinn.Problem]] = {
     "burgers1d": burgers,
     "allen_cahn1d": lambda: periodic_1d("allen_cahn1d", {"eps": 1e-4, "a": 5.0},
                                         "diff(u, t) - eps*diff(u, x, 2) + a*u**3 - a*u", "x**2*cos(pi*x)",
-                                        {"points": {"t": 100, "x": 256}, "iterations": 20000,
+                                        {"points": {"t": 100, "x": 512}, "iterations": 20000,
                                          "causal": {"chunks": 32, "tol": 1.0}}, {"weight_factorization": True}),
     "kdv1d": lambda: periodic_1d("kdv1d", {"delta": 0.022}, "diff(u, t) + u*diff(u, x) + delta**2*diff(u, x, 3)",
                                  "cos(pi*x)", {"points": {"t": 100, "x": 256}, "iterations": 20000,
