@@ -364,7 +364,7 @@ class Trainer:
                     progress.note(f"L-BFGS found no lower loss in {DTYPE_NAMES[self.dtype]} at iteration {it}: "
                                   "continuing in float64")
                     self.to_dtype(torch.float64)
-                    opts.lbfgs_to(torch.float64)
+                    opts.lbfgs.load_state_dict(opts.lbfgs.state_dict())  # casts its history to the parameters' dtype
             state.iteration = it + 1
             progress.tick(state.iteration)
             checkpoint = bool(t.checkpoint_every) and state.iteration % t.checkpoint_every == 0

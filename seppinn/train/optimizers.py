@@ -58,15 +58,6 @@ class Optimizers:
             self._rescale(1.0 / start)
         return stalled
 
-    def lbfgs_to(self, dtype: torch.dtype) -> None:
-        """L-BFGS' history in ``dtype`` (after the parameters were converted to it)."""
-        for state in self.lbfgs.state.values():
-            for k, v in state.items():
-                if isinstance(v, torch.Tensor) and v.is_floating_point():
-                    state[k] = v.to(dtype)
-                elif isinstance(v, list):
-                    state[k] = [x.to(dtype) if isinstance(x, torch.Tensor) else x for x in v]
-
     def _rescale(self, c: float) -> None:
         """Minimise ``c`` times the current objective from here on, with the same iterates: the
         gradients in the history (y = g_new - g_old) and the last gradient and loss scale by c, the
