@@ -64,6 +64,9 @@ def prepare(problem: Problem | str | Path, solver: SolverSpec = None, overrides:
     try:
         with symbolic_budget(f"compiling '{problem.source}'"):
             compiled = compile_problem(problem, config, data_arrays)
+        if config.train.windows > 1:
+            from .marching import check_marching
+            check_marching(problem)
         plan = make_plan(compiled, config, ref_arrays=ref_arrays)
         device = pick_device(config.train.device)
         check_memory(plan, config, device, nproc)
@@ -109,6 +112,11 @@ def check_report(prep: Prepared, nproc: int = 1) -> str:
         x, (lo, hi) = c.axes[cd.axis], c.ranges[cd.axis]
         b = {"both": f"({x} - {lo:g})({hi:g} - {x})", "min": f"({x} - {lo:g})", "max": f"({hi:g} - {x})"}[cd.side]
         lines.append(f"hard condition {cd.name} ({cd.key}): {cd.field} = {c.lifts[cd.field]} + {b} N exactly, no loss term")
+    if cfg.train.windows > 1:
+        t_ax = next(a for a in p.axis_list if a.time)
+        lines.append(f"time marching: {cfg.train.windows} windows of {t_ax.name} ({(t_ax.hi - t_ax.lo) / cfg.train.windows:g} "
+                     f"each), solved in turn, each from the field the last one ended with; {cfg.train.iterations} + "
+                     f"{cfg.train.lbfgs_steps()} iterations per window")
     if c.learned:
         def learned_text(lp: LearnedParameter) -> str:
             where = (f"in ({lp.range[0]:g}, {lp.range[1]:g})" if lp.range else "positive" if lp.positive else "free")
@@ -311,9 +319,13 @@ def prepare_resume(problem: Problem | str | Path, run_dir: str | Path,
     """The problem prepared with the run's own settings (plus ``overrides``) and the training
     snapshot to continue from. The problem must be the one the run was made from."""
     stored = load_run(run_dir, problem)
+    prep = prepare(stored.problem, stored.settings, overrides, nproc=nproc)
+    if prep.config.train.windows > 1:
+        raise DataError("a time-marching run (train.windows > 1) cannot be resumed: it writes its outputs when "
+                        "every window has finished, with no training state", file=stored.where)
     if stored.checkpoint.get("training") is None:
         raise DataError("the checkpoint holds no training state to resume from", file=stored.where)
-    return prepare(stored.problem, stored.settings, overrides, nproc=nproc), stored.checkpoint["training"]
+    return prep, stored.checkpoint["training"]
 
 
 @dataclass(frozen=True)
@@ -338,6 +350,10 @@ def open_run(run_dir: str | Path, problem: Problem | str | Path | None = None,
         raise SeppinnError(f"'{state}' is not one of {', '.join(STATES)}", key="--state")
     stored = load_run(run_dir, problem, STATES[state])
     prep = prepare(stored.problem, stored.settings)
+    if prep.config.train.windows > 1:
+        raise DataError(f"the run was solved by time marching (train.windows = {prep.config.train.windows}): its "
+                        "model.pt holds one model per window, which export does not read yet; solution.h5 holds "
+                        "the fields on the test grid", file=stored.where)
     model = make_model(prep.compiled, prep.config, device or torch.device("cpu"))
     load_weights(model, stored.checkpoint["model"], stored.where)
     return OpenedRun(prep, model, stored)
@@ -345,7 +361,8 @@ def open_run(run_dir: str | Path, problem: Problem | str | Path | None = None,
 
 def run(prep: Prepared, out: str | Path | None = None, *, progress: bool = True,
         resume: Mapping[str, Any] | None = None, handle_signals: bool = False, force: bool = False,
-        init_from: str | Path | None = None, world: World = World()) -> Result:
+        init_from: str | Path | None = None, world: World = World(),
+        init_weights: Mapping[str, torch.Tensor] | None = None) -> Result:
     """Train a prepared problem; write the run's files into ``out`` unless it is None.
 
     Every ``train.checkpoint_every`` iterations ``out/model.pt`` is replaced (atomically) by a
@@ -353,7 +370,16 @@ def run(prep: Prepared, out: str | Path | None = None, *, progress: bool = True,
     ``handle_signals``: SIGINT/SIGTERM finish the current iteration, write the checkpoint and the
     outputs so far, and raise ``Interrupted``. A non-finite loss raises ``RunError`` after
     writing the outputs of the last good checkpoint (``train.on_nan = "rollback"`` retries).
-    ``world``: this process' rank in a distributed run (``train.distributed.start``); only rank 0 writes."""
+    ``world``: this process' rank in a distributed run (``train.distributed.start``); only rank 0 writes.
+    ``init_weights``: a state dict of this model's shape to start from. ``train.windows`` > 1: time
+    marching (``marching.march``; no ``resume``)."""
+    if prep.config.train.windows > 1:
+        from .marching import march
+        if resume is not None:
+            raise SolverConfigError("a time-marching run (windows > 1) cannot be resumed: it writes its outputs "
+                                    "when every window has finished", key="train.windows")
+        return march(prep, out, progress=progress, handle_signals=handle_signals, force=force,
+                     init_from=init_from, world=world)
     start = time.perf_counter()
     out = out if world.writes else None
 
@@ -367,6 +393,8 @@ def run(prep: Prepared, out: str | Path | None = None, *, progress: bool = True,
             stored = load_run(init_from)
             load_weights(trainer.model, {k: v.to(prep.device) for k, v in stored.checkpoint["model"].items()},
                          stored.where)
+        if init_weights is not None:
+            trainer.model.load_state_dict(init_weights)
         return trainer
 
     trainer = world.agree(setup)  # one rank's failure stops every rank

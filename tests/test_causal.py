@@ -90,8 +90,21 @@ def test_causal_loss_equals_brute_force_and_grid_free_equals_grid(tmp_path, samp
         torch.testing.assert_close(wg, w_min, rtol=1e-10, atol=0)
         want = torch.autograd.grad(causal, list(grid.model.parameters()), retain_graph=True)
         torch.testing.assert_close(gg, torch.cat([x.flatten() for x in want]), rtol=1e-8, atol=1e-12)
-        assert not torch.allclose(gg, torch.cat([x.flatten() for x in torch.autograd.grad(
-            mean, list(grid.model.parameters()))]))  # the causal gradient is not the plain one
+        plain = torch.cat([x.flatten() for x in torch.autograd.grad(mean, list(grid.model.parameters()))])
+        assert not torch.allclose(gg, plain)  # the causal gradient is not the plain one
+        for tr in (grid, free):  # the L-BFGS phase: the gradient of the value its line search measures
+            tr.losses.causal_weights = False
+            loss = tr.losses.evaluate()[0]["pde"]
+            torch.testing.assert_close(loss.detach(), vg, rtol=1e-10, atol=0)
+            g = torch.autograd.grad(loss, list(tr.model.parameters()))
+            torch.testing.assert_close(torch.cat([x.flatten() for x in g]), plain, rtol=1e-8, atol=1e-12)
+
+
+def test_the_lbfgs_phase_drops_the_causal_weights(tmp_path):
+    tr = trainer(tmp_path, **{"train.iterations": 3, "train.lbfgs_iterations": 2})
+    assert tr.losses.causal_weights
+    tr.train()
+    assert not tr.losses.causal_weights
 
 
 def test_causal_run_logs_the_minimum_weight_and_refusals(tmp_path):

@@ -23,7 +23,7 @@ from ..problem.expressions import NormalDerivative, count_nodes
 from ..problem.solver_config import SolverConfig
 from ..problem.spec import Face, LearnedParameter, Problem
 from .lowering import FUNCTIONS as LOWERABLE
-from .lowering import Lowered, lower, softplus, split_constants
+from .lowering import CoordinateFunction, Lowered, lower, softplus, split_constants
 from .scaling import FieldScale, estimate_scales
 from .separability import LinearPart, SeparableReference, combine, linear_part, separable_reference
 
@@ -155,7 +155,7 @@ def compile_residual(problem: Problem, expr: sp.Expr, key: str,
     bad = [d for d in expr.atoms(sp.Derivative) if not isinstance(d.expr, sp.core.function.AppliedUndef)
            or str(d.expr.func) not in fields]
     bad += [f for f in expr.atoms(sp.Function)
-            if not isinstance(f, sp.core.function.AppliedUndef) and type(f) not in LOWERABLE]
+            if not isinstance(f, (sp.core.function.AppliedUndef, CoordinateFunction)) and type(f) not in LOWERABLE]
     if bad:
         raise ProblemError(f"cannot evaluate '{sorted(bad, key=str)[0]}' (no elementwise form; "
                            "e.g. a second derivative of abs)", file=problem.source, key=key)

@@ -36,6 +36,17 @@ class softplus(sp.Function):  # type: ignore[misc]  # noqa: N801
         return sigmoid(self.args[0])
 
 
+class CoordinateFunction(sp.Function):  # type: ignore[misc]
+    """A function of coordinates that torch code computes (time marching's frozen window,
+    ``seppinn.marching``): subclasses set ``torch_fn(*args) -> tensor`` (elementwise over
+    broadcastable coordinate tensors) and ``fdiff``; it is real-valued."""
+
+    torch_fn: Callable[..., torch.Tensor]
+
+    def _eval_is_real(self) -> bool:
+        return True
+
+
 FUNCTIONS: dict[type, Callable[[torch.Tensor], torch.Tensor]] = {
     softplus: torch.nn.functional.softplus, sigmoid: torch.sigmoid,
     sp.sin: torch.sin, sp.cos: torch.cos, sp.tan: torch.tan, sp.exp: torch.exp,
@@ -99,6 +110,10 @@ def lower(expr: sp.Expr) -> Lowered:
         return mul
     if isinstance(expr, sp.Pow):
         return _pow(lower(expr.base), expr.exp)
+    if isinstance(expr, CoordinateFunction):
+        args = [lower(a) for a in expr.args]
+        torch_fn = type(expr).torch_fn
+        return lambda env: torch_fn(*[_as_tensor(a(env)) for a in args])
     fn = FUNCTIONS.get(type(expr))
     if fn is not None and len(expr.args) == 1:
         arg = lower(expr.args[0])

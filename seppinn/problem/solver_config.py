@@ -102,6 +102,7 @@ class TrainConfig:
     diverge_factor: float = 1e4  # a total loss above this times its running minimum counts as diverged; 0: off
     threads: Any = "auto"  # CPU threads torch uses: an integer, or "auto" (half the CPUs, at least 1)
     outputs_from: str = "final"  # the weights solution.h5, Result.evaluate and the plots use: "final" or "best"
+    windows: int = 1  # time marching: the time axis cut into this many windows, solved in turn (``marching``)
     shard_axis: str = "auto"  # torchrun: the axis whose training points the ranks split ("auto": the largest)
 
 
@@ -295,6 +296,7 @@ CHECKS: dict[str, dict[str, Callable[[Any], Any]]] = {
         "balance": _choice(*BALANCES), "balance_every": _int(1), "balance_momentum": _momentum,
         "causal": _causal, "diverge_factor": _diverge_factor, "outputs_from": _choice("final", "best"),
         "threads": lambda v: v if v == "auto" else _int(1, 1024)(v), "shard_axis": _name,
+        "windows": _int(1, 1000),
     },
     "precondition": {
         "method": _choice(*PRECONDITIONERS), "k": _k, "scale": _choice("normalized", "paper"),

@@ -22,17 +22,21 @@ def slice_matrix(times: torch.Tensor, lo: float, hi: float, chunks: int) -> torc
 
 
 def causal_mean(rows: torch.Tensor, counts: torch.Tensor, A: torch.Tensor, tol: float,
-                every: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+                every: torch.Tensor | None = None, weighted: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
     """(loss, min weight) from per-time-point sums of r^2 ``rows`` (n_t,) and their point counts
     (n_t,), with slice matrix ``A`` (M, n_t). The loss's value is sum(rows) / sum(counts); its
-    gradient that of mean_k w_k L_k. ``every``: the rows of every rank, which set the weights, where
-    ``rows`` are one rank's part of them (``distributed``; the parts' losses then add up)."""
+    gradient that of mean_k w_k L_k, or (``weighted`` False: the L-BFGS phase, whose line search
+    needs the gradient of the value it measures) that of the value. ``every``: the rows of every
+    rank, which set the weights, where ``rows`` are one rank's part of them (``distributed``; the
+    parts' losses then add up)."""
     rows64 = rows.to(torch.float64)
     n = (A @ counts.to(torch.float64)).clamp_min(1)  # (M,); an empty slice: 0
     L = (A @ rows64) / n
     L_every = L if every is None else (A @ every.to(torch.float64)) / n
     before = (torch.cumsum(L_every, 0) - L_every).detach()
     w = torch.exp(-tol * before)
-    weighted = (w * L).mean()
     value = rows64.sum() / counts.to(torch.float64).sum()
-    return value.detach() + (weighted - weighted.detach()), w.min()
+    if not weighted:
+        return value, w.min()
+    surrogate = (w * L).mean()
+    return value.detach() + (surrogate - surrogate.detach()), w.min()

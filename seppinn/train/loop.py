@@ -306,6 +306,7 @@ class Trainer:
         while True:
             it = state.iteration
             adam_phase = it < t.iterations
+            self.losses.causal_weights = adam_phase  # L-BFGS line-searches the plain loss (``causal_mean``)
             evaluate = it % t.eval_every == 0 or it == t.iterations or it == end
             if adam_phase:
                 resampled = t.sampling == "random" and it > 0 and it % t.resample_every == 0

@@ -252,6 +252,7 @@ class Losses:
         self.jet_passes = {f: list(passes) for f, passes in plan.jet_passes.items()}
         self.causal = plan.causal
         self.slices: torch.Tensor | None = None  # causal training: (M, n_t) slice matrix of the time points
+        self.causal_weights = True  # False: causal terms take the gradient of their plain mean square (L-BFGS)
         self.diagnostic_names = [f"causal_min/{compiled.terms[ti].name}" for ti in plan.causal.terms] \
             if plan.causal is not None else []
         self.prepare()
@@ -312,7 +313,7 @@ class Losses:
                 every = None
                 if self.world.active:  # the weights need every rank's rows; the gradient only this rank's
                     every, per_row = self.world.all_reduce(torch.stack([mine.detach(), per_row]))
-                loss, w_min = causal_mean(mine, per_row, self.slices, self.causal.tol, every)
+                loss, w_min = causal_mean(mine, per_row, self.slices, self.causal.tol, every, self.causal_weights)
                 out[t.name] = t.weight * loss.to(self.points.dtype)
                 diagnostics[f"causal_min/{t.name}"] = w_min.to(self.points.dtype)
                 continue
