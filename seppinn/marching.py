@@ -25,7 +25,7 @@ import sympy as sp
 import torch
 
 from .api import Prepared, Result, run
-from .compile.compiler import compile_problem, per_axis
+from .compile.compiler import compile_problem, hard_lift
 from .compile.lowering import CoordinateFunction
 from .compile.plan import make_plan
 from .errors import Interrupted, RunError, SeppinnError, SolverConfigError
@@ -260,8 +260,8 @@ def march(prep: Prepared, out: str | Path | None = None, *, progress: bool = Tru
     lo, hi = prep.compiled.ranges[time_axis]
     cuts = [lo + (hi - lo) * k / K for k in range(K)] + [hi]
     ics = _initial_conditions(prep.problem, time_axis)
-    t = prep.problem.ctx.axes[prep.problem.axis_list[time_axis].name]
-    lifts = {f: sp.sympify(prep.problem.conditions[i].value).subs(t, lo) for f, i in ics.items()}
+    t = prep.problem.axis_list[time_axis].name
+    lifts = {f: hard_lift(prep.problem, f)[1] for f in ics}  # the initial values, as the compiler lifts them
     space = [prep.problem.ctx.axes[a.name] for d, a in enumerate(prep.problem.axis_list) if d != time_axis]
     cfg = dataclasses.replace(prep.config, train=dataclasses.replace(
         prep.config.train, windows=1, test_points=evaluator.window_test_points()))
