@@ -226,6 +226,43 @@ def test_float32_grid_free_matches_float64():
     torch.testing.assert_close(free.double(), ref, rtol=1e-5, atol=0)
 
 
+CORNER = "exp(-(x**2 + (1 - y)**2)/0.05**2)"  # a narrow Gaussian at the corner (0, 1) of [0, 1]^2
+
+
+def test_separate_balances_narrow_gaussians_on_the_box():
+    """Expanded, the corner Gaussian is e^-400 e^(-400 x^2) e^(800 y - 400 y^2) (e^400 overflows
+    float32, e^800 float64); on the box each factor is brought to one magnitude, the product unchanged."""
+    e = sp.sympify(CORNER) * sp.sin(x) + sp.cos(y)
+    out = separate(e, AXES[:2], box=[(0.0, 1.0), (0.0, 1.0)])
+    assert out is not None and len(out) == 2
+    grid = np.linspace(0.0, 1.0, 101)
+    for c, per in out:
+        assert abs(float(c)) < 1e30
+        for g, s_ in zip(per, AXES[:2]):
+            values = np.array([float(g.subs(s_, v)) for v in grid])
+            assert np.all(np.isfinite(values)) and np.abs(values).max() < 1e30
+    rebuilt = sum(c * sp.Mul(*per) for c, per in out)
+    for pt in [{x: 0.01, y: 0.98}, {x: 0.3, y: 0.9}, {x: 0.0, y: 1.0}]:
+        assert float(rebuilt.subs(pt)) == pytest.approx(float(e.subs(pt)), rel=1e-12)
+    assert separate(sp.sympify("exp(-(x - 0.3)**2)*sin(y)"), AXES[:2], box=[(0.0, 1.0), (0.0, 1.0)]) == \
+        separate(sp.sympify("exp(-(x - 0.3)**2)*sin(y)"), AXES[:2])  # moderate products: as they were
+
+
+@pytest.mark.parametrize("grid_free", [False, True])
+def test_narrow_gaussian_coefficients_and_sources_stay_finite_in_float32(grid_free):
+    """A corner-weighted residual (source, coefficient of u_xx and of a nonlinear rest): the float32
+    trainer's losses are finite and equal the float64 grid path's to float32 rounding (it was
+    refused as 'not finite in float32')."""
+    p = seppinn.Problem("corner", {"x": (0.0, 1.0), "y": (0.0, 1.0)}, {"u": 1})
+    p.add_equation(f"{CORNER}*(diff(u, x, 2) + u**2) + diff(u, y, 2) - {CORNER}")
+    p.add_condition("boundary", "u", 0.0)
+    tr = _trainer(p, **{"train.grid_free": grid_free, "train.dtype": "float32", "train.points": 33})
+    got = _loss_and_grad(tr, None)[0]
+    ref = _loss_and_grad(_grid_twin(tr, "float64"))[0]
+    assert torch.isfinite(got).all() and ref[0] > 1e-5  # the Gaussian source is felt
+    torch.testing.assert_close(got.double(), ref, rtol=1e-4, atol=0)
+
+
 def test_gauss_points_integrate_spectrally():
     """With Gauss-Legendre points the loss is the domain mean of r^2 by quadrature: 10 points per
     axis agree with 40 to 1e-8 for a smooth residual; uniform grids of those sizes differ by ~1e-2."""

@@ -174,7 +174,7 @@ def compile_residual(problem: Problem, expr: sp.Expr, key: str,
     body = expr.xreplace(replace)
     res = _lower_residual(problem, body, derivs, placeholders, key, arrays or {})
     res.linear = linear_part(body, placeholders, [f for f, _ in derivs], [a for _, a in derivs], axis_syms,
-                             learned_symbols(problem))
+                             learned_symbols(problem), box(problem))
     if res.linear is not None and not res.linear.exact:
         rest, sums = combine(res.linear.remainder, placeholders, [f for f, _ in derivs], [a for _, a in derivs])
         used = [j for j, p in enumerate(placeholders) if rest.has(p)]
@@ -182,6 +182,11 @@ def compile_residual(problem: Problem, expr: sp.Expr, key: str,
                                    [placeholders[j] for j in used] + [q for q, _ in sums], key, arrays or {})
         res.rest.sums = [lin for _, lin in sums]
     return res
+
+
+def box(problem: Problem) -> list[tuple[float, float]]:
+    """Per axis (in ``problem.ctx.axes`` order): its interval."""
+    return [(a.lo, a.hi) for a in problem.axis_list]
 
 
 def learned_symbols(problem: Problem) -> list[sp.Symbol]:
@@ -365,7 +370,7 @@ def _separable_references(problem: Problem, lifts: Mapping[str, sp.Expr]) -> dic
                 lower(ref)  # constants beyond float range are refused now, not at the first evaluation
             except ProblemError as exc:
                 raise exc.located(problem.source, src.key)
-            sep = separable_reference(ref, lifts.get(f), list(problem.ctx.axes.values()))
+            sep = separable_reference(ref, lifts.get(f), list(problem.ctx.axes.values()), box(problem))
             if sep is not None:
                 out[f] = sep
     return out

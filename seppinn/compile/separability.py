@@ -15,14 +15,21 @@ Everything here is sympy; the trainer turns the blocks into tensors (``train.cp_
 from __future__ import annotations
 
 import itertools
+import math
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 
+import numpy as np
 import sympy as sp
 
 from ..problem.expressions import expand_bounded
+from .lowering import evaluate_numpy
 
 MAX_SEPARABLE_TERMS = 64  # products after expansion; above this the grid path is used
+BALANCE_LOG = 30.0  # a product's factor beyond e^±30 in magnitude is rebalanced (float32 overflows at e^88)
+BALANCE_SAMPLES = 257  # points per axis interval at which a factor's magnitude is estimated
+
+Box = Sequence[tuple[float, float]]  # per axis: (lo, hi)
 
 
 @dataclass(frozen=True)
@@ -77,17 +84,20 @@ class SeparableReference:
     target: Products
 
 
-def separable_reference(ref: sp.Expr, lift: sp.Expr | None, axes: Sequence[sp.Symbol]) -> SeparableReference | None:
+def separable_reference(ref: sp.Expr, lift: sp.Expr | None, axes: Sequence[sp.Symbol],
+                        box: Box | None = None) -> SeparableReference | None:
     """``ref`` and ``ref - lift`` as separable products, or None if either is not such a sum."""
-    reference = separate(ref, axes)
-    target = reference if lift is None else separate(ref - lift, axes)
+    reference = separate(ref, axes, box=box)
+    target = reference if lift is None else separate(ref - lift, axes, box=box)
     return None if reference is None or target is None else SeparableReference(reference, target)
 
 
-def separate(expr: sp.Expr, axes: Sequence[sp.Symbol], constants: Collection[sp.Symbol] = ()) -> Products | None:
+def separate(expr: sp.Expr, axes: Sequence[sp.Symbol], constants: Collection[sp.Symbol] = (),
+             box: Box | None = None) -> Products | None:
     """expr = sum_m c_m prod_d g_{m,d}(x_d) -> [(c_m, [g_{m,1}, ..., g_{m,D}])], or None when expr is
     not such a sum (or has more than MAX_SEPARABLE_TERMS products after expansion). ``constants``:
-    symbols that count as numbers (learned parameters: they go into c_m)."""
+    symbols that count as numbers (learned parameters: they go into c_m). ``box``: the axes'
+    intervals, where each product's factors are brought to one magnitude (``_balanced``)."""
     index = {s: d for d, s in enumerate(axes)}
     consts = set(constants)
     expanded = expand_bounded(expr)
@@ -119,16 +129,79 @@ def separate(expr: sp.Expr, axes: Sequence[sp.Symbol], constants: Collection[sp.
                 per[index[s]] *= g
         if any(g.free_symbols - {axes[d]} for d, g in enumerate(per)):
             return None
-        out.append((const, per))
+        out.append(_balanced(const, per, axes, box) if box is not None and term.has(sp.exp) else (const, per))
     return out
+
+
+def _log_magnitude(g: sp.Expr, x: sp.Symbol | None, interval: tuple[float, float] | None) -> float:
+    """log max |g| over the interval (sampled; g a number when ``x`` is None), with its numeric
+    coefficient's log taken in sympy and each exp(h) factor as h, so that nothing overflows or
+    underflows float64 on the way (e^-800, e^(1600 y)); 0 where g vanishes."""
+    c, rest = g.as_coeff_Mul()
+    if c == 0:
+        return 0.0
+    env = {} if x is None or interval is None else {x: np.linspace(*interval, BALANCE_SAMPLES)}
+    total = np.full(BALANCE_SAMPLES if env else 1, float(sp.log(abs(c)).evalf(30)))
+    for f in sp.Mul.make_args(rest):
+        if isinstance(f, sp.exp):
+            total = total + np.real(evaluate_numpy(f.args[0], env))
+        elif f != 1:
+            with np.errstate(divide="ignore"):
+                total = total + np.log(np.abs(evaluate_numpy(f, env)))
+    finite = total[np.isfinite(total)]
+    return float(finite.max()) if finite.size else 0.0
+
+
+def _folded(term: sp.Expr, shift: float = 0.0) -> sp.Expr:
+    """term * e^shift with its exponentials combined into one and, where it has one, its numeric
+    coefficient and the shift moved into that exponent: e^-400 * e^(800 y) -> e^(800 y - 400), where
+    the product of an underflow and an overflow would be 0 * inf."""
+    term = sp.powsimp(term, combine="exp")
+    c, rest = term.as_coeff_Mul()
+    factors = sp.Mul.make_args(rest)
+    exps = [f for f in factors if isinstance(f, sp.exp)]
+    if not exps or c == 0:
+        return term * sp.exp(sp.Float(shift))  # a sympy Float: no OverflowError on the way
+    others = [f for f in factors if f is not exps[0]]
+    k, h = exps[0].args[0].as_coeff_Add()
+    # the constant exponent as a Rational: sympy pulls a Float one out of exp again (e^-400.0 * e^h)
+    k = sp.Rational(float(k + sp.log(abs(c)).evalf(30)) + shift)
+    return sp.sign(c) * sp.exp(h + k) * sp.Mul(*others)
+
+
+def _balanced(const: sp.Expr, per: list[sp.Expr], axes: Sequence[sp.Symbol], box: Box) -> tuple[sp.Expr, list[sp.Expr]]:
+    """The product const * prod_d per[d], where a factor's magnitude on its interval is beyond
+    e^BALANCE_LOG, with every factor scaled to the same magnitude (the product unchanged). sympy's
+    expansion splits a narrow Gaussian at a corner, exp(-(x^2 + (1 - y)^2)/0.05^2), into e^-400 *
+    e^(-400 x^2) * e^(800 y - 400 y^2): e^400 overflows float32 (and its e^(800 y) float64), e^-400
+    underflows; balanced, the product is e^(-400 x^2) * e^(800 y - 400 y^2 - 400)."""
+    if const.free_symbols:  # a learned parameter: evaluated at every use, left as it is
+        return const, per
+    combined = [_folded(g) for g in per]
+    logs = [_log_magnitude(g, x, box[d]) for d, (g, x) in enumerate(zip(combined, axes))] + [_log_magnitude(const, None, None)]
+    if max(map(abs, logs)) <= BALANCE_LOG:
+        return const, per
+    mean = math.fsum(logs) / len(logs)
+    scaled = [_folded(g, mean - lg) for g, lg in zip(combined, logs)]
+    return sp.Float(sp.exp(sp.log(abs(const)) + mean - logs[-1]).evalf(30)) * sp.sign(const), scaled
+
+
+def _fold_extreme(term: sp.Expr) -> sp.Expr:
+    """A term evaluated on the grid with its exponentials as one, and a numeric coefficient beyond
+    e^BALANCE_LOG moved into it (``_folded``); other terms as they are."""
+    if not term.has(sp.exp):
+        return term
+    c = sp.powsimp(term, combine="exp").as_coeff_Mul()[0]
+    return _folded(term) if c != 0 and abs(float(sp.log(abs(c)))) > BALANCE_LOG else term
 
 
 def linear_part(body: sp.Expr, placeholders: Sequence[sp.Symbol], fields: Sequence[str],
                 alphas: Sequence[tuple[int, ...]], axes: Sequence[sp.Symbol],
-                constants: Collection[sp.Symbol] = ()) -> LinearPart | None:
+                constants: Collection[sp.Symbol] = (), box: Box | None = None) -> LinearPart | None:
     """Split a residual (placeholders[j] = D^{alphas[j]} of fields[j]) into its affine-separable
     terms as rank blocks, and the rest. None when no term qualifies. ``constants``: learned
-    parameters, which may multiply a block (its coefficient on the first axis)."""
+    parameters, which may multiply a block (its coefficient on the first axis); ``box``: the
+    axes' intervals (``separate``)."""
     raw: list[tuple[str | None, tuple[int, ...], sp.Expr, list[sp.Expr]]] = []  # field, alpha, const, per-axis g
     rest: list[sp.Expr] = []
     sources: list[sp.Expr] = []
@@ -152,7 +225,7 @@ def linear_part(body: sp.Expr, placeholders: Sequence[sp.Symbol], fields: Sequen
             alpha = alphas[j]
         else:
             coef, field, alpha = term, None, (0,) * D
-        products = separate(coef, axes, constants)
+        products = separate(coef, axes, constants, box)
         if products is None:
             rest.append(term)
             continue
@@ -164,7 +237,7 @@ def linear_part(body: sp.Expr, placeholders: Sequence[sp.Symbol], fields: Sequen
         rest.extend(sources)
     if not raw:
         return None
-    return LinearPart(_merge(raw, D), sp.Add(*rest))
+    return LinearPart(_merge(raw, D), sp.Add(*[_fold_extreme(t) for t in rest]))
 
 
 def combine(body: sp.Expr, placeholders: Sequence[sp.Symbol], fields: Sequence[str],
