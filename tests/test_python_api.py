@@ -257,12 +257,13 @@ def beltrami() -> seppinn.Problem:
 
 def cavity() -> seppinn.Problem:
     walls = {"lid": 10.0, "walls_u": 10.0, "walls_v": 10.0}
+    train = {"balance": "none", "weights": walls, "points": 128, "iterations": 50000, "decay_every": 10000}
     p = seppinn.Problem("cavity2d", axes={"x": (0.0, 1.0), "y": (0.0, 1.0)}, fields=["u", "v", "p"],
-                        parameters={"Re": 100}, solver_table={"train": {"balance": "none", "weights": walls}})
+                        parameters={"Re": 100, "C": 50}, solver_table={"train": train})
     for f, axis in (("u", "x"), ("v", "y")):
         p.add_equation(f"u*diff({f}, x) + v*diff({f}, y) + diff(p, {axis}) - lap({f})/Re", name=f"momentum_{axis}")
     p.add_equation("diff(u, x) + diff(v, y)", name="continuity")
-    p.add_condition(on="y = max", expr="u", value=1, name="lid")
+    p.add_condition(on="y = max", expr="u", value="1 - cosh(C*(x - 1/2))/cosh(C/2)", name="lid")
     p.add_condition(on=["x = min", "x = max", "y = min"], expr="u", value=0, name="walls_u")
     p.add_condition(on="boundary", expr="v", value=0, name="walls_v")
     return p
