@@ -27,6 +27,7 @@ import numpy as np
 import torch
 
 import seppinn
+from cavity_fd import at_ghia, exact_lid, ghia_rows, richardson, steady_cavity  # bench/: the script's directory
 
 ROOT = Path(__file__).resolve().parent.parent
 # name -> (anchor, target); rel L2 over the fields with references
@@ -40,8 +41,7 @@ ROWS = {
 }
 
 
-GHIA = np.genfromtxt(ROOT / "problems/data/ghia_re100.csv", delimiter=",", comments="#", skip_header=4,
-                     dtype=None, encoding="utf-8")
+GHIA = ghia_rows()
 
 
 def centre_lines(r: seppinn.Result) -> np.ndarray:
@@ -62,10 +62,8 @@ def fd_centre_lines() -> np.ndarray:
     """The exact-lid cavity by finite differences at Ghia's points, Richardson-extrapolated from
     N = 64 and 128 (bench/cavity_fd.py; about a minute): the converged solution, which Ghia's table
     misses by up to 0.009."""
-    from cavity_fd import at_ghia, steady_cavity  # bench/, on the path when this file runs as a script
-    lid = lambda s: np.ones_like(s)  # noqa: E731
-    coarse, fine = (at_ghia(*steady_cavity(n, lid), GHIA) for n in (64, 128))
-    return fine + (fine - coarse) / 3
+    coarse, fine = (at_ghia(*steady_cavity(n, exact_lid), GHIA) for n in (64, 128))
+    return richardson(coarse, fine, 2)
 
 
 def worst(metrics: dict[str, dict[str, float]]) -> float:

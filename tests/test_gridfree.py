@@ -248,13 +248,14 @@ def test_separate_balances_narrow_gaussians_on_the_box():
         separate(sp.sympify("exp(-(x - 0.3)**2)*sin(y)"), AXES[:2])  # moderate products: as they were
 
 
+@pytest.mark.parametrize("corner", [CORNER, "exp(-400*(x**2 + (1 - y)**2))"])  # Float and exact exponents
 @pytest.mark.parametrize("grid_free", [False, True])
-def test_narrow_gaussian_coefficients_and_sources_stay_finite_in_float32(grid_free):
+def test_narrow_gaussian_coefficients_and_sources_stay_finite_in_float32(grid_free, corner):
     """A corner-weighted residual (source, coefficient of u_xx and of a nonlinear rest): the float32
     trainer's losses are finite and equal the float64 grid path's to float32 rounding (it was
     refused as 'not finite in float32')."""
     p = seppinn.Problem("corner", {"x": (0.0, 1.0), "y": (0.0, 1.0)}, {"u": 1})
-    p.add_equation(f"{CORNER}*(diff(u, x, 2) + u**2) + diff(u, y, 2) - {CORNER}")
+    p.add_equation(f"{corner}*(diff(u, x, 2) + u**2) + diff(u, y, 2) - {corner}")
     p.add_condition("boundary", "u", 0.0)
     tr = _trainer(p, **{"train.grid_free": grid_free, "train.dtype": "float32", "train.points": 33})
     got = _loss_and_grad(tr, None)[0]

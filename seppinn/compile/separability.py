@@ -182,17 +182,20 @@ def _balanced(const: sp.Expr, per: list[sp.Expr], axes: Sequence[sp.Symbol], box
     if max(map(abs, logs)) <= BALANCE_LOG:
         return const, per
     mean = math.fsum(logs) / len(logs)
-    scaled = [_folded(g, mean - lg) for g, lg in zip(combined, logs)]
-    return sp.Float(sp.exp(sp.log(abs(const)) + mean - logs[-1]).evalf(30)) * sp.sign(const), scaled
+    scaled = [_folded(g, mean - lg) for g, lg in zip([*combined, const], logs)]
+    return scaled[-1], scaled[:-1]
 
 
 def _fold_extreme(term: sp.Expr) -> sp.Expr:
-    """A term evaluated on the grid with its exponentials as one, and a numeric coefficient beyond
-    e^BALANCE_LOG moved into it (``_folded``); other terms as they are."""
-    if not term.has(sp.exp):
+    """A term evaluated on the grid, where its numeric coefficient or the constant of one of its
+    exponents is beyond e^BALANCE_LOG (e^-400 * e^(800 y), split by the expansion), with its
+    exponentials folded into one (``_folded``); other terms as they are."""
+    c, rest = term.as_coeff_Mul()
+    if c == 0 or not rest.has(sp.exp):
         return term
-    c = sp.powsimp(term, combine="exp").as_coeff_Mul()[0]
-    return _folded(term) if c != 0 and abs(float(sp.log(abs(c)))) > BALANCE_LOG else term
+    logs = [float(sp.log(abs(c)))] + [float(f.args[0].as_coeff_Add()[0]) for f in sp.Mul.make_args(rest)
+                                      if isinstance(f, sp.exp)]
+    return _folded(term) if max(map(abs, logs)) > BALANCE_LOG else term
 
 
 def linear_part(body: sp.Expr, placeholders: Sequence[sp.Symbol], fields: Sequence[str],
