@@ -90,7 +90,8 @@ def detail(r: seppinn.Result) -> None:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--problems", nargs="+", default=list(ROWS))
+    p.add_argument("--problems", nargs="+", default=list(ROWS),
+                   help="shipped problem names, or paths to .toml files (a variant named like its row: DIR/kdv1d.toml)")
     p.add_argument("--seeds", type=int, nargs="+", default=[0])
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     p.add_argument("--detail", action="store_true", help="loss history and error by time after each run")
@@ -101,10 +102,12 @@ def main() -> None:
     print("|---|---|---|---|---|---|")
     fd = None
     for name in args.problems:
+        path = Path(name) if name.endswith(".toml") else ROOT / "problems" / f"{name}.toml"
+        name = path.stem
         finals, bests, walls, off_fd = [], [], [], []
         for seed in args.seeds:
             start = time.perf_counter()
-            r = seppinn.solve(ROOT / "problems" / f"{name}.toml", None, [f"train.seed={seed}", *args.set], progress=False)
+            r = seppinn.solve(path, None, [f"train.seed={seed}", *args.set], progress=False)
             walls.append(time.perf_counter() - start)
             if args.detail:
                 detail(r)

@@ -2,7 +2,10 @@
 (the defaults, or the settings the file names), each in its own process, against the result the
 README's problem table states ("no flags" column).
 
-    python bench/no_flags.py [--problems NAME ...] [--out DIR]
+    python bench/no_flags.py [--problems NAME ...] [--out DIR] [--set KEY=VALUE ...]
+
+``--set`` passes settings to every run (to measure one setting across the suite; then the rows
+are no longer "no flags").
 
 Prints one row per problem: the settings used, iterations, the metric at the end (the worst field's
 rel L2; PSNR and IoU for images and volumes), the seconds, and whether the stated result was reached.
@@ -55,9 +58,11 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--problems", nargs="+", default=list(TARGETS))
     ap.add_argument("--out", help="keep the runs here (default: a temporary folder)")
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="a setting for every run")
     args = ap.parse_args()
+    flags = [a for kv in args.set for a in ("--set", kv)]
     print(f"# {platform.processor() or platform.machine()}, {os.cpu_count()} cores; "
-          f"seppinn solve problems/NAME.toml with no flags")
+          f"seppinn solve problems/NAME.toml {' '.join(flags) or 'with no flags'}")
     print("| problem | settings | iterations | result (target) | reached | wall |")
     print("|---|---|---|---|---|---|")
     with tempfile.TemporaryDirectory() as tmp:
@@ -66,7 +71,7 @@ def main() -> None:
             out = base / name
             start = time.perf_counter()
             run = subprocess.run([sys.executable, "-m", "seppinn", "solve", str(ROOT / "problems" / f"{name}.toml"),
-                                  "--out", str(out), "--quiet"], capture_output=True, text=True)
+                                  "--out", str(out), "--quiet", *flags], capture_output=True, text=True)
             wall = time.perf_counter() - start
             if run.returncode != 0:
                 print(f"| {name} | failed: {(run.stderr.strip().splitlines() or ['?'])[-1]} | | | no | {wall:.0f} s |")

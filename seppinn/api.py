@@ -111,6 +111,7 @@ def check_report(prep: Prepared, nproc: int = 1) -> str:
         assert cd.axis is not None and cd.field is not None
         x, (lo, hi) = c.axes[cd.axis], c.ranges[cd.axis]
         b = {"both": f"({x} - {lo:g})({hi:g} - {x})", "min": f"({x} - {lo:g})", "max": f"({hi:g} - {x})"}[cd.side]
+        b = f"(1 - exp(-{b}/{cd.fade:g}))" if cd.fade is not None else b
         lines.append(f"hard condition {cd.name} ({cd.key}): {cd.field} = {c.lifts[cd.field]} + {b} N exactly, no loss term")
     if cfg.train.windows > 1:
         t_ax = next(a for a in p.axis_list if a.time)

@@ -120,7 +120,9 @@ def window_problem(problem: Problem, time_axis: int, lo: float, hi: float, lifts
     out.conditions = list(problem.conditions)
     for f, i in ics.items():
         u = problem.ctx.fields[f]
-        out.conditions[i] = dataclasses.replace(problem.conditions[i], value=lifts[f], residual=u - lifts[f])
+        out.conditions[i] = dataclasses.replace(problem.conditions[i], value=lifts[f], residual=u - lifts[f],
+                                                fade=problem.conditions[i].fade if lo == problem.axis_list[time_axis].lo
+                                                else None)
     out.reference = {f: DataSource(f, "file", src.key) for f, src in problem.reference.items()}
     return out
 
@@ -290,7 +292,9 @@ def march(prep: Prepared, out: str | Path | None = None, *, progress: bool = Tru
         if k + 1 < K:
             slices = {f: FrozenSlice(f"{f}_window{k}", result.model[f], time_axis, cuts[k + 1], len(space))
                       for f in lifts}
-            lifts = {f: g + slices[f].function((0,) * len(space))(*space) for f, g in lifts.items()}
+            t_sym = prep.problem.ctx.axes[t]  # the field window k ended with: its lift (faded or not) + networks
+            lifts = {f: compiled.lifts[f].subs(t_sym, cuts[k + 1]) + slices[f].function((0,) * len(space))(*space)
+                     for f in lifts}
     marched = MarchedResult(prep, windows, evaluator, time.perf_counter() - start)
     if out is not None:
         marched.save(out)

@@ -13,6 +13,8 @@ SMOOTH_ORDERS = {"relu": 1}
 BODIES = {
     "mlp": "plain MLP: (depth - 1) hidden layers, then a linear output layer",
     "modified_mlp": "SPINN's gated body: encoders U, V, H, then H = U + Z * (V - U) in (depth - 1) gated layers",
+    "pirate": "PirateNet's residual-adaptive body: encoders U, V, H, then blocks of two gated layers and a plain one "
+              "((depth - 1) // 3 blocks, at least one), each block H + alpha (Z - H), alpha trained from 0",
 }
 MODEL_KINDS = {
     "cp": "CP: u = s * sum_r prod_d f_d(x_d)_r (the paper's eq. 2); rank R",

@@ -79,3 +79,15 @@ u = {}
 [data]
 u = SPEC
 """
+
+
+def open_gates(module: torch.nn.Module, seed: int = 0) -> None:
+    """Move every PirateNet gate's alpha off its initial 0, so that the residual blocks take part
+    (at alpha = 0 they are skipped and their weights get no gradient: a test could not see them)."""
+    from seppinn.model.factor_nets import ResidualGate
+
+    g = torch.Generator().manual_seed(seed)
+    for m in module.modules():
+        if isinstance(m, ResidualGate):
+            with torch.no_grad():
+                m.alpha.copy_(0.3 + 0.5 * torch.rand(m.alpha.shape, generator=g, dtype=torch.float64))

@@ -8,7 +8,7 @@ import torch
 from seppinn.model.activations import ACTIVATIONS
 from seppinn.model.separable import CPModel
 
-from .conftest import eps_tol
+from .conftest import eps_tol, open_gates
 
 
 def autograd_derivatives(f, x: torch.Tensor, order: int) -> list[torch.Tensor]:
@@ -42,6 +42,8 @@ BODIES = [
     dict(body="modified_mlp", activation="sin", omega0=2.0),
     dict(body="mlp", activation="tanh", fourier_features=4, fourier_scale=0.5),
     dict(body="modified_mlp", activation="gelu", fourier_features=3),
+    dict(body="pirate", activation="tanh"),
+    dict(body="pirate", activation="sin", omega0=2.0, fourier_features=3),
 ]
 
 
@@ -51,6 +53,7 @@ def test_factor_jets_match_autograd_orders_1_to_4(net, f64):
     ranges = [(0.3, 2.0), (-3.0, -0.5)]  # non-symmetric: the chain-rule factor (2/(hi-lo))^a matters
     model = CPModel(ranges, rank=1, components=2, scale="sqrt_rank",
                     net_kwargs=dict(width=8, depth=3, **net))
+    open_gates(model)
     for axis, (lo, hi) in enumerate(ranges):
         x = torch.linspace(lo, hi, 9)
         jets = model.factor_jets(axis, x, 4).reshape(5, 9, -1)
@@ -89,3 +92,42 @@ def test_periodic_axis_is_exactly_periodic_in_every_derivative(f64):
     want = autograd_derivatives(lambda p: model.factor_jets(0, p, 0)[0].reshape(len(p), -1), x, 4)
     for a in range(5):
         torch.testing.assert_close(jets[a], want[a], rtol=1e-10, atol=1e-10 * want[a].abs().max().item())
+
+
+def test_pirate_blocks_start_as_the_identity_and_count_in_threes(f64):
+    """alpha = 0 at initialisation: the output is the encoder H's alone (PirateNet), whatever the
+    blocks' weights; depth - 1 hidden layers make (depth - 1) // 3 blocks, at least one."""
+    torch.manual_seed(2)
+    kw = dict(width=8, activation="tanh", body="pirate")
+    model = CPModel([(0.0, 1.0), (-1.0, 1.0)], 2, 1, "none", dict(depth=7, **kw))
+    bank = model.bank
+    assert (len(bank.gates), len(bank.hidden)) == (2, 6)
+    assert [len(CPModel([(0.0, 1.0)], 2, 1, "none", dict(depth=d, **kw)).bank.gates) for d in (2, 4, 10)] == [1, 1, 3]
+    x = torch.linspace(-1, 1, 7)
+    before = model.factor_jets(1, x, 2)
+    with torch.no_grad():
+        for layer in bank.hidden:
+            layer.weight.add_(torch.randn_like(layer.weight))
+    torch.testing.assert_close(model.factor_jets(1, x, 2), before, rtol=0, atol=0)
+    open_gates(model)
+    assert (model.factor_jets(1, x, 2) - before).abs().max() > 1e-2
+
+
+@pytest.mark.parametrize("side, fade", [("min", None), ("max", None), ("both", None), ("min", 0.3), ("max", 0.3)])
+def test_hard_axis_factor_jets_match_autograd(side, fade, f64):
+    """The factor of the hard axis times its bubble (x - lo, hi - x, their product, or 1 - e^{-s/fade}):
+    orders 1-4 against autograd; the other axis is unchanged."""
+    torch.manual_seed(3)
+    ranges = [(0.5, 2.0), (-1.0, 1.0)]
+    model = CPModel(ranges, 2, 1, "none", dict(width=8, depth=3, activation="tanh", body="modified_mlp"))
+    plain = model.factor_jets(1, torch.linspace(-1, 1, 5), 2)
+    model.set_hard_axis(0, *ranges[0], side, fade)
+    torch.testing.assert_close(model.factor_jets(1, torch.linspace(-1, 1, 5), 2), plain, rtol=0, atol=0)
+    x = torch.linspace(0.5, 2.0, 9)
+    jets = model.factor_jets(0, x, 4).reshape(5, 9, -1)
+    want = autograd_derivatives(lambda p: model.factor_jets(0, p, 0)[0].reshape(len(p), -1), x, 4)
+    for a in range(5):
+        torch.testing.assert_close(jets[a], want[a], rtol=1e-10, atol=1e-10 * want[a].abs().max().item())
+    ends = jets[0][[0, -1]].abs().amax(-1)  # the factor vanishes on the condition's faces
+    assert ends[0 if side == "max" else 1] > 1e-3 or side == "both"
+    assert (ends[[0, 1] if side == "both" else [1 if side == "max" else 0]] < 1e-14).all()

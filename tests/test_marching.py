@@ -36,12 +36,12 @@ windows = 2
 """
 
 
-def advection(hard: bool = True) -> seppinn.Problem:
+def advection(hard: bool = True, fade: float | None = None) -> seppinn.Problem:
     """u_t + u_x = 0 on a periodic x in [0, 2 pi], u(0) = sin x: u = sin(x - t)."""
     p = seppinn.Problem("advection", axes={"t": seppinn.TimeAxis(0.0, 1.0),
                                            "x": seppinn.Axis("x", 0.0, 2 * np.pi, periodic=True)}, fields=["u"])
     p.add_equation("diff(u, t) + diff(u, x)", name="pde")
-    p.add_condition(on="t = min", value="sin(x)", name="initial", enforce="hard" if hard else "soft")
+    p.add_condition(on="t = min", value="sin(x)", name="initial", enforce="hard" if hard else "soft", fade=fade)
     p.set_reference(u="sin(x - t)")
     return p
 
@@ -69,10 +69,13 @@ def test_a_frozen_slice_and_its_derivatives_equal_autograd_of_the_networks(f64):
     torch.testing.assert_close(s.evaluate((0,), [x.detach()]), grads[0].detach(), rtol=1e-12, atol=1e-12)
 
 
-def test_windows_are_continuous_at_the_seams_and_start_from_the_last_weights():
-    r = seppinn.solve(advection(), overrides={**NET, **PLAIN, "train.iterations": 0, "train.windows": 3},
+@pytest.mark.parametrize("fade", [None, 0.05])
+def test_windows_are_continuous_at_the_seams_and_start_from_the_last_weights(fade):
+    r = seppinn.solve(advection(fade=fade), overrides={**NET, **PLAIN, "train.iterations": 0, "train.windows": 3},
                       progress=False)
     assert [w.prepared.compiled.ranges[0] for w in r.windows] == pytest.approx([(0, 1 / 3), (1 / 3, 2 / 3), (2 / 3, 1)])
+    # a fading initial value fades in the first window only: the later ones start from the smooth field
+    assert [w.prepared.compiled.hard_fades for w in r.windows] == [{"u": fade} if fade else {}, {}, {}]
     for a, b in zip(r.windows, r.windows[1:]):  # no training: each window holds the first one's weights
         for (ka, va), (kb, vb) in zip(a.model.state_dict().items(), b.model.state_dict().items()):
             assert ka == kb and torch.equal(va, vb)

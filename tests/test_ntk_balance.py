@@ -16,7 +16,7 @@ from seppinn.train import ntk_trace
 from seppinn.train.loop import Trainer
 from seppinn.train.ntk_trace import term_traces
 
-from .conftest import PLAIN, write
+from .conftest import PLAIN, open_gates, write
 
 PROBLEM = """
 [problem]
@@ -84,10 +84,12 @@ def dense_traces(tr):
 @pytest.mark.parametrize("extra", [{}, {"train.sampling": "gauss"}, {"train.face_reduction": "sum"},
                                    {"model.kind": "tt", "model.rank": 3}, {"model.body": "mlp", "model.activation": "sin"},
                                    {"train.sampling": "random", "model.fourier_features": 4},
-                                   {"model.weight_factorization": {"mean": 0.5, "std": 0.3}}])
+                                   {"model.weight_factorization": {"mean": 0.5, "std": 0.3}},
+                                   {"model.body": "pirate", "model.weight_factorization": {"mean": 0.5, "std": 0.3}}])
 def test_ntk_traces_equal_the_dense_ntk(tmp_path, monkeypatch, extra):
     monkeypatch.setattr(ntk_trace, "SAMPLE", 10**6)  # every point: exact
     tr = trainer(tmp_path, **extra)
+    open_gates(tr.model)
     assert [t.name for t in tr.c.terms] == ["pde", "walls", "robin", "data"]
     want = dense_traces(tr)
     got = term_traces(tr.losses, torch.Generator().manual_seed(0))

@@ -149,5 +149,14 @@ def test_periodic_axis_and_hard_condition_rules(tmp_path):
     with pytest.raises(ProblemError, match="already has a hard condition"):
         p.add_condition(on=["x = min", "x = max"], value="0", enforce="hard")
     assert p.term_names == ["pde", "condition"]
+    q = seppinn.Problem("fade", {"t": seppinn.TimeAxis(0.0, 1.0), "x": (0.0, 1.0)}, ["u"])
+    for kwargs, message in [(dict(on="t = min", enforce="hard", fade=0.0), "0.0 is not a positive number"),
+                            (dict(on="t = min", enforce="hard", fade=True), "True is not a positive number"),
+                            (dict(on="t = min", enforce="hard", fade="0.1"), "'0.1' is not a positive number"),
+                            (dict(on="t = min", fade=0.1), "fade is for a hard condition on one face"),
+                            (dict(on=["x = min", "x = max"], enforce="hard", fade=0.1), "fade is for a hard condition")]:
+        with pytest.raises(ProblemError, match=rf"conditions\[0\]\.fade: {message}"):
+            q.add_condition(value="x", **kwargs)
+    assert q.add_condition(on="t = min", value="x", enforce="hard", fade=1).fade == 1.0
     with pytest.raises(ProblemError, match="the time axis cannot be periodic"):
         seppinn.Problem("t", {"t": seppinn.Axis("t", 0.0, 1.0, time=True, periodic=True)}, ["u"])

@@ -223,13 +223,14 @@ def burgers() -> seppinn.Problem:
 
 
 def periodic_1d(name: str, parameters: dict[str, float], residual: str, initial: str,
-                train: dict[str, Any] | None = None, model: dict[str, Any] | None = None) -> seppinn.Problem:
+                train: dict[str, Any] | None = None, model: dict[str, Any] | None = None,
+                fade: float | None = None) -> seppinn.Problem:
     p = seppinn.Problem(name, axes={"t": seppinn.TimeAxis(0.0, 1.0), "x": seppinn.Axis("x", -1.0, 1.0, periodic=True)},
                         fields=["u"], parameters=parameters,
                         solver_table={"train": {"test_points": {"t": 101, "x": 256}, **(train or {})},
                                       **({"model": model} if model else {})})
     p.add_equation(residual, name="pde")
-    p.add_condition(on="t = min", value=initial, name="initial", enforce="hard")
+    p.add_condition(on="t = min", value=initial, name="initial", enforce="hard", fade=fade)
     p.set_reference(u={"solver": name})
     return p
 
@@ -292,9 +293,9 @@ TWINS: dict[str, Callable[[], seppinn.Problem]] = {
     "burgers1d": burgers,
     "allen_cahn1d": lambda: periodic_1d("allen_cahn1d", {"eps": 1e-4, "a": 5.0},
                                         "diff(u, t) - eps*diff(u, x, 2) + a*u**3 - a*u", "x**2*cos(pi*x)",
-                                        {"points": {"t": 100, "x": 512}, "iterations": 20000,
-                                         "causal": {"chunks": 32, "tol": 1.0}},
-                                        {"weight_factorization": True, "width": 128}),
+                                        {"points": {"t": 100, "x": 512}, "causal": {"chunks": 32, "tol": 1.0},
+                                         "windows": 4, "iterations": 5000},
+                                        {"weight_factorization": True, "width": 128}, fade=0.05),
     "kdv1d": lambda: periodic_1d("kdv1d", {"delta": 0.022}, "diff(u, t) + u*diff(u, x) + delta**2*diff(u, x, 3)",
                                  "cos(pi*x)", {"points": {"t": 100, "x": 256}, "windows": 16, "iterations": 5000,
                                                "causal": {"chunks": 32, "tol": 1.0}}, {"weight_factorization": True}),

@@ -13,6 +13,8 @@ from seppinn.train.seppgd import factor_preconditioner
 from seppinn.model.separable import CPModel
 from seppinn.train.loop import Trainer
 
+from .conftest import open_gates
+
 AXES = {"x": (0.0, 1.0), "y": (-1.0, 2.0), "z": (0.5, 1.5)}
 SIZES = {"x": 4, "y": 5, "z": 6}
 TARGET = "sin(3*x) + cos(2*y)"
@@ -63,11 +65,13 @@ def kron_sum(mats: list[torch.Tensor | None], sizes: list[int]) -> torch.Tensor:
     return total
 
 
-@pytest.mark.parametrize("body, rwf", [("mlp", None), ("modified_mlp", None), ("modified_mlp", {"mean": 0.5, "std": 0.3})])
+@pytest.mark.parametrize("body, rwf", [("mlp", None), ("modified_mlp", None), ("modified_mlp", {"mean": 0.5, "std": 0.3}),
+                                       ("pirate", {"mean": 0.5, "std": 0.3})])
 def test_pseudo_ntk_is_the_gram_matrix_of_per_point_gradients(body, rwf, f64):
     torch.manual_seed(0)
     model = CPModel([(0.0, 1.0), (-2.0, 3.0)], 3, 2, "sqrt_rank",
                     dict(width=8, depth=3, activation="sin", omega0=3.0, body=body, weight_factorization=rwf))
+    open_gates(model)
     xs = [torch.rand(5), -2 + 5 * torch.rand(7)]
     Ks = model.pseudo_ntks(xs)
     params = list(model.parameters())

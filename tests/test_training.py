@@ -229,13 +229,23 @@ u = "exact"
 """
 
 
-@pytest.mark.parametrize("side, face", [("min", 0.5), ("max", 1.5)])
-def test_hard_initial_condition_on_one_face(tmp_path, side, face):
-    """u = g + (t - t0) N: the value holds at t0 to rounding before any training, not elsewhere,
-    the loss's u_t (jets) equals a finite difference of the field, and a heat problem trains."""
-    path = write(tmp_path / "h.toml", HEAT_HARD_INITIAL.replace("SIDE", side))
+@pytest.mark.parametrize("side, face, fade", [("min", 0.5, None), ("max", 1.5, None), ("min", 0.5, 0.1),
+                                              ("max", 1.5, 0.1)])
+def test_hard_initial_condition_on_one_face(tmp_path, side, face, fade):
+    """u = g + (t - t0) N, or with ``fade`` e^{-|t - t0|/fade} g + (1 - e^{-|t - t0|/fade}) N: the value
+    holds at t0 to rounding before any training, not elsewhere, the loss's pde residual (jets, lift
+    included) equals finite differences of the field, and a heat problem trains."""
+    text = HEAT_HARD_INITIAL.replace("SIDE", side)
+    if fade is not None:
+        text = text.replace('enforce = "hard"', f'enforce = "hard"\nfade = {fade}')
+    path = write(tmp_path / "h.toml", text)
     prep = seppinn.prepare(path, overrides=dict(SMALL, **{"train.dtype": "float64", "train.weights": {}}))
     assert [t.name for t in prep.compiled.terms] == ["pde", "walls"] and prep.compiled.hard_sides == {"u": side}
+    assert prep.compiled.hard_fades == ({"u": fade} if fade else {})
+    sym = prep.problem.ctx.axes  # the lift at the other face, 10 fades away: g e^{-10}, or g
+    lift = float(prep.compiled.lifts["u"].subs({sym["t"]: 2.0 - face, sym["x"]: 0.3}))
+    g = math.sin(0.3 * math.pi) * math.exp(-(face - 0.5)) + 0.3
+    assert lift == pytest.approx(g * (math.exp(-10) if fade else 1.0), rel=1e-12)
     tr = Trainer(prep.compiled, prep.config, device=torch.device("cpu"), progress=False)
     x = np.linspace(0, 1, 11)
     exact = lambda t: np.sin(np.pi * x) * np.exp(-(t - 0.5)) + x  # noqa: E731
@@ -243,14 +253,16 @@ def test_hard_initial_condition_on_one_face(tmp_path, side, face):
     np.testing.assert_allclose(u0, exact(face), rtol=0, atol=1e-14)
     other = 2.0 - face
     assert np.abs(tr.evaluator.predict([np.array([other]), x])["u"][0, :, 0].numpy() - exact(other)).max() > 1e-3
-    # u_t on the training grid from the jets (the pde residual's first derivative) against a central difference
+    # the pde residual u_t - u_xx / pi^2 on the training grid (jets and the lift) against central differences
     part = tr.losses.parts[0][0]
-    jets = tr.losses.jets()
-    t_pts = tr.points[("train", 0)].numpy()
-    x_pts = tr.points[("train", 1)].numpy()
-    u_t = part.contractions([("u", (1, 0))], jets, {})[0][..., 0].detach().numpy()
-    h = 1e-6
-    fd = (tr.evaluator.predict([t_pts + h, x_pts])["u"] - tr.evaluator.predict([t_pts - h, x_pts])["u"])[..., 0].numpy() / (2 * h)
-    np.testing.assert_allclose(u_t, fd, rtol=0, atol=1e-7 * np.abs(fd).max())  # the lift has no u_t
+    r = part.residual(tr.losses.jets(), {})[..., 0].detach().numpy()
+    t_pts, x_pts = tr.points[("train", 0)].numpy(), tr.points[("train", 1)].numpy()
+    h = 1e-4
+
+    def u(dt: float = 0.0, dx: float = 0.0) -> np.ndarray:
+        return tr.evaluator.predict([t_pts + dt, x_pts + dx])["u"][..., 0].numpy()
+
+    fd = (u(h) - u(-h)) / (2 * h) - (u(dx=h) - 2 * u() + u(dx=-h)) / (h**2 * np.pi**2)
+    np.testing.assert_allclose(r, fd, rtol=0, atol=1e-5 * np.abs(fd).max())
     r = seppinn.solve(path, overrides={**SMALL, "train.weights": {}}, progress=False)
     assert r.metrics_at_min_loss["u"]["rel_l2"] < 0.02

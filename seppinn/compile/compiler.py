@@ -116,6 +116,7 @@ class CompiledProblem:
     hard: dict[str, int] = field(default_factory=dict)  # field -> axis with a hard Dirichlet condition
     hard_sides: dict[str, str] = field(default_factory=dict)  # field -> its faces there: "both", "min" or "max"
     lifts: dict[str, sp.Expr] = field(default_factory=dict)  # field -> lift g (parameters substituted)
+    hard_fades: dict[str, float] = field(default_factory=dict)  # field -> its hard condition's ``fade`` (if set)
     # expression references that are sums of separable products: field -> products (grid-free metrics)
     separable_references: dict[str, SeparableReference] = field(default_factory=dict)
     scales: dict[str, FieldScale] = field(default_factory=dict)  # field -> output scale (``scaling``)
@@ -266,6 +267,19 @@ def hard_lift(problem: Problem, field_name: str) -> tuple[int | None, sp.Expr, s
     return None, sp.Integer(0), ""
 
 
+def fading(problem: Problem, field_name: str) -> tuple[float | None, sp.Expr]:
+    """(fade, e^{-s/fade}) for a field whose hard condition on one face has ``fade`` set, s the
+    distance from that face (the lift is g e^{-s/fade}, the model's factor 1 - e^{-s/fade});
+    (None, 1) otherwise."""
+    for c in problem.conditions:
+        if c.hard and c.field == field_name and c.fade is not None:
+            assert c.axis is not None
+            ax = problem.axis_list[c.axis]
+            x = problem.ctx.axes[ax.name]
+            return c.fade, sp.exp(-((x - ax.lo) if c.side == "min" else (ax.hi - x)) / sp.Rational(repr(c.fade)))
+    return None, sp.Integer(1)
+
+
 def compile_problem(problem: Problem, config: SolverConfig,
                     data_arrays: Mapping[str, np.ndarray] | None = None) -> CompiledProblem:
     """Lower every term of a validated problem. ``data_arrays``: loaded data files per field."""
@@ -274,12 +288,15 @@ def compile_problem(problem: Problem, config: SolverConfig,
     n = len(axes)
     interior = [("train", d) for d in range(n)]
     # hard conditions: the model of field f is b(x_d) N + g; every residual sees u -> u + g
-    hard, hard_sides, lifts = {}, {}, {}
+    hard, hard_sides, lifts, fades = {}, {}, {}, {}
     for f in problem.components:
         axis, g, side = hard_lift(problem, f)
         if axis is not None:
             no_learned(problem, g, "conditions", f"the hard condition of {f}")
-            hard[f], hard_sides[f], lifts[f] = axis, side, g
+            fade, factor = fading(problem, f)
+            hard[f], hard_sides[f], lifts[f] = axis, side, g * factor
+            if fade is not None:
+                fades[f] = fade
     shift = {problem.ctx.fields[f]: problem.ctx.fields[f] + g for f, g in lifts.items()}
     for f in sorted(problem.positive):  # a positive field a is softplus(a_model) in every residual
         if f in lifts:
@@ -353,7 +370,7 @@ def compile_problem(problem: Problem, config: SolverConfig,
     separable_refs = _separable_references(problem, lifts)
     return CompiledProblem(problem, [a.name for a in axes], [(a.lo, a.hi) for a in axes],
                            dict(problem.components), terms, orders, file_grids, point_sets, hard=hard, hard_sides=hard_sides,
-                           lifts=lifts, separable_references=separable_refs,
+                           lifts=lifts, hard_fades=fades, separable_references=separable_refs,
                            scales=estimate_scales(problem, data_arrays, kept), learned=dict(problem.learned),
                            positive=frozenset(problem.positive))
 

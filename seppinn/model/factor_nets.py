@@ -96,11 +96,41 @@ class StackedLinear(nn.Module):
         return out
 
 
+class ResidualGate(nn.Module):
+    """PirateNet's adaptive skip (Wang et al. 2024): x + alpha (h - x) with one trainable alpha per
+    axis (D,), zero at initialisation, so each residual block starts as the identity. In NTK terms a
+    layer with input a = h - x: the output is alpha * a, so dz/dalpha = a."""
+
+    def __init__(self, n: int, width: int) -> None:
+        super().__init__()
+        self.in_features = self.out_features = width
+        self.alpha = nn.Parameter(torch.zeros(n))
+
+    def gram(self, a: torch.Tensor, delta: torch.Tensor) -> torch.Tensor:
+        """alpha's share of a factor NTK (D, n, n) from inputs a and signals delta (D, n, width)."""
+        s = (a * delta).sum(-1)
+        return s[:, :, None] * s[:, None, :]
+
+    def jet_trace(self, h: torch.Tensor, delta: torch.Tensor) -> torch.Tensor:
+        """(D, n): per point, (d/dalpha sum_m <delta_m, alpha h_m>)^2 from h, delta (D, m+1, n, width)."""
+        return (h * delta).sum((1, 3)) ** 2
+
+    def jet(self, h: torch.Tensor, tape: Tape | None = None) -> torch.Tensor:
+        """The gated step alpha * h for the jet h = (block output - block input), (D, m+1, n, width)."""
+        out = h * self.alpha[:, None, None, None]
+        if tape is not None:
+            probe = tape.probes[len(tape.inputs)]
+            out = out + (probe if tape.jets else probe[:, None])
+            tape.inputs.append(h if tape.jets else h[:, 0])
+        return out
+
+
 class FactorBank(nn.Module):
     """The D factor networks of one field.
 
     ``depth`` counts the linear layers along the path, output layer included (SPINN's
-    ``n_layers``); ``depth >= 2``.
+    ``n_layers``); ``depth >= 2``. ``body = "pirate"``: (depth - 1) // 3 residual blocks of three
+    layers, at least one (PirateNet's three blocks: depth 10).
     """
 
     lo: torch.Tensor  # (D,) float64 buffers: the axis ranges
@@ -108,6 +138,7 @@ class FactorBank(nn.Module):
     freqs: torch.Tensor  # (D, F) embedding frequencies (only with Fourier/periodic embeddings)
     raw: torch.Tensor  # (D,) bool: axes that keep the raw input beside Fourier ones
     hidden: nn.ModuleList
+    gates: nn.ModuleList
 
     def __init__(
         self,
@@ -158,12 +189,15 @@ class FactorBank(nn.Module):
             dims = [in_features] + [width] * hidden
             layers = [StackedLinear(D, a, b) for a, b in zip(dims[:-1], dims[1:])]
             self.hidden = nn.ModuleList(layers)
+            self.gates = nn.ModuleList()
             self.first = [layers[0]]
-        elif body == "modified_mlp":
+        elif body in ("modified_mlp", "pirate"):
             self.enc_u = StackedLinear(D, in_features, width)
             self.enc_v = StackedLinear(D, in_features, width)
             self.enc_h = StackedLinear(D, in_features, width)
-            self.hidden = nn.ModuleList(StackedLinear(D, width, width) for _ in range(hidden))
+            blocks = max(1, hidden // 3) if body == "pirate" else 0
+            self.hidden = nn.ModuleList(StackedLinear(D, width, width) for _ in range(3 * blocks or hidden))
+            self.gates = nn.ModuleList(ResidualGate(D, width) for _ in range(blocks))
             self.first = [self.enc_u, self.enc_v, self.enc_h]
         else:
             raise ValueError(f"unknown body {body!r}")
@@ -171,13 +205,16 @@ class FactorBank(nn.Module):
         self._initialise()
         if weight_factorization:  # random weight factorisation of every layer, s ~ N(mean, std^2)
             for layer in self.layers():
-                layer.factorize(weight_factorization["mean"], weight_factorization["std"])
+                if isinstance(layer, StackedLinear):
+                    layer.factorize(weight_factorization["mean"], weight_factorization["std"])
 
-    def layers(self) -> list[StackedLinear]:
-        """The linear layers in the order a forward pass calls them."""
-        body = [cast(StackedLinear, layer) for layer in self.hidden]
+    def layers(self) -> list[StackedLinear | ResidualGate]:
+        """The linear layers (and PirateNet's gates) in the order a forward pass calls them."""
+        body: list[StackedLinear | ResidualGate] = [cast(StackedLinear, layer) for layer in self.hidden]
+        if self.body == "pirate":  # each block: three layers, then its gate
+            body = [m for b, gate in enumerate(self.gates) for m in (*body[3 * b:3 * b + 3], cast(ResidualGate, gate))]
         first = [] if self.body == "mlp" else [self.enc_u, self.enc_v, self.enc_h]
-        return first + body + [self.out]
+        return [*first, *body, self.out]
 
     def pseudo_ntk(self, x: torch.Tensor, out_mask: torch.Tensor | None = None) -> torch.Tensor:
         """Factor pseudo-NTK by sum of logits, per axis: x (D, n) -> K (D, n, n) with
@@ -292,8 +329,16 @@ class FactorBank(nn.Module):
             u = first(self.enc_u)
             v_minus_u = first(self.enc_v) - u
             h = first(self.enc_h)
-            for layer in self.hidden:
-                h = u + J.product(self._layer(h, cast(StackedLinear, layer), tape), v_minus_u)
+            layers = [cast(StackedLinear, layer) for layer in self.hidden]
+            if self.body == "modified_mlp":
+                for layer in layers:
+                    h = u + J.product(self._layer(h, layer, tape), v_minus_u)
+            for b, gate in enumerate(self.gates):
+                z = h  # PirateNet: two gated layers, a plain one, then x + alpha (z - x)
+                for layer in layers[3 * b:3 * b + 2]:
+                    z = u + J.product(self._layer(z, layer, tape), v_minus_u)
+                z = self._layer(z, layers[3 * b + 2], tape)
+                h = h + cast(ResidualGate, gate).jet(z - h, tape)
         out = self.out.jet(h, tape)
         if order == 0:
             return out

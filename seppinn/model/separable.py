@@ -48,6 +48,7 @@ class SeparableField(nn.Module):
         self.hard_axis: int | None = None  # set_hard_axis: factor multiplied by (x - lo)(hi - x)
         self.hard_range = (0.0, 0.0)
         self.hard_side = "both"
+        self.hard_fade: float | None = None
         self.axis_scale: torch.Tensor | None  # set_output_scale: (D,), the output scale on the first axis
         self.register_buffer("axis_scale", None, persistent=False)
         sizes = [math.prod(s) for s in shapes]
@@ -61,11 +62,12 @@ class SeparableField(nn.Module):
         else:
             self.out_mask = None
 
-    def set_hard_axis(self, axis: int, lo: float, hi: float, side: str = "both") -> None:
+    def set_hard_axis(self, axis: int, lo: float, hi: float, side: str = "both", fade: float | None = None) -> None:
         """Make the model vanish on both faces of ``axis``: factor ``axis`` times (x - lo)(hi - x);
-        ``side`` "min" / "max": on that face only, times x - lo or hi - x. Every CP/Tucker/TT term
-        contains that factor exactly once, so the whole field vanishes there."""
-        self.hard_axis, self.hard_range, self.hard_side = axis, (lo, hi), side
+        ``side`` "min" / "max": on that face only, times s = x - lo or hi - x, or with ``fade``
+        times 1 - e^{-s/fade}. Every CP/Tucker/TT term contains that factor exactly once, so the
+        whole field vanishes there."""
+        self.hard_axis, self.hard_range, self.hard_side, self.hard_fade = axis, (lo, hi), side, fade
 
     def set_output_scale(self, scale: float) -> None:
         """Make the field ``scale`` times its networks' product: the first axis' factor jets are
@@ -80,10 +82,17 @@ class SeparableField(nn.Module):
         return float(self.axis_scale[0]) if self.axis_scale is not None else 1.0
 
     def _bubble(self, x: torch.Tensor, order: int) -> torch.Tensor:
-        """Jet of b(x) = (x - lo)(hi - x), x - lo or hi - x (``hard_side``) on the hard axis (1 on
-        the others): (D, order+1, n, 1)."""
+        """Jet of b(x) = (x - lo)(hi - x), x - lo or hi - x (``hard_side``), or 1 - e^{-s/fade} for
+        those s, on the hard axis (1 on the others): (D, order+1, n, 1)."""
         lo, hi = self.hard_range
-        if self.hard_side == "min":
+        assert self.hard_axis is not None
+        is_hard = torch.arange(x.shape[0], device=x.device).eq(self.hard_axis)
+        x = torch.where(is_hard[:, None], x, lo)  # the other axes' rows are replaced by ones below
+        if self.hard_fade is not None:  # d^k/ds^k (1 - e^{-s/f}) = -(-1/f)^k e^{-s/f}; ds/dx = -1 on "max"
+            sign = 1.0 if self.hard_side == "min" else -1.0
+            e = torch.exp(-(x - lo if self.hard_side == "min" else hi - x) / self.hard_fade)
+            rows = [1 - e] + [-((-sign / self.hard_fade) ** k) * e for k in range(1, 5)]
+        elif self.hard_side == "min":
             rows = [x - lo, torch.ones_like(x)] + [torch.zeros_like(x)] * 3
         elif self.hard_side == "max":
             rows = [hi - x, -torch.ones_like(x)] + [torch.zeros_like(x)] * 3
@@ -92,8 +101,6 @@ class SeparableField(nn.Module):
         jet = torch.stack(rows[: order + 1], dim=1).unsqueeze(-1)
         ones = torch.zeros_like(jet)
         ones[:, 0] = 1.0
-        assert self.hard_axis is not None
-        is_hard = torch.arange(x.shape[0], device=x.device).eq(self.hard_axis)
         return torch.where(is_hard[:, None, None, None], jet, ones)
 
     def _bank(self, x: torch.Tensor, order: int, tape: Tape | None = None) -> torch.Tensor:

@@ -18,7 +18,7 @@ PROBLEM_KEYS = ("name", "title", "kind", "solver")
 AXIS_KEYS = ("range", "time", "periodic", "parameter")
 FIELD_KEYS = ("components", "scale", "positive")
 EQUATION_KEYS = ("name", "residual", "lhs", "rhs")
-CONDITION_KEYS = ("name", "on", "expr", "value", "enforce")
+CONDITION_KEYS = ("name", "on", "expr", "value", "enforce", "fade")
 
 
 def check_keys(table: Mapping[str, Any], allowed: tuple[str, ...], file: str, prefix: str,
@@ -159,7 +159,7 @@ def problem_from_toml(doc: dict[str, Any], text: str, file: str) -> Problem:
         if "on" not in cond:
             raise ProblemError("required key missing: on = \"boundary\" or a face like \"x = -1\"", file=file, key=f"conditions[{i}].on")
         problem.add_condition(cond["on"], cond.get("value"), cond.get("expr"),
-                              name=cond.get("name"), enforce=cond.get("enforce"))
+                              name=cond.get("name"), enforce=cond.get("enforce"), fade=cond.get("fade"))
     for f, spec in _table(doc, "data", file).items():
         problem.add_data(f, spec)
     problem.set_reference(**_table(doc, "reference", file))

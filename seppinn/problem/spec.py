@@ -47,6 +47,7 @@ class Condition:
     axis: int | None = None
     value: sp.Expr | None = None
     side: str = "both"  # hard: the faces of ``axis`` it holds on: "both", or one ("min" / "max")
+    fade: float | None = None  # hard, one face: the lift fades as e^{-|x - face|/fade} (``fade`` below)
     value_given: bool = True  # False: no value was written, so the condition means expr = 0
 
 
@@ -247,9 +248,13 @@ class Problem:
         *,
         name: str | None = None,
         enforce: str | None = None,
+        fade: float | None = None,
     ) -> Condition:
         """Add ``expr - value = 0`` on faces: "boundary", "x = -1", "x = min|max", or a list (no
-        value: 0, which ``seppinn check`` says)."""
+        value: 0, which ``seppinn check`` says). ``fade`` (a length in the axis' units; a hard
+        condition on one face only): the model is e^{-s/fade} g + (1 - e^{-s/fade}) N, s the
+        distance from the face, instead of g + s N, so g's influence fades over ``fade``: for a
+        value whose kinks the solution smooths at once (a periodic value whose slope is not periodic)."""
         key = f"conditions[{len(self.conditions)}]"
         if enforce not in (None, "soft", "hard"):
             raise self.error(f"{key}.enforce", f"{enforce!r} is not one of 'soft', 'hard'")
@@ -269,6 +274,13 @@ class Problem:
                          value_given=value is not None)
         if enforce == "hard":
             self._make_hard(cond, lhs, rhs, key)
+        if fade is not None:
+            if isinstance(fade, bool) or not isinstance(fade, (int, float)) or not 0 < fade < float("inf"):
+                raise self.error(f"{key}.fade", f"{fade!r} is not a positive number (a length along the condition's axis)")
+            if not cond.hard or cond.side == "both":
+                raise self.error(f"{key}.fade", "fade is for a hard condition on one face (enforce = \"hard\", "
+                                 "on = \"t = min\")")
+            cond.fade = float(fade)
         self.conditions.append(cond)
         return cond
 

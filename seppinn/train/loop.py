@@ -53,7 +53,8 @@ def make_model(compiled: CompiledProblem, config: SolverConfig, device: torch.de
     model = build_model(compiled.ranges, compiled.components, kind=m.kind, rank=m.rank, scale=m.scale,
                         net_kwargs=net, learned=learned).to(device=device, dtype=DTYPES[config.train.dtype])
     for f, axis in compiled.hard.items():
-        model[f].set_hard_axis(axis, *compiled.ranges[axis], compiled.hard_sides.get(f, "both"))
+        model[f].set_hard_axis(axis, *compiled.ranges[axis], compiled.hard_sides.get(f, "both"),
+                               compiled.hard_fades.get(f))
     for f, fs in compiled.scales.items():
         if fs.scale != 1.0:
             model[f].set_output_scale(fs.scale)
