@@ -6,8 +6,8 @@ from __future__ import annotations
 import contextlib
 import signal
 import time
-from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -26,11 +26,12 @@ from .problem.expressions import symbolic_budget
 from .problem.problem_file import load_problem
 from .problem.solver_config import SolverConfig, resolve
 from .problem.spec import LearnedParameter, Problem
-from .train.device import check_memory, pick_device, set_threads
+from .train.device import DTYPES, check_memory, pick_device, set_threads
 from .train.distributed import World, communication, per_rank_memory
-from .train.evaluation import squeeze_components
+from .train.evaluation import Evaluator, squeeze_components
 from .model.separable import SeparableModel
 from .train.loop import Trainer, make_model
+from .train.points import PointSets
 from .train.records import Diverged, Evaluation, TrainState, history_columns
 
 SolverSpec = str | Path | Mapping[str, Any] | None
@@ -322,8 +323,8 @@ def prepare_resume(problem: Problem | str | Path, run_dir: str | Path,
     stored = load_run(run_dir, problem)
     prep = prepare(stored.problem, stored.settings, overrides, nproc=nproc)
     if prep.config.train.windows > 1:
-        raise DataError("a time-marching run (train.windows > 1) cannot be resumed: it writes its outputs when "
-                        "every window has finished, with no training state", file=stored.where)
+        from .marching import marching_state
+        return prep, marching_state(stored, prep.config.train.windows)
     if stored.checkpoint.get("training") is None:
         raise DataError("the checkpoint holds no training state to resume from", file=stored.where)
     return prep, stored.checkpoint["training"]
@@ -332,11 +333,14 @@ def prepare_resume(problem: Problem | str | Path, run_dir: str | Path,
 @dataclass(frozen=True)
 class OpenedRun:
     """A finished or interrupted run read back: the problem prepared with the run's own settings,
-    its model with the checkpoint's weights, and what the folder held (``io.runs.StoredRun``)."""
+    its model with the checkpoint's weights (a marched run: the last window's), its ``evaluator``
+    (predictions and references on any grid; a marched run's: the piecewise field), and what the
+    folder held (``io.runs.StoredRun``)."""
 
     prepared: Prepared
     model: SeparableModel
     stored: StoredRun
+    evaluator: Evaluator
 
 
 STATES = {"final": "model.pt", "best": "best.pt"}  # which weights: the last, or the lowest training loss
@@ -351,19 +355,23 @@ def open_run(run_dir: str | Path, problem: Problem | str | Path | None = None,
         raise SeppinnError(f"'{state}' is not one of {', '.join(STATES)}", key="--state")
     stored = load_run(run_dir, problem, STATES[state])
     prep = prepare(stored.problem, stored.settings)
-    if prep.config.train.windows > 1:
-        raise DataError(f"the run was solved by time marching (train.windows = {prep.config.train.windows}): its "
-                        "model.pt holds one model per window, which export does not read yet; solution.h5 holds "
-                        "the fields on the test grid", file=stored.where)
-    model = make_model(prep.compiled, prep.config, device or torch.device("cpu"))
+    device = device or torch.device("cpu")
+    if prep.config.train.windows > 1:  # the windows rebuilt in turn from their weights, none trained
+        from .marching import march, marching_state
+        prep = replace(prep, device=device)
+        marched = march(prep, progress=False, resume=marching_state(stored, prep.config.train.windows, finished=True))
+        return OpenedRun(prep, marched.model, stored, marched.trainer.evaluator)
+    model = make_model(prep.compiled, prep.config, device)
     load_weights(model, stored.checkpoint["model"], stored.where)
-    return OpenedRun(prep, model, stored)
+    points = PointSets(prep.compiled, prep.config, device, DTYPES[prep.config.train.dtype])
+    return OpenedRun(prep, model, stored, Evaluator(prep.compiled, prep.plan, model, points, prep.ref_arrays))
 
 
 def run(prep: Prepared, out: str | Path | None = None, *, progress: bool = True,
         resume: Mapping[str, Any] | None = None, handle_signals: bool = False, force: bool = False,
         init_from: str | Path | None = None, world: World = World(),
-        init_weights: Mapping[str, torch.Tensor] | None = None) -> Result:
+        init_weights: Mapping[str, torch.Tensor] | None = None,
+        on_checkpoint: Callable[[dict[str, Any]], None] | None = None) -> Result:
     """Train a prepared problem; write the run's files into ``out`` unless it is None.
 
     Every ``train.checkpoint_every`` iterations ``out/model.pt`` is replaced (atomically) by a
@@ -372,15 +380,13 @@ def run(prep: Prepared, out: str | Path | None = None, *, progress: bool = True,
     outputs so far, and raise ``Interrupted``. A non-finite loss raises ``RunError`` after
     writing the outputs of the last good checkpoint (``train.on_nan = "rollback"`` retries).
     ``world``: this process' rank in a distributed run (``train.distributed.start``); only rank 0 writes.
-    ``init_weights``: a state dict of this model's shape to start from. ``train.windows`` > 1: time
-    marching (``marching.march``; no ``resume``)."""
+    ``init_weights``: a state dict of this model's shape to start from. ``on_checkpoint``: takes
+    each checkpoint's snapshot instead of ``out/model.pt`` (time marching writes its own).
+    ``train.windows`` > 1: time marching (``marching.march``; ``resume`` from ``prepare_resume``)."""
     if prep.config.train.windows > 1:
         from .marching import march
-        if resume is not None:
-            raise SolverConfigError("a time-marching run (windows > 1) cannot be resumed: it writes its outputs "
-                                    "when every window has finished", key="train.windows")
         return march(prep, out, progress=progress, handle_signals=handle_signals, force=force,
-                     init_from=init_from, world=world)
+                     init_from=init_from, world=world, resume=resume)
     start = time.perf_counter()
     out = out if world.writes else None
 
@@ -400,8 +406,10 @@ def run(prep: Prepared, out: str | Path | None = None, *, progress: bool = True,
 
     trainer = world.agree(setup)  # one rank's failure stops every rank
 
-    def on_checkpoint(snap: dict[str, Any]) -> None:
-        if out is not None:
+    def write_snapshot(snap: dict[str, Any]) -> None:
+        if on_checkpoint is not None:
+            on_checkpoint(snap)
+        elif out is not None:
             Path(out).mkdir(parents=True, exist_ok=True)
             history = history_columns([Evaluation(**ev) for ev in snap["history"]])
             write_checkpoint(Path(out) / "model.pt", checkpoint_payload(prep.problem, prep.config.to_toml(), snap["model"],
@@ -409,7 +417,7 @@ def run(prep: Prepared, out: str | Path | None = None, *, progress: bool = True,
 
     with _stop_on_signals(trainer, handle_signals):
         try:
-            state = trainer.train(on_checkpoint, resume)
+            state = trainer.train(write_snapshot, resume)
         except DataError as exc:  # a resumed training state that does not fit
             raise exc.located(str(Path(out) / "model.pt") if out is not None else "<checkpoint>") from None
         except Diverged as exc:

@@ -131,8 +131,7 @@ def _solve_as(args: argparse.Namespace, world: World) -> int:
                      force=args.force or (bool(args.resume) and not args.out), init_from=args.init_from, world=world)
     except Interrupted as exc:
         if world.writes:
-            again = "" if prep.config.train.windows > 1 else f"\ncontinue with: seppinn solve {args.problem} --resume {out}"
-            print(f"{exc}{again}", file=sys.stderr)
+            print(f"{exc}\ncontinue with: seppinn solve {args.problem} --resume {out}", file=sys.stderr)
         return 130
     if not world.writes:
         return 0

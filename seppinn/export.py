@@ -113,9 +113,7 @@ def export(run: str | Path, fmt: str = "xdmf", points: int = 64, state: str = "f
     ``at``: axes held at one value (``{"mu": 2.5}``: one member of a parametric family; the file
     name gets ``_mu2.5``)."""
     from .api import open_run
-    from .train.device import DTYPES
-    from .train.evaluation import Evaluator, squeeze_components
-    from .train.points import PointSets
+    from .train.evaluation import squeeze_components
 
     if fmt not in FORMATS:
         raise SeppinnError(f"'{fmt}' is not one of {', '.join(FORMATS)}", key="--format")
@@ -125,9 +123,7 @@ def export(run: str | Path, fmt: str = "xdmf", points: int = 64, state: str = "f
     opened = open_run(run, state=state)
     prep, ckpt, problem = opened.prepared, opened.stored.checkpoint, opened.stored.problem
     check_export_memory(prep, run, fmt, points)
-    tr = Evaluator(prep.compiled, prep.plan, opened.model,
-                   PointSets(prep.compiled, prep.config, torch.device("cpu"), DTYPES[prep.config.train.dtype]),
-                   prep.ref_arrays)
+    tr = opened.evaluator
     # a reference file fixes the grid (its values exist there only); otherwise points per axis
     grid = tr.test_axes if prep.ref_arrays else [np.linspace(lo, hi, points) for lo, hi in prep.compiled.ranges]
     names = prep.compiled.axes

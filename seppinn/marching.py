@@ -16,7 +16,7 @@ import copy
 import dataclasses
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -28,13 +28,14 @@ from .api import Prepared, Result, run
 from .compile.compiler import compile_problem, hard_lift
 from .compile.lowering import CoordinateFunction
 from .compile.plan import make_plan
-from .errors import Interrupted, RunError, SeppinnError, SolverConfigError
-from .io.runs import check_run_dir
+from .errors import DataError, Interrupted, RunError, SeppinnError, SolverConfigError
+from .io.runs import StoredRun, check_run_dir, checkpoint_payload, write_checkpoint
 from .model.separable import SeparableField
 from .problem.sources import DataSource
 from .problem.spec import Problem
 from .train.distributed import World
 from .train.evaluation import Evaluator
+from .train.loop import Trainer
 from .train.points import PointSets
 from .train.records import Evaluation, TrainState, history_columns
 
@@ -205,11 +206,47 @@ class _Windows:
     world: World = World()
 
 
+def joined_history(states: Sequence[TrainState]) -> tuple[list[Evaluation], int, float]:
+    """The windows' evaluations one after another (iterations and seconds counted on from the
+    windows before), and the total iterations and training seconds."""
+    history: list[Evaluation] = []
+    offset, seconds = 0, 0.0
+    for s in states:
+        history += [dataclasses.replace(ev, iteration=ev.iteration + offset, seconds=ev.seconds + seconds)
+                    for ev in s.history]
+        offset, seconds = offset + s.iteration, seconds + s.seconds
+    return history, offset, seconds
+
+
+def window_record(state: TrainState) -> dict[str, Any]:
+    """What a checkpoint keeps of a finished window besides its weights: its loop state."""
+    return {"history": [dataclasses.asdict(ev) for ev in state.history],
+            "best": dataclasses.asdict(state.best) if state.best else None,
+            "iteration": state.iteration, "seconds": state.seconds}
+
+
+def chained_weights(windows: Sequence[Result]) -> dict[str, torch.Tensor]:
+    """``window<k>.<name>``: the weights each window handed on (``train.outputs_from``'s)."""
+    return {f"window{k}.{name}": v.detach().clone() for k, w in enumerate(windows)
+            for name, v in w.model.state_dict().items()}
+
+
+def marching_payload(prep: Prepared, windows: Sequence[Result], current: Mapping[str, Any] | None) -> dict[str, Any]:
+    """model.pt of a marched run: the finished windows' weights (``chained_weights``) and loop states
+    (``windows``, ``window_record``), and ``training``: the unfinished window's snapshot, or None."""
+    states = [w.state for w in windows] + ([TrainState.from_snapshot(current)] if current is not None else [])
+    history, iteration, _ = joined_history(states)
+    payload = checkpoint_payload(prep.problem, prep.config.to_toml(), chained_weights(windows), iteration,
+                                 history_columns(history), current)
+    payload["windows"] = [window_record(w.state) for w in windows]
+    return payload
+
+
 class MarchedResult(Result):
     """A time-marching run: the windows' ``Result``s (``windows``, in time order) and the piecewise
     field. ``metrics`` are on the whole test grid; the history holds each window's evaluations one
-    after another (their metrics on that window's test points); model.pt holds every window's
-    weights (prefixed ``window<k>.``) and no training state."""
+    after another (their metrics on that window's test points); model.pt holds the weights each
+    window handed on (prefixed ``window<k>.``) and each window's loop state, and no training state."""
 
     def __init__(self, prep: Prepared, windows: list[Result], evaluator: MarchedEvaluator, wall_seconds: float) -> None:
         self.prepared, self.problem, self.config, self.windows = prep, prep.problem, prep.config, windows
@@ -217,12 +254,7 @@ class MarchedResult(Result):
         compiled = [w.trainer.compile_seconds for w in windows if w.trainer.compile_seconds is not None]
         self.trainer = _Windows(windows[-1].model, evaluator, sum(compiled) if compiled else None)  # type: ignore[assignment]
         self.model = windows[-1].model
-        history: list[Evaluation] = []
-        offset, seconds = 0, 0.0
-        for w in windows:
-            history += [dataclasses.replace(ev, iteration=ev.iteration + offset, seconds=ev.seconds + seconds)
-                        for ev in w.state.history]
-            offset, seconds = offset + w.iterations, seconds + w.state.seconds
+        history, offset, seconds = joined_history([w.state for w in windows])
         self.state = TrainState(history=history, iteration=offset, seconds=seconds)
         self.iterations = offset
         self.metrics = evaluator.metrics()
@@ -230,7 +262,7 @@ class MarchedResult(Result):
         self.metrics_at_min_loss = {"iteration": offset, **self.metrics}  # each window's chosen weights
         self.history = history_columns(history)
         self.parameters = {}
-        self._final = {f"window{k}.{name}": v for k, w in enumerate(windows) for name, v in w._final.items()}
+        self._final = chained_weights(windows)
         self.outputs_from = prep.config.train.outputs_from
         self.shard_axis = windows[0].shard_axis
 
@@ -245,11 +277,100 @@ class MarchedResult(Result):
             {"range": list(r), "iterations": w.iterations, "train_seconds": round(w.state.seconds, 3),
              "metrics": w.metrics, "final_loss": w.final_loss} for r, w in zip(ranges, self.windows)]}
 
+    def _checkpoint(self, model_state: Mapping[str, torch.Tensor], iteration: int,
+                    training: Mapping[str, Any] | None = None) -> dict[str, Any]:
+        return marching_payload(self.prepared, self.windows, None)
+
+
+class WindowChain:
+    """The windows' problems in time order: ``window(k)`` is window k prepared with the initial value
+    the windows before it ended with; ``hand_on(model)`` takes window k's field at its end."""
+
+    def __init__(self, prep: Prepared, evaluator: MarchedEvaluator) -> None:
+        self.prep, self.evaluator, self.time_axis = prep, evaluator, evaluator.time_axis
+        K = evaluator.windows
+        lo, hi = prep.compiled.ranges[self.time_axis]
+        self.cuts = [lo + (hi - lo) * k / K for k in range(K)] + [hi]
+        self.t = prep.problem.ctx.axes[prep.problem.axis_list[self.time_axis].name]
+        self.lifts = {f: hard_lift(prep.problem, f)[1]  # the initial values, as the compiler lifts them
+                      for f in _initial_conditions(prep.problem, self.time_axis)}
+        self.space = [prep.problem.ctx.axes[a.name] for d, a in enumerate(prep.problem.axis_list) if d != self.time_axis]
+        self.cfg = dataclasses.replace(prep.config, train=dataclasses.replace(
+            prep.config.train, windows=1, test_points=evaluator.window_test_points()))
+        self.k, self.compiled = 0, prep.compiled
+
+    def describe(self, k: int) -> str:
+        return f"{self.t} in [{self.cuts[k]:g}, {self.cuts[k + 1]:g}]"
+
+    def window(self) -> Prepared:
+        k = self.k
+        problem = window_problem(self.prep.problem, self.time_axis, self.cuts[k], self.cuts[k + 1], self.lifts)
+        refs = self.evaluator.window_references(k)
+        self.compiled = compile_problem(problem, self.cfg, self.prep.data_arrays)
+        return Prepared(problem, self.cfg, self.compiled, self.prep.data_arrays, refs, self.prep.device,
+                        make_plan(self.compiled, self.cfg, ref_arrays=refs))
+
+    def hand_on(self, model: torch.nn.Module) -> None:
+        """The next window's lifts: this window's (faded or not) at its end plus its networks there."""
+        k, cut = self.k, self.cuts[self.k + 1]
+        slices = {f: FrozenSlice(f"{f}_window{k}", model[f], self.time_axis, cut, len(self.space))  # type: ignore[index]
+                  for f in self.lifts}
+        self.lifts = {f: self.compiled.lifts[f].subs(self.t, cut) + slices[f].function((0,) * len(self.space))(*self.space)
+                      for f in self.lifts}
+        self.k += 1
+
+
+def rebuilt(window: Prepared, weights: Mapping[str, torch.Tensor], state: TrainState) -> Result:
+    """A finished window read back from a checkpoint (its weights, in their dtype, and loop state)."""
+    trainer = Trainer(window.compiled, window.config, window.ref_arrays, plan=window.plan, device=window.device,
+                      progress=False)
+    trainer.to_dtype(next(iter(weights.values())).dtype)
+    trainer.model.load_state_dict(weights)
+    return Result(window, trainer, state, 0.0)
+
+
+def marching_state(stored: StoredRun, windows: int, finished: bool = False) -> dict[str, Any]:
+    """What ``march(resume=)`` takes from a marched run's checkpoint: ``windows``, the finished
+    windows' (weights, TrainState), and ``current``, the unfinished one's snapshot or None.
+    ``finished``: every window must have finished (export). DataError when it cannot be read."""
+    ckpt, where = stored.checkpoint, stored.where
+    ran = stored.settings.get("train", {}).get("windows", 1) if isinstance(stored.settings.get("train"), dict) else 1
+    if ran != windows:
+        raise DataError(f"the run marched over {ran} windows (train.windows), not {windows}", file=where)
+    records = ckpt.get("windows")
+    if not isinstance(records, list) or not all(isinstance(r, dict) for r in records) or len(records) > windows:
+        raise DataError("the checkpoint holds no time-marching state ('windows')", file=where)
+    current = ckpt.get("training")
+    if finished and len(records) < windows:
+        raise DataError(f"the run stopped in window {len(records) + 1} of {windows}; finish it first with "
+                        f"seppinn solve PROBLEM --resume {Path(where).parent}", file=where)
+    if not finished and len(records) == windows:
+        raise DataError("every window of this run has finished: there is nothing to resume (solve again, e.g. "
+                        "with a larger train.iterations)", file=where)
+    done = []
+    for k, rec in enumerate(records):
+        weights = {name[len(f"window{k}."):]: v for name, v in ckpt["model"].items() if name.startswith(f"window{k}.")}
+        try:
+            state = TrainState(history=[Evaluation(**ev) for ev in rec["history"]],
+                               best=Evaluation(**rec["best"]) if rec["best"] else None,
+                               iteration=int(rec["iteration"]), seconds=float(rec["seconds"]))
+        except (KeyError, TypeError, ValueError) as exc:
+            raise DataError(f"the checkpoint's record of window {k + 1} is malformed ({type(exc).__name__})",
+                            file=where) from None
+        if not weights or not state.history:
+            raise DataError(f"the checkpoint holds no weights or history for window {k + 1}", file=where)
+        done.append((weights, state))
+    return {"windows": done, "current": current}
+
 
 def march(prep: Prepared, out: str | Path | None = None, *, progress: bool = True, handle_signals: bool = False,
-          force: bool = False, init_from: str | Path | None = None, world: World = World()) -> MarchedResult:
-    """Solve ``prep`` window after window (``train.windows``); write the run's files into ``out``
-    once every window has finished (an interrupted or failed marching run writes nothing)."""
+          force: bool = False, init_from: str | Path | None = None, world: World = World(),
+          resume: Mapping[str, Any] | None = None) -> MarchedResult:
+    """Solve ``prep`` window after window (``train.windows``). With ``out``, model.pt holds the
+    finished windows after each one and the current window's training state every
+    ``train.checkpoint_every`` iterations and at an interruption (``marching_payload``); the other
+    files are written when every window has finished. ``resume``: ``marching_state``'s (finished
+    windows are rebuilt, not trained)."""
     start = time.perf_counter()
     time_axis = check_marching(prep.problem)
     if world.active:
@@ -259,42 +380,43 @@ def march(prep: Prepared, out: str | Path | None = None, *, progress: bool = Tru
         check_run_dir(out, prep.problem, force)
     K = prep.config.train.windows
     evaluator = MarchedEvaluator(prep, time_axis, K, prep.device)
-    lo, hi = prep.compiled.ranges[time_axis]
-    cuts = [lo + (hi - lo) * k / K for k in range(K)] + [hi]
-    ics = _initial_conditions(prep.problem, time_axis)
-    t = prep.problem.axis_list[time_axis].name
-    lifts = {f: hard_lift(prep.problem, f)[1] for f in ics}  # the initial values, as the compiler lifts them
-    space = [prep.problem.ctx.axes[a.name] for d, a in enumerate(prep.problem.axis_list) if d != time_axis]
-    cfg = dataclasses.replace(prep.config, train=dataclasses.replace(
-        prep.config.train, windows=1, test_points=evaluator.window_test_points()))
+    chain = WindowChain(prep, evaluator)
+    done = list(resume["windows"]) if resume is not None else []
     windows: list[Result] = []
+
+    def write(current: Mapping[str, Any] | None) -> None:
+        if out is not None:
+            write_checkpoint(Path(out) / "model.pt", marching_payload(prep, windows, current))
+
     for k in range(K):
-        problem = window_problem(prep.problem, time_axis, cuts[k], cuts[k + 1], lifts)
-        refs = evaluator.window_references(k)
-        compiled = compile_problem(problem, cfg, prep.data_arrays)
-        window = Prepared(problem, cfg, compiled, prep.data_arrays, refs, prep.device,
-                          make_plan(compiled, cfg, ref_arrays=refs))
-        if k:  # a fresh compilation: recompiling the last window's graph is slower and marks shapes dynamic
-            torch._dynamo.reset()
-        if progress and world.writes:
-            print(f"window {k + 1}/{K}: {t} in [{cuts[k]:g}, {cuts[k + 1]:g}]", flush=True)
-        try:
-            result = run(window, None, progress=progress, handle_signals=handle_signals,
-                         init_from=init_from if k == 0 else None,
-                         init_weights=windows[-1].model.state_dict() if windows else None)
-        except Interrupted as exc:
-            raise Interrupted(f"interrupted in window {k + 1} of {K}; a time-marching run writes its outputs "
-                              "when every window has finished, so nothing was written", exc.iteration, None) from None
-        except RunError as exc:
-            raise RunError(f"window {k + 1} of {K} ({t} in [{cuts[k]:g}, {cuts[k + 1]:g}]): {exc}") from None
+        window = chain.window()
+        if k < len(done):
+            result = rebuilt(window, *done[k])
+        else:
+            if k:  # a fresh compilation: recompiling the last window's graph is slower and marks shapes dynamic
+                torch._dynamo.reset()
+            if progress and world.writes:
+                print(f"window {k + 1}/{K}: {chain.describe(k)}", flush=True)
+            try:
+                result = run(window, None, progress=progress, handle_signals=handle_signals,
+                             init_from=init_from if k == 0 else None,
+                             init_weights=windows[-1].model.state_dict() if windows else None,
+                             resume=resume["current"] if resume is not None and k == len(done) else None,
+                             on_checkpoint=write)
+            except Interrupted as exc:
+                write(exc.result.state.last_good)  # type: ignore[attr-defined]
+                raise Interrupted(f"interrupted in window {k + 1} of {K} at its iteration {exc.iteration}; "
+                                  + (f"the finished windows and this one's training state are in {Path(out) / 'model.pt'}"
+                                     if out is not None else "nothing was written"), exc.iteration, None) from None
+            except RunError as exc:
+                kept = f"; the {k} finished windows are in {Path(out) / 'model.pt'}" if out is not None and k else ""
+                raise RunError(f"window {k + 1} of {K} ({chain.describe(k)}): {exc}{kept}") from None
         windows.append(result)
         evaluator.evaluators.append(result.trainer.evaluator)
         if k + 1 < K:
-            slices = {f: FrozenSlice(f"{f}_window{k}", result.model[f], time_axis, cuts[k + 1], len(space))
-                      for f in lifts}
-            t_sym = prep.problem.ctx.axes[t]  # the field window k ended with: its lift (faded or not) + networks
-            lifts = {f: compiled.lifts[f].subs(t_sym, cuts[k + 1]) + slices[f].function((0,) * len(space))(*space)
-                     for f in lifts}
+            chain.hand_on(result.model)
+            if k >= len(done):
+                write(None)
     marched = MarchedResult(prep, windows, evaluator, time.perf_counter() - start)
     if out is not None:
         marched.save(out)

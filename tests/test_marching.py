@@ -4,6 +4,8 @@ the outputs read back, and the refusals."""
 
 from __future__ import annotations
 
+import json
+
 import h5py
 import numpy as np
 import pytest
@@ -34,6 +36,20 @@ test_points = { t = 11, x = 24 }
 iterations = 0
 windows = 2
 """
+
+ADVECTION_SOFT = """[problem]
+name = "adv"
+[axes]
+t = { range = [0.0, 1.0], time = true }
+x = { range = [0.0, 6.283185307179586], periodic = true }
+[fields]
+u = {}
+[[equations]]
+residual = "diff(u, t) + diff(u, x)"
+[[conditions]]
+on = "t = min"
+value = "sin(x)"
+"""  # the initial condition soft: refused by marching
 
 
 def advection(hard: bool = True, fade: float | None = None) -> seppinn.Problem:
@@ -119,19 +135,7 @@ def test_marching_refusals(tmp_path, capsys):
         seppinn.solve(advection(hard=False), overrides={**NET, "train.iterations": 0, "train.windows": 2},
                       progress=False)
     p = tmp_path / "adv.toml"
-    p.write_text('''[problem]
-name = "adv"
-[axes]
-t = { range = [0.0, 1.0], time = true }
-x = { range = [0.0, 6.283185307179586], periodic = true }
-[fields]
-u = {}
-[[equations]]
-residual = "diff(u, t) + diff(u, x)"
-[[conditions]]
-on = "t = min"
-value = "sin(x)"
-''')
+    p.write_text(ADVECTION_SOFT)
     assert main(["solve", str(p), "--set", "train.windows=2", "--set", "train.iterations=0"]) == 2
     err = capsys.readouterr().err
     assert "train.windows" in err and "hard initial condition" in err and "Traceback" not in err
@@ -139,9 +143,73 @@ value = "sin(x)"
     out = tmp_path / "run"
     assert main(["solve", str(p), "--out", str(out), "--quiet"]) == 0
     capsys.readouterr()
-    with pytest.raises(DataError, match="time marching"):
-        open_run(out)
-    assert main(["export", str(out), "--format", "vtu"]) == 2
-    assert "time marching" in capsys.readouterr().err
     assert main(["solve", str(p), "--resume", str(out), "--out", str(tmp_path / "more")]) == 2
-    assert "cannot be resumed" in capsys.readouterr().err
+    assert "every window of this run has finished: there is nothing to resume" in capsys.readouterr().err
+    assert main(["solve", str(p), "--resume", str(out), "--set", "train.windows=3"]) == 2
+    assert "marched over 2 windows (train.windows), not 3" in capsys.readouterr().err
+
+
+ADVECTION_FILE = ADVECTION_SOFT + """enforce = "hard"
+[reference]
+u = "sin(x - t)"
+""" + SMALL_TABLES.replace("iterations = 0", """iterations = 40
+lbfgs_iterations = 4
+lr = 3e-3
+checkpoint_every = 10
+eval_every = 10
+dtype = "float64"
+compile = false""")
+
+
+def test_an_interrupted_marched_run_resumes_to_the_same_weights_and_exports(tmp_path, capsys, monkeypatch):
+    """SIGINT in window 2 (as the handler does: ``stop_requested`` at a checkpoint): model.pt keeps
+    window 1 and window 2's training state; --resume rebuilds window 1 and finishes window 2 with
+    the weights and history of an uninterrupted run; export evaluates the piecewise field."""
+    from seppinn.train.loop import Trainer
+
+    p = tmp_path / "adv.toml"
+    p.write_text(ADVECTION_FILE)
+    full, cut = tmp_path / "full", tmp_path / "cut"
+    assert main(["solve", str(p), "--out", str(full), "--quiet"]) == 0
+    train = Trainer.train
+
+    def stopping(self, on_checkpoint=None, resume=None, on_eval=None):
+        def hook(snap):
+            on_checkpoint(snap)
+            if self.c.ranges[0][0] > 0 and snap["iteration"] == 20:  # window 2, its iteration 20
+                self.stop_requested = True
+        return train(self, hook, resume, on_eval)
+
+    monkeypatch.setattr(Trainer, "train", stopping)
+    capsys.readouterr()
+    assert main(["solve", str(p), "--out", str(cut), "--quiet"]) == 130
+    err = capsys.readouterr().err
+    assert "interrupted in window 2 of 2 at its iteration 20" in err and f"--resume {cut}" in err
+    ckpt = torch.load(cut / "model.pt", weights_only=True)
+    assert len(ckpt["windows"]) == 1 and ckpt["training"]["iteration"] == 20 and ckpt["iteration"] == 44 + 20
+    assert not (cut / "solution.h5").exists()
+    with pytest.raises(DataError, match="stopped in window 2 of 2"):
+        open_run(cut)
+    monkeypatch.setattr(Trainer, "train", train)
+    assert main(["solve", str(p), "--resume", str(cut), "--quiet"]) == 0
+    a, b = (torch.load(d / "model.pt", weights_only=True) for d in (full, cut))
+    assert a["model"].keys() == b["model"].keys() and {k.split(".")[0] for k in a["model"]} == {"window0", "window1"}
+    for name, v in a["model"].items():
+        assert torch.equal(v, b["model"][name]), name
+    for col, v in a["history"].items():
+        if col != "seconds":
+            np.testing.assert_array_equal(v, b["history"][col], err_msg=col)
+    assert json.loads((cut / "summary.json").read_text())["metrics"] == json.loads((full / "summary.json").read_text())["metrics"]
+    # export: the windows rebuilt from model.pt, each time from the window that holds it
+    opened = open_run(cut)
+    with h5py.File(full / "solution.h5", "r") as f:
+        t, x, u = f["axes/t"][:], f["axes/x"][:], f["fields/u"][:]
+    np.testing.assert_allclose(opened.evaluator.predict([t, x])["u"].squeeze(-1).numpy(), u, rtol=0, atol=1e-12)
+    assert main(["export", str(cut), "--points", "9"]) == 0
+    grid = np.linspace(0, 1, 9), np.linspace(0, 2 * np.pi, 9)
+    with h5py.File(cut / "export_9.h5", "r") as f:
+        np.testing.assert_allclose(f["axes/t"][:], grid[0])
+        u = f["fields/u"][:]
+    np.testing.assert_allclose(u, opened.evaluator.predict(list(grid))["u"].squeeze(-1).numpy(), rtol=0, atol=1e-12)
+    exact = np.sin(grid[1][None, :] - grid[0][:, None])
+    assert np.linalg.norm(u - exact) / np.linalg.norm(exact) < 0.05  # 0.016 when written (44 + 44 iterations)
