@@ -38,13 +38,15 @@ AUTO = {**MIXED, "train.lbfgs_dtype": "auto"}
 
 @pytest.fixture
 def stall_at_31(monkeypatch):
-    """L-BFGS' second step (iteration 31; its count is restored on resume) reports no lower loss."""
+    """L-BFGS' second step (iteration 31; its count is restored on resume) reports no lower loss in
+    float32 (a stall in float64 ends the phase: ``test_a_stalled_float64_lbfgs_skips_its_remaining_steps``)."""
     from seppinn.train.optimizers import Optimizers
     step = Optimizers.lbfgs_step
 
     def lbfgs_step(self, closure):
         stalled = step(self, closure)
-        return stalled or self.lbfgs.state[self.lbfgs.param_groups[0]["params"][0]]["n_iter"] == 2
+        first = self.lbfgs.param_groups[0]["params"][0]
+        return stalled or (self.lbfgs.state[first]["n_iter"] == 2 and first.dtype == torch.float32)
     monkeypatch.setattr(Optimizers, "lbfgs_step", lbfgs_step)
 
 
@@ -71,6 +73,21 @@ def test_resumed_run_equals_the_uninterrupted_one_exactly(tmp_path, stop_at, set
         if k != "seconds":
             np.testing.assert_array_equal(cols_full[k], cols_rest[k], err_msg=k)
     assert full.best.iteration == rest.best.iteration
+
+
+def test_a_stalled_float64_lbfgs_skips_its_remaining_steps(tmp_path, monkeypatch):
+    """A float64 step that found no lower loss would repeat its failed line search (up to 25
+    evaluations) every step from the same state: the phase ends there, the run at its last iteration."""
+    from seppinn.train.optimizers import Optimizers
+    step, calls = Optimizers.lbfgs_step, []
+
+    def lbfgs_step(self, closure):
+        calls.append(step(self, closure))
+        return calls[-1] or len(calls) == 2
+    monkeypatch.setattr(Optimizers, "lbfgs_step", lbfgs_step)
+    _, state = trained(prepare(write(tmp_path / "p.toml", WITH_DATA), overrides=EXACT))
+    assert len(calls) == 2 and state.iteration == 36 and state.history[-1].iteration == 36
+    assert np.isfinite(state.history[-1].losses["total"])
 
 
 def test_cli_sigint_writes_a_checkpoint_and_resume_finishes(tmp_path):

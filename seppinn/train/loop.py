@@ -361,12 +361,17 @@ class Trainer:
                     self.compile_seconds = time.perf_counter() - step_start
                     progress.note(f"torch.compile (train.compile = {t.compile}): the first step took "
                                   f"{self.compile_seconds:.1f} s, compiling included")
-            else:
-                if opts.lbfgs_step(closure) and t.lbfgs_dtype == "auto" and self.dtype != torch.float64:
+            elif opts.lbfgs_step(closure):  # no lower loss: in float32 (auto) go on in float64, else stop
+                if t.lbfgs_dtype == "auto" and self.dtype != torch.float64:
                     progress.note(f"L-BFGS found no lower loss in {DTYPE_NAMES[self.dtype]} at iteration {it}: "
                                   "continuing in float64")
                     self.to_dtype(torch.float64)
                     opts.lbfgs.load_state_dict(opts.lbfgs.state_dict())  # casts its history to the parameters' dtype
+                    opts.lbfgs_last = None  # the float64 loss is compared with float64 losses only
+                elif it + 1 < end:  # the same state would repeat the same failed line search every step
+                    progress.note(f"L-BFGS found no lower loss in {DTYPE_NAMES[self.dtype]} at iteration {it}: "
+                                  f"its remaining {end - it - 1} steps are skipped")
+                    it = end - 1
             state.iteration = it + 1
             progress.tick(state.iteration)
             checkpoint = bool(t.checkpoint_every) and state.iteration % t.checkpoint_every == 0
