@@ -29,7 +29,7 @@ from .compile.compiler import compile_problem, hard_lift
 from .compile.lowering import CoordinateFunction
 from .compile.plan import make_plan
 from .errors import DataError, Interrupted, RunError, SeppinnError, SolverConfigError
-from .io.runs import StoredRun, check_run_dir, checkpoint_payload, write_checkpoint
+from .io.runs import StoredRun, check_run_dir, checkpoint_payload, load_weights, write_checkpoint
 from .model.separable import SeparableField
 from .problem.sources import DataSource
 from .problem.spec import Problem
@@ -283,8 +283,8 @@ class MarchedResult(Result):
 
 
 class WindowChain:
-    """The windows' problems in time order: ``window(k)`` is window k prepared with the initial value
-    the windows before it ended with; ``hand_on(model)`` takes window k's field at its end."""
+    """The windows' problems in time order: ``window()`` is the next window prepared with the initial
+    value the windows before it ended with; ``hand_on(model)`` takes its field at its end."""
 
     def __init__(self, prep: Prepared, evaluator: MarchedEvaluator) -> None:
         self.prep, self.evaluator, self.time_axis = prep, evaluator, evaluator.time_axis
@@ -320,18 +320,18 @@ class WindowChain:
         self.k += 1
 
 
-def rebuilt(window: Prepared, weights: Mapping[str, torch.Tensor], state: TrainState) -> Result:
-    """A finished window read back from a checkpoint (its weights, in their dtype, and loop state)."""
+def rebuilt(window: Prepared, weights: Mapping[str, torch.Tensor], state: TrainState, where: str) -> Result:
+    """A finished window read back from the checkpoint ``where`` (its weights, in their dtype, and loop state)."""
     trainer = Trainer(window.compiled, window.config, window.ref_arrays, plan=window.plan, device=window.device,
                       progress=False)
     trainer.to_dtype(next(iter(weights.values())).dtype)
-    trainer.model.load_state_dict(weights)
+    load_weights(trainer.model, {k: v.to(window.device) for k, v in weights.items()}, where)
     return Result(window, trainer, state, 0.0)
 
 
 def marching_state(stored: StoredRun, windows: int, finished: bool = False) -> dict[str, Any]:
     """What ``march(resume=)`` takes from a marched run's checkpoint: ``windows``, the finished
-    windows' (weights, TrainState), and ``current``, the unfinished one's snapshot or None.
+    windows' (weights, TrainState, the checkpoint's path), and ``current``, the unfinished one's snapshot or None.
     ``finished``: every window must have finished (export). DataError when it cannot be read."""
     ckpt, where = stored.checkpoint, stored.where
     ran = stored.settings.get("train", {}).get("windows", 1) if isinstance(stored.settings.get("train"), dict) else 1
@@ -359,7 +359,7 @@ def marching_state(stored: StoredRun, windows: int, finished: bool = False) -> d
                             file=where) from None
         if not weights or not state.history:
             raise DataError(f"the checkpoint holds no weights or history for window {k + 1}", file=where)
-        done.append((weights, state))
+        done.append((weights, state, where))
     return {"windows": done, "current": current}
 
 

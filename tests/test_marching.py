@@ -4,6 +4,7 @@ the outputs read back, and the refusals."""
 
 from __future__ import annotations
 
+import copy
 import json
 
 import h5py
@@ -147,6 +148,20 @@ def test_marching_refusals(tmp_path, capsys):
     assert "every window of this run has finished: there is nothing to resume" in capsys.readouterr().err
     assert main(["solve", str(p), "--resume", str(out), "--set", "train.windows=3"]) == 2
     assert "marched over 2 windows (train.windows), not 3" in capsys.readouterr().err
+    # a tampered model.pt: one line naming it, exit 2
+    ckpt = torch.load(out / "model.pt", weights_only=True)
+    for change, message in [(lambda c: c["windows"][1].pop("history"), "record of window 2 is malformed"),
+                            (lambda c: c["model"].update({k: v[:1] for k, v in c["model"].items()
+                                                          if k.startswith("window0.")}), "do not fit the model"),
+                            (lambda c: c.pop("windows"), "holds no time-marching state")]:
+        bad = copy.deepcopy(ckpt)
+        change(bad)
+        torch.save(bad, out / "model.pt")
+        assert main(["export", str(out)]) == 2
+        err = capsys.readouterr().err
+        assert message in err and str(out / "model.pt") in err and "Traceback" not in err, err
+    torch.save(ckpt, out / "model.pt")
+    assert main(["export", str(out), "--points", "5"]) == 0
 
 
 ADVECTION_FILE = ADVECTION_SOFT + """enforce = "hard"
