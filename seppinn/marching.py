@@ -7,7 +7,10 @@ L_k = L_{k-1} + S_{k-1}, S_{k-1}(x) = window k-1's networks at t = t_k (a frozen
 with its x-derivatives by ``compile.lowering.CoordinateFunction``). So the seams are continuous
 exactly, and each window's residual needs nothing but the windows before it. Each window's
 networks start from the last window's weights and run the whole schedule (``train.iterations``
-plus the L-BFGS phase). The result is the piecewise field: ``MarchedResult``.
+plus the L-BFGS phase). The result is the piecewise field: ``MarchedResult``. A run folder's
+model.pt holds the finished windows' weights and loop states and the current window's training
+state, so an interrupted run resumes in the window it stopped in (``marching_state``), and a
+finished one is read back window by window without training (``api.open_run``).
 """
 
 from __future__ import annotations
