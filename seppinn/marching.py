@@ -337,7 +337,8 @@ def marching_state(stored: StoredRun, windows: int, finished: bool = False) -> d
     windows' (weights, TrainState, the checkpoint's path), and ``current``, the unfinished one's snapshot or None.
     ``finished``: every window must have finished (export). DataError when it cannot be read."""
     ckpt, where = stored.checkpoint, stored.where
-    ran = stored.settings.get("train", {}).get("windows", 1) if isinstance(stored.settings.get("train"), dict) else 1
+    train = stored.settings.get("train")
+    ran = train.get("windows", 1) if isinstance(train, dict) else 1
     if ran != windows:
         raise DataError(f"the run marched over {ran} windows (train.windows), not {windows}", file=where)
     records = ckpt.get("windows")
