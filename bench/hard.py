@@ -9,7 +9,8 @@ under its row gives the same against the converged finite-difference solution at
 
 ``--detail`` also prints, after each run, the term losses at a dozen evaluations and, for (t, x)
 problems, u's rel L2 in each tenth of the time axis (by its first time) with the x of the largest
-errors: the figures behind RESULTS' error-by-time remarks.
+errors (the figures behind RESULTS' error-by-time remarks); for the cavity, its five largest
+deviations from Ghia's table beside the finite-difference values there.
 
 Each row is ``seppinn solve problems/<name>.toml`` with no flags but the seed (and ``--set``),
 one process; the table goes to stdout in Markdown (bench/RESULTS.md, README).
@@ -88,6 +89,15 @@ def detail(r: seppinn.Result) -> None:
     print(f"    x of the largest errors: {np.round(x[np.argsort(-np.abs(err).sum(0))[:5]], 4).tolist()}")
 
 
+def worst_points(ours: np.ndarray, fd: np.ndarray) -> None:
+    """The cavity's five largest deviations from Ghia's table, with the finite-difference value there."""
+    ghia = np.array([v for *_, v in GHIA])
+    for i in np.argsort(-np.abs(ours - ghia))[:5]:
+        line, coord, _ = GHIA[i]
+        print(f"    {line}({coord:.4f}): ours {ours[i]:+.5f}, Ghia {ghia[i]:+.5f}, FD {fd[i]:+.5f}: "
+              f"off Ghia {ours[i] - ghia[i]:+.5f}, off FD {ours[i] - fd[i]:+.5f}")
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--problems", nargs="+", default=list(ROWS),
@@ -115,6 +125,8 @@ def main() -> None:
                 finals.append(ghia_error(r))
                 fd = fd_centre_lines() if fd is None else fd
                 off_fd.append(float(np.abs(centre_lines(r) - fd).max()))
+                if args.detail:
+                    worst_points(centre_lines(r), fd)
                 r.use_state("best")
                 bests.append(ghia_error(r))
                 continue

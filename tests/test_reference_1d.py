@@ -13,7 +13,7 @@ import pytest
 import seppinn
 from seppinn.reference_1d import (allen_cahn, burgers_cole_hopf, etdrk4, fourier_interpolate, kdv,
                                   wavenumber_grid, wavenumbers)
-from seppinn.reference_solvers import REFERENCE_SOLVERS
+from seppinn.reference_solvers import HERMITE_NODES, REFERENCE_SOLVERS
 
 from .conftest import write
 
@@ -59,6 +59,24 @@ def test_cole_hopf_burgers_equals_the_spectral_solve_and_converges_in_the_nodes(
     errors = [np.abs(burgers_cole_hopf(lambda s: -np.sin(np.pi * s), nu, -1.0, 2.0, np.array([0.5, 1.0]), x,
                                        nodes=m) - spectral).max() for m in (20, 40, 80)]
     assert errors[0] > 1e2 * errors[1] > 1e4 * errors[2] and errors[2] < 1e-8, errors
+
+
+def test_cole_hopf_burgers_at_the_benchmark_viscosity_matches_the_heat_kernel_integral():
+    """nu = 0.01/pi (problems/burgers1d.toml), where the shock is ~0.003 wide: the shipped 200 Gauss-Hermite
+    nodes against u = int u0(s) K(x - s) e^{-Phi(s)/2nu} ds / int K e^{-Phi/2nu} ds with the heat kernel K,
+    integrated by the trapezoid rule on 4e5 points of s (an independent estimate), at and around the shock."""
+    nu = 0.01 / np.pi
+    t = np.array([0.2, 1 / np.pi, 0.5, 1.0])
+    x = np.array([-0.5, -0.02, -0.004, 0.0, 0.003, 0.05])
+    ours = burgers_cole_hopf(lambda s: -np.sin(np.pi * s), nu, -1.0, 2.0, t, x, nodes=HERMITE_NODES)
+    s = x[:, None] + np.linspace(-2.0, 2.0, 400001)[None, :]  # (n_x, n_s); at |x - s| = 2 the kernel is < e^-300
+    minus_phi = -(np.cos(np.pi * s) + 1) / np.pi / (2 * nu)  # -Phi / 2nu, Phi = int_-1^s -sin(pi y) dy
+    for i, ti in enumerate(t):
+        e = minus_phi - (x[:, None] - s) ** 2 / (4 * nu * ti)
+        f = np.exp(e - e.max(axis=1, keepdims=True))
+        direct = (f * -np.sin(np.pi * s)).sum(axis=1) / f.sum(axis=1)
+        np.testing.assert_allclose(ours[i], direct, rtol=0, atol=1e-7, err_msg=f"t = {ti}")
+    assert np.abs(ours[-1, 2:5]).max() < 0.9 and np.abs(ours[-1, 1]) > 0.5  # a shock, resolved at the points
 
 
 def test_fourier_interpolation_is_exact_for_trigonometric_data():
