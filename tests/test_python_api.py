@@ -214,7 +214,7 @@ def burgers() -> seppinn.Problem:
     p = seppinn.Problem("burgers1d", axes={"t": seppinn.TimeAxis(0.0, 1.0), "x": (-1.0, 1.0)}, fields=["u"],
                         parameters={"nu": "0.01/pi"},
                         solver_table={"train": {"points": {"t": 64, "x": 512}, "test_points": {"t": 101, "x": 256},
-                                                "iterations": 10000, "lbfgs_iterations": 25000}})
+                                                "iterations": 10000, "lbfgs_iterations": 30000}})
     p.add_equation("diff(u, t) + u*diff(u, x) - nu*diff(u, x, 2)", name="pde")
     p.add_condition(on=["x = min", "x = max"], value=0, name="walls")
     p.add_condition(on="t = min", value="-sin(pi*x)", name="initial", enforce="hard")
