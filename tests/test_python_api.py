@@ -258,7 +258,8 @@ def beltrami() -> seppinn.Problem:
 
 def cavity() -> seppinn.Problem:
     walls = {"lid": 10.0, "walls_u": 10.0, "walls_v": 10.0}
-    train = {"balance": "none", "weights": walls, "points": 128, "iterations": 50000, "schedule": "cosine"}
+    train = {"balance": "none", "weights": walls, "points": 128, "iterations": 50000, "schedule": "cosine",
+             "lbfgs_iterations": 15000}
     p = seppinn.Problem("cavity2d", axes={"x": (0.0, 1.0), "y": (0.0, 1.0)}, fields=["u", "v", "p"],
                         parameters={"Re": 100, "C": 50}, solver_table={"train": train})
     for f, axis in (("u", "x"), ("v", "y")):
