@@ -18,6 +18,8 @@ import seppinn
 from seppinn.api import prepare
 from seppinn.cli import main
 from seppinn.problem.expressions import OPERATOR_DOCS, OPERATORS
+from seppinn.problem.problem_file import load_problem
+from seppinn.problem.solver_config import resolve
 from seppinn.train.loop import Trainer
 
 from .conftest import HELMHOLTZ_SMALL, ROOT, write
@@ -295,7 +297,7 @@ TWINS: dict[str, Callable[[], seppinn.Problem]] = {
     "allen_cahn1d": lambda: periodic_1d("allen_cahn1d", {"eps": 1e-4, "a": 5.0},
                                         "diff(u, t) - eps*diff(u, x, 2) + a*u**3 - a*u", "x**2*cos(pi*x)",
                                         {"points": {"t": 100, "x": 512}, "causal": {"chunks": 32, "tol": 1.0},
-                                         "windows": 4, "iterations": 5000},
+                                         "windows": 4, "iterations": 5000, "lbfgs_iterations": 2000},
                                         {"weight_factorization": True, "width": 128}, fade=0.05),
     "kdv1d": lambda: periodic_1d("kdv1d", {"delta": 0.022}, "diff(u, t) + u*diff(u, x) + delta**2*diff(u, x, 3)",
                                  "cos(pi*x)", {"points": {"t": 100, "x": 256}, "windows": 16, "iterations": 5000,
@@ -330,10 +332,13 @@ def test_every_shipped_problem_has_a_twin():
 
 @pytest.mark.parametrize("name", sorted(TWINS))
 def test_file_and_python_routes_build_identical_problems(name):
-    file_prep = prepare(ROOT / "problems" / f"{name}.toml", "quick", SMALL)
+    path = ROOT / "problems" / f"{name}.toml"
+    file_prep = prepare(path, "quick", SMALL)
     code_prep = prepare(TWINS[name](), "quick", SMALL)
     assert [t.name for t in file_prep.compiled.terms] == [t.name for t in code_prep.compiled.terms]
     assert file_prep.config == code_prep.config  # [solver] tables of the file = solver_table in code
+    shipped = [resolve(p.solver_table, p.source, None, None, p.solver) for p in (load_problem(path), TWINS[name]())]
+    assert shipped[0] == shipped[1]  # also the settings the "quick" preset replaces (iterations, ...)
     losses = []
     for prep in (file_prep, code_prep):
         tr = Trainer(prep.compiled, prep.config, prep.ref_arrays, device=torch.device("cpu"), progress=False)
